@@ -1,0 +1,471 @@
+"""The bus: NATS connection, JetStream streams, typed publish, consumers, request/reply.
+
+Handlers never see a raw `Msg`. `consume` decodes the payload into its model, binds
+its ids to the log context, runs the handler, sends in-progress acks while it runs,
+acks only after it returns (so a crash redelivers instead of losing the effect),
+naks retryable failures with a growing delay and dead-letters the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import nats
+import nats.errors
+import nats.js.errors
+import orjson
+import structlog
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext, api
+from pydantic import ValidationError
+
+from libs.errors import (
+    InvalidMessageError,
+    MmaError,
+    ServiceUnavailableError,
+    error_from_wire,
+    is_retryable,
+)
+from libs.schemas import (
+    DEAD_LETTER_SUBJECT,
+    MESSAGE_TYPES,
+    STREAM_SUBJECTS,
+    TYPE_HEADER,
+    BusMessage,
+    DeadLettered,
+    Model,
+    RpcRequest,
+    Stream,
+)
+from libs.settings import Settings
+
+log = structlog.get_logger("bus")
+
+M = TypeVar("M", bound=BusMessage)
+R = TypeVar("R", bound=Model)
+Q = TypeVar("Q", bound=RpcRequest)
+D = TypeVar("D")
+
+Handler = Callable[[Any, D], Awaitable[None]]
+RpcHandler = Callable[[Any, D], Awaitable[Model]]
+ExhaustedHook = Callable[[Any, BaseException, D], Awaitable[None]]
+
+_TRANSIENT = (
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.OutboundBufferLimitError,
+    nats.js.errors.ServiceUnavailableError,
+    asyncio.TimeoutError,
+)
+
+
+def _retry_delay(deliveries: int) -> float:
+    """Nak delay: 0.5 s, 1 s, 2 s ... capped at 15 s."""
+    return float(min(15.0, 0.5 * (2 ** max(0, deliveries - 1))))
+
+
+def decode(raw: Msg, default: type[BusMessage] | None = None) -> BusMessage:
+    """The typed message of a raw JetStream message; InvalidMessageError when impossible."""
+    type_name = (raw.headers or {}).get(TYPE_HEADER)
+    model = MESSAGE_TYPES.get(type_name) if type_name else default
+    if model is None:
+        raise InvalidMessageError(f"unknown message type {type_name!r} on {raw.subject}")
+    try:
+        return model.model_validate_json(raw.data)
+    except ValidationError as exc:
+        raise InvalidMessageError(f"invalid {model.__name__} on {raw.subject}: {exc.error_count()} errors") from exc
+
+
+@dataclass
+class Consumer:
+    """A running durable pull consumer; `stop` finishes the messages in hand, then returns."""
+
+    name: str
+    task: asyncio.Task[None] | None = None
+    inflight: set[asyncio.Task[None]] = field(default_factory=set)
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    handled: int = 0
+
+    async def stop(self, grace_s: float = 10.0) -> None:
+        self.stopping.set()
+        if self.task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(self.task), grace_s)
+        if self.inflight:
+            await asyncio.wait(self.inflight, timeout=grace_s)
+        for task in self.inflight:
+            task.cancel()
+
+
+class Bus:
+    """One NATS connection per process, with its JetStream context."""
+
+    def __init__(self, nc: NatsClient, settings: Settings, name: str) -> None:
+        self.nc = nc
+        self.js: JetStreamContext = nc.jetstream()
+        self.settings = settings
+        self.name = name
+        self._rpc_tasks: set[asyncio.Task[None]] = set()
+        self._subs: list[Any] = []
+        self._consumers: list[Consumer] = []
+        self.duplicate_publishes = 0
+        self.dead_letters = 0
+
+    # ------------------------------------------------------------------ connection
+
+    @classmethod
+    async def connect(cls, settings: Settings, url: str, name: str, connect_timeout_s: float = 30.0) -> Bus:
+        """Connect, retrying while the server comes up; reconnect forever afterwards."""
+
+        async def on_error(exc: Exception) -> None:
+            log.warning("bus.connection_error", error=repr(exc))
+
+        async def on_disconnected() -> None:
+            log.warning("bus.disconnected")
+
+        async def on_reconnected() -> None:
+            log.info("bus.reconnected")
+
+        deadline = time.monotonic() + connect_timeout_s
+        while True:
+            try:
+                nc = await nats.connect(
+                    url,
+                    name=name,
+                    allow_reconnect=True,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.25,
+                    connect_timeout=2,
+                    error_cb=on_error,
+                    disconnected_cb=on_disconnected,
+                    reconnected_cb=on_reconnected,
+                    pending_size=64 * 1024 * 1024,
+                )
+                break
+            except (OSError, nats.errors.NoServersError, nats.errors.TimeoutError) as exc:
+                if time.monotonic() > deadline:
+                    raise ServiceUnavailableError(f"NATS at {url} is not answering") from exc
+                await asyncio.sleep(0.25)
+        log.info("bus.connected", url=url, client=name)
+        return cls(nc, settings, name)
+
+    @property
+    def is_connected(self) -> bool:
+        return bool(self.nc.is_connected)
+
+    async def close(self) -> None:
+        """Stop consumers (finishing what is in hand), then drain the connection."""
+        for consumer in self._consumers:
+            await consumer.stop()
+        if self._rpc_tasks:
+            await asyncio.wait(self._rpc_tasks, timeout=5)
+        if not self.nc.is_closed:
+            with contextlib.suppress(Exception):
+                await self.nc.drain()
+
+    # ------------------------------------------------------------------ streams
+
+    def stream_config(self, stream: Stream) -> api.StreamConfig:
+        is_events = stream is Stream.EVENTS
+        return api.StreamConfig(
+            name=stream.value,
+            subjects=STREAM_SUBJECTS[stream],
+            retention=api.RetentionPolicy.LIMITS if is_events else api.RetentionPolicy.WORK_QUEUE,
+            storage=api.StorageType.FILE,
+            max_age=float(self.settings.events_max_age_days * 86400) if is_events else None,
+            duplicate_window=self.settings.dedupe_window_s,
+            num_replicas=self.settings.stream_replicas,
+            allow_direct=True,
+        )
+
+    async def ensure_streams(self) -> None:
+        """Create COMMANDS, JOBS and EVENTS, or bring their config up to date (idempotent)."""
+        for stream in Stream:
+            config = self.stream_config(stream)
+            try:
+                await self.js.stream_info(stream.value)
+            except nats.js.errors.NotFoundError:
+                with contextlib.suppress(nats.js.errors.BadRequestError):
+                    await self.js.add_stream(config)
+                continue
+            await self.js.update_stream(config)
+
+    async def streams_present(self) -> bool:
+        try:
+            for stream in Stream:
+                await self.js.stream_info(stream.value)
+        except (nats.js.errors.NotFoundError, *_TRANSIENT):
+            return False
+        return True
+
+    # ------------------------------------------------------------------ publish
+
+    async def publish(self, msg: BusMessage, attempts_s: float = 60.0) -> api.PubAck:
+        """Publish with the model's subject and msg id; retried while NATS is away.
+
+        A retry inside the dedupe window is dropped by the server (the ack says duplicate),
+        so retrying after a lost ack never doubles a message.
+        """
+        headers = {"Nats-Msg-Id": msg.msg_id(), TYPE_HEADER: type(msg).__name__}
+        payload = msg.model_dump_json().encode()
+        deadline = time.monotonic() + attempts_s
+        delay = 0.1
+        while True:
+            try:
+                ack = await self.js.publish(msg.subject(), payload, headers=headers, timeout=5)
+                break
+            except _TRANSIENT as exc:
+                if time.monotonic() > deadline:
+                    raise ServiceUnavailableError("bus publish failed", subject=msg.subject()) from exc
+                log.warning("bus.publish_retry", subject=msg.subject(), error=repr(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        if ack.duplicate:
+            self.duplicate_publishes += 1
+            log.debug("bus.publish_duplicate", subject=msg.subject(), msg_id=msg.msg_id(), stream_seq=ack.seq)
+        return ack
+
+    async def publish_raw(self, subject: str, data: bytes, headers: dict[str, str] | None = None) -> None:
+        """Publish bytes as they are (tests, tools); production code uses `publish`."""
+        await self.js.publish(subject, data, headers=headers)
+
+    # ------------------------------------------------------------------ request / reply
+
+    async def request(self, req: RpcRequest, reply: type[R], timeout: float | None = None) -> R:
+        """Call the queue group serving `req`; its MmaError is raised again here."""
+        try:
+            raw = await self.nc.request(
+                req.rpc_subject, req.model_dump_json().encode(), timeout=timeout or self.settings.rpc_timeout_s
+            )
+        except _TRANSIENT as exc:
+            raise ServiceUnavailableError(f"no answer on {req.rpc_subject}", subject=req.rpc_subject) from exc
+        envelope = orjson.loads(raw.data)
+        if not envelope.get("ok"):
+            raise error_from_wire(envelope.get("error") or {})
+        return reply.model_validate(envelope["data"])
+
+    async def serve(self, req_type: type[Q], handler: RpcHandler[D], deps: D, queue: str) -> None:
+        """Answer `req_type` requests in queue group `queue`; each request runs in its own task."""
+
+        async def respond(raw: Msg) -> None:
+            started = time.perf_counter()
+            outcome = "ok"
+            try:
+                req = req_type.model_validate_json(raw.data)
+                result = await handler(req, deps)
+                body = {"ok": True, "data": result.model_dump(mode="json")}
+            except ValidationError as exc:
+                outcome = "invalid"
+                body = {"ok": False, "error": InvalidMessageError(f"invalid {req_type.__name__}: {exc}").to_wire()}
+            except MmaError as exc:
+                outcome = exc.instance_code
+                body = {"ok": False, "error": exc.to_wire()}
+            except Exception as exc:  # the edge: answer, log, never leave the caller hanging
+                outcome = "error"
+                log.exception("bus.rpc_failed", subject=raw.subject)
+                body = {"ok": False, "error": ServiceUnavailableError(f"{type(exc).__name__}").to_wire()}
+            if raw.reply:
+                with contextlib.suppress(*_TRANSIENT):
+                    await raw.respond(orjson.dumps(body))
+            log.debug("bus.rpc_handled", subject=raw.subject, outcome=outcome,
+                      duration_ms=round((time.perf_counter() - started) * 1000, 2))
+
+        async def on_msg(raw: Msg) -> None:
+            task = asyncio.create_task(respond(raw))
+            self._rpc_tasks.add(task)
+            task.add_done_callback(self._rpc_tasks.discard)
+
+        self._subs.append(await self.nc.subscribe(req_type.rpc_subject, queue=queue, cb=on_msg))
+
+    # ------------------------------------------------------------------ consumers
+
+    async def consume(
+        self,
+        *,
+        stream: Stream,
+        durable: str,
+        filter_subject: str,
+        handlers: Mapping[type[BusMessage], Handler[D]],
+        deps: D,
+        concurrency: int = 1,
+        max_deliver: int | None = None,
+        on_exhausted: ExhaustedHook[D] | None = None,
+        batch: int = 64,
+    ) -> Consumer:
+        """Run a durable pull consumer until `close`.
+
+        With `concurrency=1` messages are handled one after the other in stream order.
+        `max_deliver=-1` retries for ever (the ledger: nothing it projects may be dropped
+        for a passing database outage); decode failures are dead-lettered at once.
+        """
+        max_deliver = self.settings.max_deliveries if max_deliver is None else max_deliver
+        ack_wait = self.settings.ack_wait_s
+        config = api.ConsumerConfig(
+            durable_name=durable,
+            ack_policy=api.AckPolicy.EXPLICIT,
+            deliver_policy=api.DeliverPolicy.ALL,
+            ack_wait=ack_wait,
+            max_deliver=max_deliver,
+            max_ack_pending=max(concurrency * 2, 1000),
+            filter_subject=filter_subject,
+        )
+        psub = await self.js.pull_subscribe(filter_subject, durable=durable, stream=stream.value, config=config)
+        consumer = Consumer(name=durable)
+        default_model = next(iter(handlers)) if len(handlers) == 1 else None
+        slots = asyncio.Semaphore(concurrency)
+
+        async def keep_alive(raw: Msg) -> None:
+            while True:
+                await asyncio.sleep(ack_wait / 3)
+                with contextlib.suppress(*_TRANSIENT, nats.errors.MsgAlreadyAckdError):
+                    await raw.in_progress()
+
+        async def process(raw: Msg) -> None:
+            meta = raw.metadata
+            deliveries = meta.num_delivered
+            seq = meta.sequence.stream
+            started = time.perf_counter()
+            try:
+                msg = decode(raw, default_model)
+                handler = handlers.get(type(msg))
+                if handler is None:
+                    raise InvalidMessageError(f"no handler for {type(msg).__name__} on {durable}")
+            except InvalidMessageError as exc:
+                log.error("bus.message_invalid", subject=raw.subject, stream_seq=seq, reason=exc.message)
+                await self._dead_letter(raw, stream, seq, deliveries, exc.message)
+                await raw.term()
+                return
+            with structlog.contextvars.bound_contextvars(subject=raw.subject, stream_seq=seq, **msg.log_fields()):
+                heartbeat = asyncio.create_task(keep_alive(raw))
+                try:
+                    await handler(msg, deps)
+                except Exception as exc:  # the edge: decide nak or term, never swallow silently
+                    exhausted = max_deliver > 0 and deliveries >= max_deliver
+                    if is_retryable(exc) and not exhausted:
+                        delay = _retry_delay(deliveries)
+                        log.warning("bus.message_nak", error=repr(exc), deliveries=deliveries, delay_s=delay)
+                        with contextlib.suppress(*_TRANSIENT):
+                            await raw.nak(delay=delay)
+                        return
+                    log.error("bus.message_failed", error=repr(exc), deliveries=deliveries, exhausted=exhausted)
+                    if on_exhausted is not None:
+                        await on_exhausted(msg, exc, deps)
+                    await self._dead_letter(raw, stream, seq, deliveries, repr(exc))
+                    await raw.term()
+                    return
+                finally:
+                    heartbeat.cancel()
+                with contextlib.suppress(*_TRANSIENT):
+                    await raw.ack()
+                consumer.handled += 1
+                log.debug("bus.message_handled", deliveries=deliveries,
+                          duration_ms=round((time.perf_counter() - started) * 1000, 2))
+
+        async def run_one(raw: Msg) -> None:
+            try:
+                await process(raw)
+            except Exception:
+                # a failure while acking or dead-lettering: the message is redelivered
+                log.exception("bus.process_crashed", subject=raw.subject)
+            finally:
+                slots.release()
+
+        async def loop() -> None:
+            try:
+                await fetch_until_stopped()
+            finally:
+                # an unsubscribed pull subscription lets the connection drain at once
+                with contextlib.suppress(Exception):
+                    await psub.unsubscribe()
+
+        async def fetch_until_stopped() -> None:
+            while not consumer.stopping.is_set():
+                await slots.acquire()
+                slots.release()
+                want = max(1, min(batch, concurrency - len(consumer.inflight)))
+                try:
+                    msgs = await psub.fetch(want, timeout=1.0)
+                except nats.errors.TimeoutError:
+                    continue
+                except (*_TRANSIENT, nats.js.errors.APIError) as exc:
+                    log.warning("bus.fetch_failed", durable=durable, error=repr(exc))
+                    await asyncio.sleep(0.5)
+                    continue
+                for raw in msgs:
+                    await slots.acquire()
+                    if concurrency == 1:
+                        await run_one(raw)
+                        continue
+                    task = asyncio.create_task(run_one(raw))
+                    consumer.inflight.add(task)
+                    task.add_done_callback(consumer.inflight.discard)
+
+        consumer.task = asyncio.create_task(loop(), name=f"consumer:{durable}")
+        self._consumers.append(consumer)
+        log.info("bus.consumer_started", durable=durable, stream=stream.value, filter=filter_subject)
+        return consumer
+
+    async def _dead_letter(self, raw: Msg, stream: Stream, seq: int, deliveries: int, reason: str) -> None:
+        """Send the raw message to the dead-letter subject (the ledger makes it an error row)."""
+        self.dead_letters += 1
+        if raw.subject == DEAD_LETTER_SUBJECT:
+            log.error("bus.dead_letter_dropped", reason=reason, stream_seq=seq)
+            return
+        await self.publish(
+            DeadLettered(
+                original_subject=raw.subject,
+                original_stream=stream.value,
+                stream_seq=seq,
+                deliveries=deliveries,
+                reason=reason[:2000],
+                data=raw.data.decode("utf-8", errors="replace")[:64_000],
+            )
+        )
+
+    # ------------------------------------------------------------------ replay
+
+    async def follow(self, filter_subject: str, after_seq: int = 0) -> AsyncIterator[tuple[int, BusMessage]]:
+        """Yield (stream seq, message) of EVENTS matching `filter_subject`, from `after_seq`+1 on.
+
+        An ordered consumer: a reconnect resumes where it stopped, nothing repeats.
+        Undecodable messages are skipped (the ledger dead-letters them).
+        """
+        if after_seq > 0:
+            config = api.ConsumerConfig(deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=after_seq + 1)
+        else:
+            config = api.ConsumerConfig(deliver_policy=api.DeliverPolicy.ALL)
+        sub = await self.js.subscribe(
+            filter_subject, stream=Stream.EVENTS.value, ordered_consumer=True, config=config,
+            inactive_threshold=30.0,
+        )
+        try:
+            while True:
+                raw = await sub.next_msg(timeout=None)
+                try:
+                    msg = decode(raw)
+                except InvalidMessageError:
+                    continue
+                yield raw.metadata.sequence.stream, msg
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def last_seq(self, filter_subject: str) -> int:
+        """The stream sequence of the newest EVENTS message on `filter_subject` (0 if none)."""
+        try:
+            raw = await self.js.get_last_msg(Stream.EVENTS.value, filter_subject)
+        except nats.js.errors.NotFoundError:
+            return 0
+        return int(raw.seq or 0)
+
+
+def json_bytes(data: Any) -> bytes:
+    return orjson.dumps(data)

@@ -1,0 +1,126 @@
+"""How every service process starts and stops: settings, logging, bus, health, signals.
+
+`run_service("billing", setup)` builds Settings, configures logging, finds NATS
+(external URL, or the embedded stack's `infra.json`), connects, ensures the streams,
+calls `setup(ctx)` to register consumers and RPC handlers, logs `service.ready`,
+then waits for SIGTERM/SIGINT and shuts down gracefully: consumers stop fetching
+and finish the message in hand, then the connection drains.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from libs.bus import Bus
+from libs.logging import configure_logging
+from libs.settings import Settings
+
+log = structlog.get_logger("service")
+
+ReadyCheck = Callable[[], Awaitable[bool]]
+
+
+def infra_file(settings: Settings) -> Path:
+    return settings.state_dir / "infra.json"
+
+
+def resolve_urls(settings: Settings) -> tuple[str, str | None]:
+    """(NATS URL, database URL) for this process, from settings or the running embedded stack."""
+    nats_url, database_url = settings.nats_url, settings.database_url
+    if nats_url:
+        return nats_url, database_url
+    path = infra_file(settings)
+    if settings.infra == "embedded" and path.exists():
+        data = json.loads(path.read_text())
+        return str(data["nats_url"]), database_url or data.get("database_url")
+    raise SystemExit(
+        f"No NATS URL: set MMA_NATS_URL (infra={settings.infra}) or start the embedded stack with `make up` "
+        f"(it writes {path})."
+    )
+
+
+@dataclass
+class ServiceContext:
+    name: str
+    settings: Settings
+    bus: Bus
+    stack: AsyncExitStack
+    database_url: str | None
+    ready_checks: list[ReadyCheck] = field(default_factory=list)
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+async def _health_server(ctx: ServiceContext, port: int) -> asyncio.Server:
+    """`/healthz` (alive), `/readyz` (bus + streams + own checks), `/metrics` (Prometheus)."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request_line = (await asyncio.wait_for(reader.readline(), 5)).decode(errors="replace")
+            while (await reader.readline()) not in (b"\r\n", b"\n", b""):
+                pass
+            path = request_line.split(" ")[1] if " " in request_line else "/"
+            content_type = "application/json"
+            if path.startswith("/healthz"):
+                status, body = 200, b'{"ok":true}'
+            elif path.startswith("/readyz"):
+                ready = ctx.bus.is_connected and await ctx.bus.streams_present()
+                for check in ctx.ready_checks:
+                    ready = ready and await check()
+                status, body = (200 if ready else 503), json.dumps({"ok": ready}).encode()
+            elif path.startswith("/metrics"):
+                status, body, content_type = 200, generate_latest(), CONTENT_TYPE_LATEST
+            else:
+                status, body = 404, b'{"error":"NOT_FOUND"}'
+            reason = {200: "OK", 404: "Not Found", 503: "Service Unavailable"}[status]
+            writer.write(
+                f"HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body
+            )
+            await writer.drain()
+        except (TimeoutError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    host = "0.0.0.0" if ctx.settings.gateway_host == "0.0.0.0" else "127.0.0.1"
+    return await asyncio.start_server(handle, host, port)
+
+
+async def serve(name: str, setup: Callable[[ServiceContext], Awaitable[None]], settings: Settings) -> None:
+    nats_url, database_url = resolve_urls(settings)
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    async with AsyncExitStack() as stack:
+        bus = await Bus.connect(settings, nats_url, name=name)
+        stack.push_async_callback(bus.close)
+        await bus.ensure_streams()
+        ctx = ServiceContext(name, settings, bus, stack, database_url, stopping=stopping)
+        await setup(ctx)
+        if settings.health_port:
+            server = await _health_server(ctx, settings.health_port)
+            stack.push_async_callback(server.wait_closed)
+            stack.callback(server.close)
+        log.info("service.ready", nats_url=nats_url, health_port=settings.health_port or None)
+        await stopping.wait()
+        log.info("service.stopping")
+    log.info("service.stopped")
+
+
+def run_service(name: str, setup: Callable[[ServiceContext], Awaitable[None]]) -> None:
+    """Entry point of `python -m services.<name>`."""
+    settings = Settings()
+    configure_logging(settings, name)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(name, setup, settings))

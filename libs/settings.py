@@ -1,0 +1,124 @@
+"""The one settings model: every `MMA_*` variable, read from the environment or `.env`.
+
+Built once in each service's `__main__` and passed down; no other module reads
+`os.environ` for configuration.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+InfraMode = Literal["embedded", "external", "containers"]
+LogFormat = Literal["auto", "json", "console"]
+AssetStoreKind = Literal["local", "s3"]
+ProviderChoice = Literal["auto", "offline", "openai", "replicate"]
+
+
+class Settings(BaseSettings):
+    """Configuration of every service; names are the `MMA_` environment variables."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MMA_", env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+    )
+
+    # infrastructure
+    infra: InfraMode = Field("embedded", description="embedded (default) / external / containers")
+    state_dir: Path = Field(Path(".mina"), description="data of the embedded NATS and Postgres, logs, assets")
+    nats_url: str | None = Field(None, description="NATS URL; required in external mode")
+    database_url: str | None = Field(None, description="Postgres DSN; required in external mode")
+    db_pool_min: int = Field(1, description="ledger asyncpg pool minimum size")
+    db_pool_max: int = Field(10, description="ledger asyncpg pool maximum size")
+
+    # bus
+    max_deliveries: int = Field(5, description="deliveries of a job or command before it is dead-lettered")
+    ack_wait_s: float = Field(30.0, description="JetStream ack wait; in-progress acks are sent at a third of it")
+    dedupe_window_s: float = Field(120.0, description="JetStream duplicate window for Nats-Msg-Id")
+    events_max_age_days: int = Field(7, description="how long the EVENTS stream keeps messages")
+    rpc_timeout_s: float = Field(10.0, description="timeout of a request/reply call")
+    stream_replicas: int = Field(1, description="replicas of the streams (3 on a production cluster)")
+
+    # HTTP
+    gateway_host: str = Field("127.0.0.1", description="gateway listen address")
+    gateway_port: int = Field(8080, description="gateway listen port")
+    public_url: str | None = Field(None, description="public base URL of the gateway (default http://host:port)")
+    cors_origins: list[str] = Field(
+        default_factory=lambda: ["https://mina.faltastudio.com", "https://mina-app-bvpn.onrender.com"],
+        description="allowed frontend origins (JSON list)",
+    )
+    health_port: int = Field(0, description="health/metrics HTTP port of a non-gateway service (0 = none)")
+    max_body_bytes: int = Field(25 * 1024 * 1024, description="largest accepted request body")
+    upload_max_bytes: int = Field(15 * 1024 * 1024, description="largest accepted image upload")
+    decision_timeout_s: float = Field(5.0, description="how long a create waits for the billing decision")
+    legacy_wait_timeout_s: float = Field(600.0, description="how long /editorial/generate waits for the result")
+    rate_limit_per_minute: int = Field(60, description="creates per pass id per minute (0 = unlimited)")
+
+    # logging
+    log_format: LogFormat = Field("auto", description="auto: console on a TTY, JSON otherwise")
+    log_level: str = Field("INFO", description="minimum log level")
+
+    # assets
+    asset_store: AssetStoreKind = Field("local", description="local filesystem or an S3-compatible bucket")
+    assets_dir: Path | None = Field(None, description="local store directory (default <state_dir>/assets)")
+    assets_public_base: str | None = Field(None, description="public base of stored assets")
+    upload_signing_secret: SecretStr = Field(
+        SecretStr("dev-upload-signing-secret"), description="HMAC key of the local store's presigned PUT URLs"
+    )
+    s3_bucket: str | None = None
+    s3_endpoint_url: str | None = None
+    s3_region: str = "auto"
+    s3_access_key_id: SecretStr | None = None
+    s3_secret_access_key: SecretStr | None = None
+
+    # providers
+    provider: ProviderChoice = Field(
+        "auto", description="auto: OpenAI/Replicate when their keys are set, else the offline provider"
+    )
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str | None = None
+    openai_model: str = "gpt-4o-mini"
+    replicate_api_token: SecretStr | None = None
+    replicate_base_url: str | None = None
+    seedream_model: str = "bytedance/seedream-4"
+    kling_model: str = "kwaivgi/kling-v2.1"
+    offline_latency_ms: int = Field(0, description="simulated latency of each offline provider call")
+    provider_timeout_s: float = Field(180.0, description="timeout of one provider call")
+    provider_max_attempts: int = Field(3, description="attempts of a provider call on transient errors")
+    provider_poll_interval_s: float = Field(1.0, description="Replicate prediction poll interval")
+    pipeline_concurrency: int = Field(2000, description="jobs one pipeline process runs at once")
+
+    # credits and billing
+    price_still_create: int = 1
+    price_still_tweak: int = 1
+    price_video_animate: int = 5
+    price_video_tweak: int = 5
+    welcome_credits: int = Field(20, description="credits a new pass id gets, once (0 allowed)")
+    shopify_webhook_secret: SecretStr | None = None
+    credit_product_map: dict[str, int] = Field(
+        default_factory=lambda: {"MINA-50": 50}, description='JSON SKU -> credits, e.g. {"MINA-50": 50}'
+    )
+    credit_expiry_days: int | None = Field(None, description="days top-up credits stay valid (none = forever)")
+    supabase_jwt_secret: SecretStr | None = None
+    admin_token: SecretStr | None = Field(None, description="Bearer token of the admin routes")
+    stuck_after_s: float = Field(900.0, description="a charged generation not terminal after this is swept")
+    sweep_interval_s: float = Field(60.0, description="how often billing sweeps stuck generations")
+
+    # convenience ------------------------------------------------------------
+    @property
+    def gateway_public_url(self) -> str:
+        return (self.public_url or f"http://{self.gateway_host}:{self.gateway_port}").rstrip("/")
+
+    @property
+    def assets_path(self) -> Path:
+        return self.assets_dir or (self.state_dir / "assets")
+
+    @property
+    def assets_base_url(self) -> str:
+        return (self.assets_public_base or f"{self.gateway_public_url}/assets").rstrip("/")
+
+    def price_of(self, flow: str) -> int:
+        """Credits charged for one generation of `flow` (still_create, video_tweak, ...)."""
+        return int(getattr(self, f"price_{flow}"))

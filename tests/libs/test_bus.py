@@ -1,0 +1,143 @@
+"""The bus against a real embedded NATS: dedupe, ack policy, dead letters, request/reply, replay."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from libs.bus import Bus
+from libs.errors import InsufficientCreditsError, ServiceUnavailableError
+from libs.schemas import (
+    DEAD_LETTER_SUBJECT,
+    TYPE_HEADER,
+    CustomerView,
+    DeadLettered,
+    GetCustomer,
+    ScanLine,
+    StatusChanged,
+    Stream,
+    MmaStatus,
+)
+from tests.helpers import wait_for
+
+
+def line(gen: str, index: int, text: str = "hello") -> ScanLine:
+    return ScanLine(generation_id=gen, pass_id="pass:anon:t", index=index, text=text)
+
+
+async def test_same_msg_id_is_stored_once(bus: Bus) -> None:
+    """A retried publish inside the dedupe window is dropped by the server."""
+    first = await bus.publish(line("g1", 0))
+    second = await bus.publish(line("g1", 0))
+    assert not first.duplicate
+    assert second.duplicate and second.seq == first.seq
+    info = await bus.js.stream_info(Stream.EVENTS.value)
+    assert info.state.messages == 1
+
+
+async def test_streams_are_created_idempotently(bus: Bus) -> None:
+    """Every service ensures the streams at start-up; the second call changes nothing."""
+    await bus.ensure_streams()
+    await bus.ensure_streams()
+    assert await bus.streams_present()
+    jobs = await bus.js.stream_info(Stream.JOBS.value)
+    assert str(getattr(jobs.config.retention, "value", jobs.config.retention)) == "workqueue"
+
+
+async def test_handler_failure_is_redelivered_then_acked(bus: Bus) -> None:
+    """A retryable failure naks the message; the next delivery succeeds and is acked once."""
+    calls: list[int] = []
+
+    async def flaky(msg: ScanLine, deps: None) -> None:
+        calls.append(msg.index)
+        if len(calls) == 1:
+            raise ServiceUnavailableError("database restarting")
+
+    consumer = await bus.consume(stream=Stream.EVENTS, durable="flaky", filter_subject="mma.evt.>",
+                                 handlers={ScanLine: flaky}, deps=None)
+    await bus.publish(line("g2", 7))
+    await wait_for(lambda: consumer.handled == 1, timeout=10, what="second delivery acked")
+    assert calls == [7, 7]
+
+
+async def test_garbage_is_dead_lettered_and_the_consumer_goes_on(bus: Bus) -> None:
+    """An undecodable message goes to the dead-letter subject; the next good one is handled."""
+    seen: list[str] = []
+    dead: list[DeadLettered] = []
+
+    async def on_line(msg: ScanLine, deps: None) -> None:
+        seen.append(msg.text)
+
+    async def on_dead(msg: DeadLettered, deps: None) -> None:
+        dead.append(msg)
+
+    await bus.consume(stream=Stream.EVENTS, durable="dlq", filter_subject="mma.evt.>",
+                      handlers={ScanLine: on_line, DeadLettered: on_dead}, deps=None)
+    await bus.publish_raw("mma.evt.g3.scan_line", b"{not json", headers={TYPE_HEADER: "ScanLine"})
+    await bus.publish(line("g3", 0, "after the garbage"))
+    await wait_for(lambda: seen and dead, timeout=10, what="good message and dead letter")
+    assert seen == ["after the garbage"]
+    assert dead[0].original_subject == "mma.evt.g3.scan_line"
+    assert "{not json" in dead[0].data
+    assert bus.dead_letters == 1
+
+
+async def test_non_retryable_error_calls_the_exhausted_hook(bus: Bus) -> None:
+    """A handler error that must not be retried is reported once, then dead-lettered."""
+    reported: list[str] = []
+
+    async def refuse(msg: ScanLine, deps: None) -> None:
+        raise InsufficientCreditsError("no")
+
+    async def exhausted(msg: ScanLine, exc: BaseException, deps: None) -> None:
+        reported.append(type(exc).__name__)
+
+    await bus.consume(stream=Stream.EVENTS, durable="refuse", filter_subject="mma.evt.*.scan_line",
+                      handlers={ScanLine: refuse}, deps=None, on_exhausted=exhausted)
+    await bus.publish(line("g4", 0))
+    await wait_for(lambda: reported, timeout=10, what="exhausted hook")
+    assert reported == ["InsufficientCreditsError"]
+    await wait_for(lambda: bus.last_seq(DEAD_LETTER_SUBJECT), timeout=5, what="dead letter stored")
+
+
+async def test_request_reply_carries_errors_back(bus: Bus) -> None:
+    """A remote MmaError is raised again at the caller with the same class and code."""
+
+    async def get(req: GetCustomer, deps: None) -> CustomerView:
+        if req.pass_id == "pass:anon:broke":
+            raise InsufficientCreditsError("Need 5", balance=1)
+        return CustomerView(pass_id=req.pass_id, credits=3)
+
+    await bus.serve(GetCustomer, get, None, queue="ledger")
+    view = await bus.request(GetCustomer(pass_id="pass:anon:ok"), CustomerView)
+    assert view.credits == 3
+    with pytest.raises(InsufficientCreditsError) as caught:
+        await bus.request(GetCustomer(pass_id="pass:anon:broke"), CustomerView)
+    assert caught.value.details == {"balance": 1}
+
+
+async def test_request_without_a_server_is_service_unavailable(bus: Bus) -> None:
+    with pytest.raises(ServiceUnavailableError):
+        await bus.request(GetCustomer(pass_id="pass:anon:x"), CustomerView, timeout=1)
+
+
+async def test_follow_replays_then_resumes_after_a_sequence(bus: Bus) -> None:
+    """Replay from the start, then from a sequence on, with no repeats (SSE Last-Event-ID)."""
+    for i in range(3):
+        await bus.publish(line("g5", i, f"line {i}"))
+    await bus.publish(line("other", 0))
+    await bus.publish(StatusChanged(generation_id="g5", pass_id="pass:anon:t", status=MmaStatus.SCANNING))
+
+    async def take(after: int, n: int) -> list[tuple[int, object]]:
+        out = []
+        async for seq, msg in bus.follow("mma.evt.g5.>", after_seq=after):
+            out.append((seq, msg))
+            if len(out) == n:
+                return out
+        return out
+
+    everything = await asyncio.wait_for(take(0, 4), 10)
+    assert [type(m).__name__ for _, m in everything] == ["ScanLine"] * 3 + ["StatusChanged"]
+    resumed = await asyncio.wait_for(take(everything[1][0], 2), 10)
+    assert [seq for seq, _ in resumed] == [everything[2][0], everything[3][0]]
