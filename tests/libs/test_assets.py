@@ -24,7 +24,7 @@ async def test_put_then_get_round_trips_under_the_public_base(store: LocalAssetS
     assert await store.get_bytes(asset.key) == b"\x89PNG..."
 
 
-@pytest.mark.parametrize("key", ["../etc/passwd", "/abs", "a/../../b", "", "a//b", "a\\b"])
+@pytest.mark.parametrize("key", ["../etc/passwd", "/abs", "a/../../b", "", "a\\b"])
 def test_keys_cannot_escape_the_store(key: str) -> None:
     with pytest.raises(InvalidInputError):
         safe_key(key)
