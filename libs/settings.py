@@ -122,3 +122,31 @@ class Settings(BaseSettings):
     def price_of(self, flow: str) -> int:
         """Credits charged for one generation of `flow` (still_create, video_tweak, ...)."""
         return int(getattr(self, f"price_{flow}"))
+
+
+def settings_reference() -> str:
+    """The settings reference (docs/settings.md), generated from the model so it never drifts."""
+    lines = [
+        "# Settings reference",
+        "",
+        "Generated from `libs/settings.py` by `python -m libs.settings`; do not edit by hand.",
+        "Every setting is an environment variable (or a line in `.env`) with the `MMA_` prefix.",
+        "",
+        "| variable | type | default | what |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name, field in Settings.model_fields.items():
+        annotation = str(field.annotation).replace("typing.", "").replace("pathlib.", "").replace("pydantic.types.", "")
+        annotation = annotation.replace("<class '", "").replace("'>", "").replace("|", "\\|")
+        default: object = field.default
+        if field.default_factory is not None:
+            default = field.default_factory()  # type: ignore[call-arg]
+        if isinstance(default, SecretStr):
+            default = "(secret)"
+        shown = "" if default is None else f"`{default}`"
+        lines.append(f"| `MMA_{name.upper()}` | {annotation} | {shown} | {field.description or ''} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(settings_reference(), end="")

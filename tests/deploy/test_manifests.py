@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
-K8S_FILES = sorted(p for p in (DEPLOY / "k8s").glob("*.yaml") if p.name not in ("nats-values.yaml", "kustomization.yaml"))
+NOT_RESOURCES = ("nats-values.yaml", "kustomization.yaml")
+K8S_FILES = sorted(p for p in (DEPLOY / "k8s").glob("*.yaml") if p.name not in NOT_RESOURCES)
 SERVICES = ("gateway", "pipeline", "billing", "ledger")
 
 

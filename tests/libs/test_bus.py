@@ -14,10 +14,10 @@ from libs.schemas import (
     CustomerView,
     DeadLettered,
     GetCustomer,
+    MmaStatus,
     ScanLine,
     StatusChanged,
     Stream,
-    MmaStatus,
 )
 from tests.helpers import wait_for
 
