@@ -32,6 +32,7 @@ from libs.errors import (
     error_from_wire,
     is_retryable,
 )
+from libs.metrics import CONSUMER_LAG, DEAD_LETTERS, MESSAGES
 from libs.schemas import (
     DEAD_LETTER_SUBJECT,
     MESSAGE_TYPES,
@@ -354,18 +355,22 @@ class Bus:
                         log.warning("bus.message_nak", error=repr(exc), deliveries=deliveries, delay_s=delay)
                         with contextlib.suppress(*_TRANSIENT):
                             await raw.nak(delay=delay)
+                        MESSAGES.labels(durable, "nak").inc()
                         return
                     log.error("bus.message_failed", error=repr(exc), deliveries=deliveries, exhausted=exhausted)
                     if on_exhausted is not None:
                         await on_exhausted(msg, exc, deps)
                     await self._dead_letter(raw, stream, seq, deliveries, repr(exc))
                     await raw.term()
+                    MESSAGES.labels(durable, "failed").inc()
                     return
                 finally:
                     heartbeat.cancel()
                 with contextlib.suppress(*_TRANSIENT):
                     await raw.ack()
                 consumer.handled += 1
+                MESSAGES.labels(durable, "ok").inc()
+                CONSUMER_LAG.labels(durable).set(meta.num_pending)
                 log.debug("bus.message_handled", deliveries=deliveries,
                           duration_ms=round((time.perf_counter() - started) * 1000, 2))
 
@@ -416,6 +421,7 @@ class Bus:
     async def _dead_letter(self, raw: Msg, stream: Stream, seq: int, deliveries: int, reason: str) -> None:
         """Send the raw message to the dead-letter subject (the ledger makes it an error row)."""
         self.dead_letters += 1
+        DEAD_LETTERS.labels(stream.value).inc()
         if raw.subject == DEAD_LETTER_SUBJECT:
             log.error("bus.dead_letter_dropped", reason=reason, stream_seq=seq)
             return
