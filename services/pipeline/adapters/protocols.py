@@ -1,0 +1,89 @@
+"""The three provider contracts the pipeline depends on: scan, complete, predict.
+
+Steps only see these Protocols, so the offline provider, OpenAI and Replicate are
+interchangeable and a test can point the real SDK adapters at a local wire server.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+from pydantic import BaseModel
+
+A = TypeVar("A", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    """What a scan learnt from one image: a caption (crt), tags and a friendly user line."""
+
+    crt: str
+    tags: list[str]
+    user_line: str
+    attempts: int = 1
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A validated JSON answer of a prompt model, with what it cost."""
+
+    answer: BaseModel
+    attempts: int = 1
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class PredictionOutput:
+    """A finished prediction: either a URL to download or the bytes themselves."""
+
+    prediction_id: str
+    url: str | None = None
+    data: bytes | None = None
+    content_type: str | None = None
+    attempts: int = 1
+
+
+class Scanner(Protocol):
+    provider: str
+    model: str
+
+    async def scan(self, image: bytes, *, system: str, purpose: str) -> ScanResult:
+        """Describe one image; `purpose` (product, logo, output_still, ...) shapes the line."""
+        ...
+
+
+class Completer(Protocol):
+    provider: str
+    model: str
+
+    async def complete(
+        self, *, system: str, user: str, schema: type[A], image_urls: list[str] | None = None
+    ) -> Completion:
+        """Answer JSON matching `schema`; anything else raises GptSchemaError."""
+        ...
+
+
+class Predictor(Protocol):
+    provider: str
+
+    async def create(self, *, model: str, input: dict[str, Any]) -> str:
+        """Start a prediction and return its id (the caller records it before waiting)."""
+        ...
+
+    async def wait(
+        self, prediction_id: str, *, model: str, input: dict[str, Any], timeout_s: float
+    ) -> PredictionOutput:
+        """Wait until the prediction ends; a timeout or failure raises ProviderError."""
+        ...
+
+    async def cancel(self, prediction_id: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Providers:
+    scanner: Scanner
+    completer: Completer
+    predictor: Predictor

@@ -1,0 +1,85 @@
+"""Wiring: providers per settings, config fallbacks seeded, checkpoints bound, the job consumer."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import structlog
+
+from libs.assets import AssetStore, build_asset_store
+from libs.errors import ServiceUnavailableError
+from libs.schemas import GENERATION_JOBS, ConfigMap, GenerationJob, SeedConfig, Stream
+from libs.service import ServiceContext
+from libs.settings import Settings
+from services.pipeline.adapters.offline import OfflineCompleter, OfflinePredictor, OfflineScanner
+from services.pipeline.adapters.protocols import Completer, Predictor, Providers, Scanner
+from services.pipeline.checkpoint import CheckpointStore
+from services.pipeline.config import seed_entries
+from services.pipeline.deps import PipelineDeps
+from services.pipeline.handlers import on_job, on_job_exhausted
+
+log = structlog.get_logger("pipeline")
+
+SEED_DEADLINE_S = 60.0
+
+
+def build_providers(settings: Settings, store: AssetStore) -> Providers:
+    """offline by default; `auto` uses OpenAI / Replicate when their keys are set; the names force them."""
+    use_openai = settings.provider == "openai" or (settings.provider != "offline" and settings.openai_api_key)
+    use_replicate = settings.provider == "replicate" or (
+        settings.provider != "offline" and settings.replicate_api_token)
+    writer: Scanner | None = None
+    completer: Completer
+    scanner: Scanner
+    predictor: Predictor
+    if use_openai:
+        from services.pipeline.adapters.openai_gpt import OpenAIWriter
+
+        key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else ""
+        openai_writer = OpenAIWriter(api_key=key, base_url=settings.openai_base_url, model=settings.openai_model,
+                                     timeout_s=settings.provider_timeout_s, attempts=settings.provider_max_attempts)
+        writer, completer = openai_writer, openai_writer
+    else:
+        completer = OfflineCompleter(settings.offline_latency_ms)
+    scanner = writer or OfflineScanner(settings.offline_latency_ms)
+    if use_replicate:
+        from services.pipeline.adapters.replicate_predict import ReplicatePredictor
+
+        token = settings.replicate_api_token.get_secret_value() if settings.replicate_api_token else ""
+        predictor = ReplicatePredictor(api_token=token, base_url=settings.replicate_base_url,
+                                       timeout_s=settings.provider_timeout_s,
+                                       poll_interval_s=settings.provider_poll_interval_s)
+    else:
+        predictor = OfflinePredictor(store, settings.offline_latency_ms)
+    return Providers(scanner=scanner, completer=completer, predictor=predictor)
+
+
+async def seed_config(ctx: ServiceContext) -> None:
+    """Insert the v1 fallbacks through the ledger, waiting (bounded) until it answers."""
+    deadline = time.monotonic() + SEED_DEADLINE_S
+    while True:
+        try:
+            await ctx.bus.request(SeedConfig(entries=seed_entries()), ConfigMap, timeout=5.0)
+            return
+        except ServiceUnavailableError:
+            if time.monotonic() > deadline:
+                log.warning("pipeline.config_seed_skipped", reason="ledger not answering")
+                return
+            await asyncio.sleep(0.5)
+
+
+async def setup(ctx: ServiceContext) -> None:
+    settings = ctx.settings
+    store = build_asset_store(settings)
+    providers = build_providers(settings, store)
+    await seed_config(ctx)
+    checkpoints = await CheckpointStore.open(ctx.bus.js)
+    deps = PipelineDeps(settings=settings, bus=ctx.bus, store=store, providers=providers, checkpoints=checkpoints)
+    log.info("pipeline.providers", scanner=providers.scanner.provider, completer=providers.completer.provider,
+             predictor=providers.predictor.provider)
+    await ctx.bus.consume(
+        stream=Stream.JOBS, durable="pipeline", filter_subject=GENERATION_JOBS,
+        handlers={GenerationJob: on_job}, deps=deps, concurrency=settings.pipeline_concurrency,
+        on_exhausted=on_job_exhausted,
+    )

@@ -1,0 +1,132 @@
+"""Versioned configuration: prompt contexts and provider presets as data.
+
+Code holds only the safe v1 fallbacks below, seeded into the ledger at start-up.
+Every run reads the ACTIVE map (highest enabled version of each key) through the
+ledger at its start, so a version inserted between two runs is used by the second
+without a restart, and each step records the key/version/id it used.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+from libs.bus import Bus
+from libs.errors import ConfigError
+from libs.schemas import ConfigEntry, ConfigMap, GetActiveConfig
+
+CTX_KEYS = {
+    "gpt_scanner": "mma.ctx.gpt_scanner",
+    "gpt_reader": "mma.ctx.gpt_reader",
+    "gpt_feedback_still": "mma.ctx.gpt_feedback_still",
+    "motion_suggestion": "mma.ctx.motion_suggestion",
+    "gpt_reader_motion": "mma.ctx.gpt_reader_motion",
+    "gpt_feedback_motion": "mma.ctx.gpt_feedback_motion",
+}
+PROVIDER_KEYS = {
+    "seedream": "mma.provider.seedream.defaults",
+    "kling": "mma.provider.kling.defaults",
+}
+REGISTRY_KEY = "mma.provider.registry"
+ALL_KEYS = [*CTX_KEYS.values(), *PROVIDER_KEYS.values(), REGISTRY_KEY]
+META_FIELDS = ("version", "enabled")
+
+_JSON_RULE = "Answer with one JSON object only, no prose."
+
+FALLBACKS: dict[str, dict[str, Any]] = {
+    "mma.ctx.gpt_scanner": {
+        "system": "You are Mina's eye. Caption the image for a prompt writer (crt: subject, materials, colours, "
+                  "light) and write one warm, short line for the customer (userMessage_line). Return tags too. "
+                  + _JSON_RULE,
+    },
+    "mma.ctx.gpt_reader": {
+        "system": "You are Mina, an editorial art director. From the scans, brief, style and taste history write "
+                  "one precise image prompt (clean_prompt) and one short friendly line (userMessage_final). "
+                  "Respect every constraint. " + _JSON_RULE,
+    },
+    "mma.ctx.gpt_feedback_still": {
+        "system": "Rewrite the previous image prompt so it follows the customer's feedback while keeping what "
+                  "they liked. Return prompt and userMessage_final. Respect every constraint. " + _JSON_RULE,
+    },
+    "mma.ctx.motion_suggestion": {
+        "system": "Suggest one tasteful camera/subject motion for this still (motion_sugg_prompt). "
+                  "Respect every constraint. " + _JSON_RULE,
+    },
+    "mma.ctx.gpt_reader_motion": {
+        "system": "Turn the still caption and the customer's motion brief into one video prompt (motion_prompt). "
+                  "Respect every constraint. " + _JSON_RULE,
+    },
+    "mma.ctx.gpt_feedback_motion": {
+        "system": "Rewrite the previous motion prompt following the feedback (motion_prompt). "
+                  "Respect every constraint. " + _JSON_RULE,
+    },
+    "mma.provider.seedream.defaults": {"size": "2K", "aspect_ratio": "1:1", "max_images": 1,
+                                        "sequential_image_generation": "disabled"},
+    "mma.provider.kling.defaults": {"duration": 5, "aspect_ratio": "16:9", "negative_prompt": ""},
+    "mma.provider.registry": {
+        "providers": {
+            "seedream": {"kind": "image", "step": "seedream_generate", "content_type": "image"},
+            "kling": {"kind": "video", "step": "kling_generate", "content_type": "motion"},
+        }
+    },
+}
+
+
+def seed_entries() -> dict[str, dict[str, Any]]:
+    """The v1 rows to seed (the ledger never overwrites an existing version)."""
+    return {key: {"version": 1, "enabled": True, **value} for key, value in FALLBACKS.items()}
+
+
+def fallback_entry(key: str) -> ConfigEntry:
+    return ConfigEntry(key=key, version=1, id=f"app_config:{key}.v1",
+                       value={"version": 1, "enabled": True, **FALLBACKS[key]})
+
+
+@dataclass(frozen=True)
+class ActiveConfig:
+    """The config snapshot of one run (kept in its checkpoint so a resume uses the same)."""
+
+    entries: dict[str, ConfigEntry]
+
+    def entry(self, key: str) -> ConfigEntry:
+        found = self.entries.get(key)
+        return found if found is not None else fallback_entry(key)
+
+    def ctx(self, name: str) -> tuple[ConfigEntry, str]:
+        """(entry, system text) of a context; a template without text is a CONFIG_ERROR."""
+        entry = self.entry(CTX_KEYS[name])
+        system = entry.value.get("system")
+        if not isinstance(system, str) or not system.strip():
+            raise ConfigError(f"context {entry.id} has no system text", key=entry.key, version=entry.version,
+                              id=entry.id)
+        return entry, system
+
+    def provider_defaults(self, provider: str) -> tuple[ConfigEntry, dict[str, Any]]:
+        entry = self.entry(PROVIDER_KEYS[provider])
+        return entry, {k: copy.deepcopy(v) for k, v in entry.value.items() if k not in META_FIELDS}
+
+    def to_json(self) -> dict[str, Any]:
+        return {key: entry.model_dump() for key, entry in self.entries.items()}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ActiveConfig:
+        return cls({key: ConfigEntry.model_validate(value) for key, value in data.items()})
+
+
+async def load_active(bus: Bus) -> ActiveConfig:
+    """Highest enabled version of every key, read now (never cached across runs)."""
+    reply = await bus.request(GetActiveConfig(keys=ALL_KEYS), ConfigMap)
+    return ActiveConfig(dict(reply.entries))
+
+
+def deep_merge(*layers: dict[str, Any] | None) -> dict[str, Any]:
+    """Later layers win; nested dicts merge key by key (defaults < customer < request)."""
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in (layer or {}).items():
+            if isinstance(value, dict) and isinstance(merged.get(key), dict):
+                merged[key] = deep_merge(merged[key], value)
+            else:
+                merged[key] = copy.deepcopy(value)
+    return merged

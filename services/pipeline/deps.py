@@ -1,0 +1,23 @@
+"""What the pipeline's handlers need, built once in `app.setup` and passed down."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from libs.assets import AssetStore
+from libs.bus import Bus
+from libs.settings import Settings
+from services.pipeline.adapters.protocols import Providers
+from services.pipeline.checkpoint import CheckpointStore
+
+POSTSCAN_VIDEO = True  # postscan of a video output is on by default
+
+
+@dataclass(frozen=True)
+class PipelineDeps:
+    settings: Settings
+    bus: Bus
+    store: AssetStore
+    providers: Providers
+    checkpoints: CheckpointStore
+    postscan_video: bool = POSTSCAN_VIDEO

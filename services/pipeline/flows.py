@@ -1,0 +1,171 @@
+"""The four flows: what a run reads before its first step, its step plan and its first vars.
+
+`prepare` runs once per generation (its result is checkpointed), so a resumed run
+follows the same plan with the same config snapshot, taste and parent, even if a
+new config version was inserted meanwhile.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from libs.bus import Bus
+from libs.errors import InvalidInputError, NotFoundError, ServiceUnavailableError
+from libs.schemas import (
+    MMA_VARS_VERSION,
+    CustomerView,
+    Flow,
+    GenerationJob,
+    GenerationView,
+    GetCustomer,
+    GetGeneration,
+    MmaStatus,
+)
+from services.pipeline.config import load_active
+from services.pipeline.taste import constraints_for
+
+PlanEntry = list[Any]  # [step_type, arg]
+
+
+def initial_vars(job: GenerationJob) -> dict[str, Any]:
+    """The canonical variable map (MMA.md), filled as the steps run."""
+    command = job.command
+    request = command.request
+    assets, inputs, feedback = request.assets, request.inputs, request.feedback
+    return {
+        "version": MMA_VARS_VERSION,
+        "mode": command.flow.mode,
+        "flow": command.flow.value,
+        "assets": {
+            "product_image_id": assets.product_image_url,
+            "logo_image_id": assets.logo_image_url,
+            "inspiration_image_ids": list(assets.inspiration_image_urls[:4]),
+            "style_hero_image_id": assets.style_hero_image_url,
+            "input_still_image_id": assets.input_still_image_url,
+        },
+        "scans": {"product_crt": None, "logo_crt": None, "inspiration_crt": [], "still_crt": None,
+                  "output_still_crt": None},
+        "history": {"vision_intelligence": request.vision_intelligence, "like_window": None,
+                    "style_history_csv": ""},
+        "inputs": {"userBrief": inputs.user_brief, "style": inputs.style,
+                   "motion_user_brief": inputs.motion_user_brief, "movement_style": inputs.movement_style,
+                   "type_for_me": inputs.type_for_me},
+        "prompts": {"clean_prompt": None, "motion_prompt": None, "motion_sugg_prompt": None},
+        "feedback": {"still_feedback": feedback.still_feedback, "motion_feedback": feedback.motion_feedback},
+        "userMessages": {"scan_lines": [], "final_line": None},
+        "settings": {},
+        "outputs": {},
+        "meta": {"ctx_versions": {}, "settings_versions": {}, "parent_generation_id": command.parent_generation_id,
+                 "hard_blocks": []},
+    }
+
+
+async def _customer(bus: Bus, pass_id: str) -> CustomerView | None:
+    try:
+        return await bus.request(GetCustomer(pass_id=pass_id), CustomerView)
+    except NotFoundError:
+        return None
+
+
+async def _generation(bus: Bus, generation_id: str) -> GenerationView:
+    """The parent generation, finished; one the ledger has not projected as done yet is retried later."""
+    try:
+        view = await bus.request(GetGeneration(generation_id=generation_id), GenerationView)
+    except NotFoundError as exc:
+        raise ServiceUnavailableError(f"generation {generation_id} not visible yet", code="PARENT_NOT_READY") from exc
+    if view.status in (MmaStatus.ERROR.value, MmaStatus.CANCELLED.value):
+        raise InvalidInputError(f"generation {generation_id} failed", code="PARENT_FAILED")
+    if view.status not in (MmaStatus.DONE.value, MmaStatus.SUGGESTED.value):
+        raise ServiceUnavailableError(f"generation {generation_id} is still {view.status}", code="PARENT_NOT_READY")
+    return view
+
+
+def _parent_facts(view: GenerationView) -> dict[str, Any]:
+    v = view.vars or {}
+    scans, prompts, assets = v.get("scans") or {}, v.get("prompts") or {}, v.get("assets") or {}
+    return {
+        "generation_id": view.generation_id,
+        "output_url": view.output_url,
+        "prompt": view.prompt or prompts.get("clean_prompt"),
+        "caption": scans.get("output_still_crt") or scans.get("still_crt"),
+        "still_crt": scans.get("still_crt") or scans.get("output_still_crt"),
+        "motion_prompt": prompts.get("motion_prompt") or prompts.get("motion_sugg_prompt") or view.prompt,
+        "input_still_image_id": assets.get("input_still_image_id"),
+        "settings": v.get("settings") or {},
+    }
+
+
+def plan_for(job: GenerationJob, prep: dict[str, Any], vars: dict[str, Any], postscan_video: bool) -> list[PlanEntry]:
+    flow = job.command.flow
+    assets = job.command.request.assets
+    inputs = job.command.request.inputs
+    plan: list[PlanEntry] = []
+    if flow is Flow.STILL_CREATE:
+        if assets.product_image_url:
+            plan.append(["scan_product", {"url": assets.product_image_url}])
+        if assets.logo_image_url:
+            plan.append(["scan_logo", {"url": assets.logo_image_url}])
+        for index, url in enumerate(assets.inspiration_image_urls[:4]):
+            plan.append(["scan_inspiration", {"url": url, "index": index}])
+        plan += [["like_history", {}], ["gpt_reader", {}], ["seedream_generate", {"provider": "seedream"}],
+                 ["postscan_output_still", {}]]
+    elif flow is Flow.STILL_TWEAK:
+        plan += [["gpt_feedback_still", {}], ["seedream_generate_feedback", {"provider": "seedream"}],
+                 ["postscan_output_still_feedback", {}]]
+    elif flow is Flow.VIDEO_ANIMATE:
+        if not vars["scans"]["still_crt"]:
+            plan.append(["scan_input_still", {"url": vars["assets"]["input_still_image_id"]}])
+        plan.append(["motion_suggestion", {}] if inputs.type_for_me else ["gpt_reader_motion", {}])
+        if not inputs.suggest_only:
+            plan.append(["kling_generate", {"provider": "kling"}])
+            if postscan_video:
+                plan.append(["postscan_output_video", {}])
+    else:
+        plan.append(["gpt_feedback_motion", {}])
+        plan.append(["kling_generate_feedback", {"provider": "kling"}])
+        if postscan_video:
+            plan.append(["postscan_output_video_feedback", {}])
+    return plan
+
+
+async def prepare(job: GenerationJob, bus: Bus, postscan_video: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(prep, vars): config snapshot, taste, parent facts and the plan, read at the start of the run."""
+    command = job.command
+    config = await load_active(bus)
+    customer = await _customer(bus, command.pass_id)
+    preferences = customer.preferences if customer else {}
+    hard_blocks = sorted({str(b) for b in preferences.get("hard_blocks") or []})
+    vars = initial_vars(job)
+    vars["meta"]["hard_blocks"] = hard_blocks
+    prep: dict[str, Any] = {
+        "config": config.to_json(),
+        "hard_blocks": hard_blocks,
+        "constraints": constraints_for(hard_blocks),
+        "customer_settings": dict(preferences.get("settings") or {}),
+        "parent": {},
+    }
+    flow = command.flow
+    if flow.is_tweak:
+        if not command.parent_generation_id:
+            raise InvalidInputError("a tweak needs the generation it tweaks", code="PARENT_NOT_FOUND")
+        parent = _parent_facts(await _generation(bus, command.parent_generation_id))
+        prep["parent"] = parent
+        if flow is Flow.VIDEO_TWEAK:
+            vars["assets"]["input_still_image_id"] = parent["input_still_image_id"]
+            vars["scans"]["still_crt"] = parent["still_crt"]
+        else:
+            vars["assets"]["style_hero_image_id"] = vars["assets"]["style_hero_image_id"] or parent["output_url"]
+    elif flow is Flow.VIDEO_ANIMATE:
+        assets = command.request.assets
+        still_id = assets.input_still_generation_id or (
+            command.parent_generation_id if not assets.input_still_image_url else None)
+        if still_id:
+            still = _parent_facts(await _generation(bus, still_id))
+            prep["parent"] = still
+            vars["assets"]["input_still_image_id"] = assets.input_still_image_url or still["output_url"]
+            vars["scans"]["still_crt"] = still["caption"]
+            vars["meta"]["input_still_generation_id"] = still_id
+        if not vars["assets"]["input_still_image_id"]:
+            raise InvalidInputError("an animation needs a still image", code="MISSING_ASSET")
+    prep["plan"] = plan_for(job, prep, vars, postscan_video)
+    return prep, vars

@@ -1,0 +1,36 @@
+"""One function per message the pipeline consumes."""
+
+from __future__ import annotations
+
+import time
+
+import structlog
+
+from libs.errors import MmaError
+from libs.schemas import GenerationJob
+from services.pipeline.checkpoint import RunState
+from services.pipeline.deps import PipelineDeps
+from services.pipeline.runner import Run
+
+log = structlog.get_logger("pipeline")
+
+
+async def on_job(job: GenerationJob, deps: PipelineDeps) -> None:
+    """Run (or resume) the job's flow; returns normally on success AND on a recorded failure."""
+    started = time.perf_counter()
+    state = await deps.checkpoints.load(job.generation_id)
+    resumed = state is not None
+    run = Run(job, deps, state or RunState(generation_id=job.generation_id))
+    await run.execute()
+    log.info("pipeline.job_handled", flow=job.command.flow.value, resumed=resumed, status=run.state.status,
+             steps=run.state.step_count, duration_ms=round((time.perf_counter() - started) * 1000, 1))
+
+
+async def on_job_exhausted(job: GenerationJob, exc: BaseException, deps: PipelineDeps) -> None:
+    """A job that failed for good or exhausted its deliveries fails its generation (billing refunds)."""
+    state = await deps.checkpoints.load(job.generation_id) or RunState(generation_id=job.generation_id)
+    if state.terminal:
+        return
+    run = Run(job, deps, state)
+    error = exc if isinstance(exc, MmaError) else MmaError(type(exc).__name__, code="UNCAUGHT_EXCEPTION")
+    await run.fail(error, None, None, None)

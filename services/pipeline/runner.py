@@ -1,0 +1,245 @@
+"""Running one generation step by step, resumable after a crash at any point.
+
+Each transition (status, step record + scan lines, done/failed) is first written to
+the run's checkpoint as an outbox, then published with deterministic msg ids. A
+redelivered job republishes the outbox as it was (never different content), then
+continues after the last completed step. Failure is a result: the failing step and
+the generation are recorded failed, and the job is acked.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from datetime import datetime
+from typing import Any
+
+import structlog
+
+from libs.errors import ConfigError, GptSchemaError, MmaError, ProviderError, ServiceUnavailableError
+from libs.schemas import (
+    MESSAGE_TYPES,
+    BusMessage,
+    GenerationDone,
+    GenerationFailed,
+    GenerationJob,
+    MmaStatus,
+    ScanLine,
+    StatusChanged,
+    StepPhase,
+    StepRecorded,
+    status_can_move,
+    utcnow,
+)
+from services.pipeline.checkpoint import RunState
+from services.pipeline.config import ActiveConfig
+from services.pipeline.deps import PipelineDeps
+from services.pipeline.flows import prepare
+from services.pipeline.steps import STEPS
+from services.pipeline.steps.base import StepContext, status_for
+
+log = structlog.get_logger("pipeline")
+
+CATEGORIES = {
+    "TIMEOUT": "⏱️",
+    "PROVIDER_ERROR": "🛰️",
+    "GPT_SCHEMA_ERROR": "🧠",
+    "CONFIG_ERROR": "🎛️",
+    "VALIDATION_ERROR": "⚠️",
+    "UNCAUGHT_EXCEPTION": "💥",
+}
+SAFE_MESSAGES = {
+    "TIMEOUT": "The generator took too long to answer. Your credits were refunded.",
+    "PROVIDER_ERROR": "The generator failed on this one. Your credits were refunded.",
+    "GPT_SCHEMA_ERROR": "Mina could not understand the model's answer. Your credits were refunded.",
+    "CONFIG_ERROR": "Mina is misconfigured right now. Your credits were refunded.",
+    "VALIDATION_ERROR": "Something in the request could not be used. Your credits were refunded.",
+    "UNCAUGHT_EXCEPTION": "Something went wrong on our side. Your credits were refunded.",
+}
+
+
+def category_of(exc: BaseException, code: str) -> str:
+    if code.endswith("TIMEOUT"):
+        return "TIMEOUT"
+    if isinstance(exc, GptSchemaError) or code == "GPT_SCHEMA_ERROR":
+        return "GPT_SCHEMA_ERROR"
+    if isinstance(exc, ConfigError):
+        return "CONFIG_ERROR"
+    if isinstance(exc, ProviderError):
+        return "PROVIDER_ERROR"
+    if isinstance(exc, MmaError) and 400 <= exc.http_status < 500:
+        return "VALIDATION_ERROR"
+    return "UNCAUGHT_EXCEPTION"
+
+
+def error_payload(exc: BaseException) -> dict[str, Any]:
+    """The step's `error` object (MMA.md): code, message, provider status, retry."""
+    code = exc.instance_code if isinstance(exc, MmaError) else "UNCAUGHT_EXCEPTION"
+    message = exc.message if isinstance(exc, MmaError) else type(exc).__name__
+    error: dict[str, Any] = {"error_code": code, "message": message}
+    if isinstance(exc, ProviderError) and exc.provider_http_status is not None:
+        error["provider_http_status"] = exc.provider_http_status
+    if isinstance(exc, MmaError) and isinstance(exc.details.get("retry"), dict):
+        error["retry"] = exc.details["retry"]
+    return error
+
+
+def _timing(started_at: datetime, started: float) -> dict[str, Any]:
+    return {"started_at": started_at.isoformat(), "ended_at": utcnow().isoformat(),
+            "duration_ms": int((time.perf_counter() - started) * 1000)}
+
+
+class Run:
+    """One generation's run inside one delivery of its job."""
+
+    def __init__(self, job: GenerationJob, deps: PipelineDeps, state: RunState) -> None:
+        self.job = job
+        self.deps = deps
+        self.state = state
+        self.ids = {"generation_id": job.generation_id, "pass_id": job.pass_id}
+
+    # ------------------------------------------------------------------ outbox
+
+    async def commit(self, messages: list[BusMessage]) -> None:
+        """Checkpoint the transition with its messages, then publish them (the outbox pattern)."""
+        self.state.outbox = [{"type": type(m).__name__, "data": m.model_dump(mode="json")} for m in messages]
+        await self.deps.checkpoints.save(self.state)
+        await self.flush()
+
+    async def flush(self) -> None:
+        for item in self.state.outbox:
+            await self.deps.bus.publish(MESSAGE_TYPES[item["type"]].model_validate(item["data"]))
+
+    # ------------------------------------------------------------------ flow
+
+    async def execute(self) -> None:
+        if self.state.outbox:
+            await self.flush()  # a crash may have happened between checkpoint and publish
+        if self.state.terminal:
+            log.info("pipeline.job_already_finished", **self.ids)
+            return
+        if not self.state.prep:
+            try:
+                prep, vars = await prepare(self.job, self.deps.bus, self.deps.postscan_video)
+            except ServiceUnavailableError:
+                raise
+            except MmaError as exc:
+                await self.fail(exc, None, None, None)
+                return
+            self.state.prep, self.state.vars = prep, vars
+            await self.deps.checkpoints.save(self.state)
+        plan = self.state.prep["plan"]
+        config = ActiveConfig.from_json(self.state.prep["config"])
+        while self.state.step_count < len(plan):
+            step_type, arg = plan[self.state.step_count]
+            if not await self.run_step(self.state.step_count + 1, step_type, arg, config):
+                return
+        await self.finish()
+
+    async def advance(self, status: MmaStatus) -> None:
+        if status_can_move(self.state.status, status.value):
+            self.state.status = status.value
+            await self.commit([StatusChanged(**self.ids, status=status)])
+
+    async def on_started(self, ctx: StepContext, prediction_id: str) -> None:
+        """Record the prediction id (checkpoint + STARTED step) before anyone waits on it."""
+        self.state.pending = {"step_no": ctx.step_no, "prediction_id": prediction_id}
+        payload = {"input": dict(ctx.input), "output": {"prediction_id": prediction_id},
+                   "timing": {"started_at": utcnow().isoformat(), "ended_at": None, "duration_ms": None},
+                   "error": None}
+        await self.commit([StepRecorded(**self.ids, step_no=ctx.step_no, step_type=ctx.step_type,
+                                        phase=StepPhase.STARTED, provider=ctx.provider, model=ctx.model,
+                                        payload=payload)])
+
+    async def run_step(self, step_no: int, step_type: str, arg: dict[str, Any], config: ActiveConfig) -> bool:
+        """Run one step; False when it failed (the failure is already recorded)."""
+        await self.advance(status_for(step_type))
+        ctx = StepContext(self.deps, self.job, self.state, config, step_no, step_type, arg, self.on_started)
+        started_at, started = utcnow(), time.perf_counter()
+        try:
+            await STEPS[step_type](ctx)
+        except ServiceUnavailableError:
+            raise  # the ledger or the bus is away: redeliver and resume here
+        except MmaError as exc:
+            await self.fail(exc, ctx, started_at, started)
+            return False
+        except Exception as exc:  # the edge of a step: an unexpected bug fails the generation, loudly
+            log.exception("pipeline.step_crashed", step_type=step_type, step_no=step_no, **self.ids)
+            await self.fail(exc, ctx, started_at, started)
+            return False
+        timing = _timing(started_at, started)
+        messages: list[BusMessage] = []
+        for line in ctx.lines:
+            messages.append(ScanLine(**self.ids, index=len(self.state.scan_lines), text=line))
+            self.state.scan_lines.append(line)
+        self.state.vars["userMessages"]["scan_lines"] = list(self.state.scan_lines)
+        messages.append(StepRecorded(
+            **self.ids, step_no=step_no, step_type=step_type, phase=StepPhase.SUCCEEDED, provider=ctx.provider,
+            model=ctx.model, latency_ms=timing["duration_ms"],
+            payload={"input": ctx.input, "output": ctx.output, "timing": timing, "error": None},
+        ))
+        self.state.step_count = step_no
+        self.state.pending = None
+        await self.commit(messages)
+        log.info("pipeline.step_completed", step_type=step_type, step_no=step_no, provider=ctx.provider,
+                 duration_ms=timing["duration_ms"], **self.ids)
+        return True
+
+    async def finish(self) -> None:
+        vars = self.state.vars
+        outputs = vars["outputs"]
+        flow = self.job.command.flow
+        if flow.mode == "still":
+            done = GenerationDone(**self.ids, vars=vars, output_url=outputs.get("seedream_image_url"),
+                                  output_key=outputs.get("seedream_image_id"), prompt=vars["prompts"]["clean_prompt"],
+                                  provider="seedream", model=self.deps.settings.seedream_model, content_type="image")
+        elif "kling_video_url" in outputs:
+            prompt = vars["prompts"]["motion_prompt"] or vars["prompts"]["motion_sugg_prompt"]
+            done = GenerationDone(**self.ids, vars=vars, output_url=outputs["kling_video_url"],
+                                  output_key=outputs.get("kling_video_id"), prompt=prompt, provider="kling",
+                                  model=self.deps.settings.kling_model, content_type="motion")
+        else:  # suggest only: the suggestion is the result, no video was made
+            suggested = vars["prompts"]["motion_sugg_prompt"] or vars["prompts"]["motion_prompt"]
+            vars["prompts"]["suggested_prompt"] = suggested
+            done = GenerationDone(**self.ids, status=MmaStatus.SUGGESTED, vars=vars, prompt=suggested,
+                                  content_type="text")
+        self.state.terminal = True
+        self.state.status = done.status.value
+        await self.commit([done])
+        log.info("pipeline.generation_done", status=done.status.value, steps=self.state.step_count, **self.ids)
+
+    async def fail(self, exc: BaseException, ctx: StepContext | None, started_at: datetime | None,
+                   started: float | None) -> None:
+        """Run plane (failed step, generation error with partial vars) and ops plane (detail)."""
+        error = error_payload(exc)
+        code = str(error["error_code"])
+        category = category_of(exc, code)
+        messages: list[BusMessage] = []
+        step_no = ctx.step_no if ctx else None
+        step_type = ctx.step_type if ctx else None
+        if ctx is not None and started_at is not None and started is not None:
+            messages.append(StepRecorded(
+                **self.ids, step_no=ctx.step_no, step_type=ctx.step_type, phase=StepPhase.FAILED,
+                provider=ctx.provider, model=ctx.model, latency_ms=int((time.perf_counter() - started) * 1000),
+                payload={"input": ctx.input, "output": ctx.output, "timing": _timing(started_at, started),
+                         "error": error},
+            ))
+        detail: dict[str, Any] = {
+            "emoji": CATEGORIES[category], "level": "error", "category": category, "error_code": code,
+            "message": error["message"], "request_id": self.job.command.request_id, "pass_id": self.job.pass_id,
+            "generation_id": self.job.generation_id, "step_type": step_type, "step_no": step_no,
+            "provider": ctx.provider if ctx else None, "model": ctx.model if ctx else None,
+            "ctx": ctx.ctx_ref if ctx else None, "settings": ctx.settings_ref if ctx else None,
+            "provider_http_status": error.get("provider_http_status"), "retry": error.get("retry"),
+        }
+        if category == "UNCAUGHT_EXCEPTION":
+            detail["stack"] = "".join(traceback.format_exception(exc))[-4000:]
+        messages.append(GenerationFailed(
+            **self.ids, code=code, message=SAFE_MESSAGES[category], step_type=step_type, step_no=step_no,
+            vars=self.state.vars, detail=detail,
+        ))
+        self.state.terminal = True
+        self.state.status = MmaStatus.ERROR.value
+        await self.commit(messages)
+        log.warning("pipeline.generation_failed", error_code=code, category=category, step_type=step_type,
+                    step_no=step_no, **self.ids)

@@ -1,0 +1,72 @@
+"""What a step sees: the job, the run state, the config snapshot, and where to write.
+
+A step fills `input` as soon as it knows something and `output` when it has a
+result, so a failure still records what was fed to the provider. It never
+publishes its own record: the runner does, after checkpointing it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from libs.schemas import GenerationJob, MmaStatus
+from services.pipeline.checkpoint import RunState
+from services.pipeline.config import ActiveConfig
+from services.pipeline.deps import PipelineDeps
+
+StartedHook = Callable[["StepContext", str], Awaitable[None]]
+
+
+def status_for(step_type: str) -> MmaStatus:
+    """The generation status while a step of this type runs."""
+    if step_type.startswith("postscan"):
+        return MmaStatus.POSTSCAN
+    if step_type.startswith(("scan_", "like_history")):
+        return MmaStatus.SCANNING
+    if "_generate" in step_type:
+        return MmaStatus.GENERATING
+    return MmaStatus.PROMPTING
+
+
+@dataclass
+class StepContext:
+    deps: PipelineDeps
+    job: GenerationJob
+    state: RunState
+    config: ActiveConfig
+    step_no: int
+    step_type: str
+    arg: dict[str, Any]
+    on_started: StartedHook
+    input: dict[str, Any] = field(default_factory=dict)
+    output: dict[str, Any] = field(default_factory=dict)
+    provider: str | None = None
+    model: str | None = None
+    lines: list[str] = field(default_factory=list)
+    ctx_ref: dict[str, Any] | None = None  # {key, version, id} of the context used
+    settings_ref: dict[str, Any] | None = None  # {key, version, id} of the preset used
+
+    @property
+    def vars(self) -> dict[str, Any]:
+        return self.state.vars
+
+    @property
+    def prep(self) -> dict[str, Any]:
+        return self.state.prep
+
+    @property
+    def constraints(self) -> list[str]:
+        return list(self.prep.get("constraints", []))
+
+    def use_ctx(self, name: str) -> str:
+        """Record the context template (key/version/id) in the step and the vars; return its text."""
+        entry, system = self.config.ctx(name)
+        self.ctx_ref = {"key": entry.key, "version": entry.version, "id": entry.id}
+        self.input.update(ctx_key=entry.key, ctx_version=entry.version, ctx_id=entry.id)
+        self.vars["meta"]["ctx_versions"][name] = entry.version
+        return system
+
+
+StepFn = Callable[[StepContext], Awaitable[None]]

@@ -1,0 +1,122 @@
+"""Generate steps (seedream_generate*, kling_generate*): prompt + resolved settings -> output.
+
+The prediction id is recorded (step STARTED + checkpoint) before the wait, and a
+resumed step waits on that id instead of creating a second prediction. The output
+is copied into the asset store under a deterministic key before the step ends:
+MEGA never holds a provider's expiring URL.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+from typing import Any
+from urllib.parse import urlparse
+
+from libs.assets import fetch_url
+from libs.errors import InvalidInputError, ProviderError, ServiceUnavailableError
+from services.pipeline.adapters.protocols import PredictionOutput
+from services.pipeline.adapters.retry import with_retries
+from services.pipeline.config import deep_merge
+from services.pipeline.steps.base import StepContext
+from services.pipeline.taste import with_constraints
+
+OUTPUT_VARS = {"seedream": "seedream_image", "kling": "kling_video"}
+EXTENSIONS = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp", "video/mp4": ".mp4"}
+
+
+def resolve_settings(ctx: StepContext, provider: str) -> dict[str, Any]:
+    """defaults < customer preferences < request overrides (deep merge), recorded with the preset id."""
+    entry, defaults = ctx.config.provider_defaults(provider)
+    ctx.settings_ref = {"key": entry.key, "version": entry.version, "id": entry.id}
+    inputs = ctx.job.command.request.inputs
+    request_layer: dict[str, Any] = {}
+    if provider == "kling" and inputs.duration_s:
+        request_layer["duration"] = inputs.duration_s
+    if inputs.aspect_ratio:
+        request_layer["aspect_ratio"] = inputs.aspect_ratio
+    resolved = deep_merge(
+        defaults,
+        ctx.prep.get("customer_settings", {}).get(provider) or {},
+        request_layer,
+        ctx.job.command.request.settings.get(provider) or {},
+    )
+    ctx.input.update(settings_key=entry.key, settings_version=entry.version, settings_id=entry.id,
+                     settings_resolved=resolved)
+    ctx.vars["settings"][provider] = resolved
+    ctx.vars["meta"]["settings_versions"][provider] = entry.version
+    return resolved
+
+
+async def _download(url: str) -> tuple[bytes, str]:
+    try:
+        data, content_type = await fetch_url(url)
+    except ServiceUnavailableError as exc:
+        raise ProviderError("the output could not be downloaded", code="PREDICTION_FAILED",
+                            is_retryable=True) from exc
+    except InvalidInputError as exc:
+        raise ProviderError(f"the output could not be downloaded ({exc.instance_code})",
+                            code="PREDICTION_FAILED") from exc
+    if content_type in ("application/octet-stream", "binary/octet-stream", ""):
+        content_type = mimetypes.guess_type(urlparse(url).path)[0] or content_type
+    return data, content_type
+
+
+async def generate(ctx: StepContext) -> None:
+    provider = str(ctx.arg["provider"])
+    settings = ctx.deps.settings
+    predictor = ctx.deps.providers.predictor
+    resolved = resolve_settings(ctx, provider)
+    if provider == "seedream":
+        source_prompt = ctx.vars["prompts"]["clean_prompt"]
+        model = settings.seedream_model
+    else:
+        prompts = ctx.vars["prompts"]
+        source_prompt = prompts.get("motion_prompt") or prompts.get("motion_sugg_prompt") or ""
+        model = settings.kling_model
+    prompt = with_constraints(source_prompt, ctx.constraints)
+    provider_input: dict[str, Any] = {**resolved, "prompt": prompt}
+    if provider == "kling":
+        provider_input["start_image"] = ctx.vars["assets"]["input_still_image_id"]
+    ctx.provider, ctx.model = provider, model
+    ctx.input.update(prompt=prompt, model=model, backend=predictor.provider, provider_input=provider_input)
+
+    async def attempt() -> tuple[PredictionOutput, bytes, str]:
+        pending = ctx.state.pending
+        if pending and pending.get("step_no") == ctx.step_no:
+            prediction_id = str(pending["prediction_id"])
+            ctx.output["resumed_prediction"] = True
+        else:
+            prediction_id = await predictor.create(model=model, input=provider_input)
+            await ctx.on_started(ctx, prediction_id)
+        ctx.output["prediction_id"] = prediction_id
+        try:
+            out = await predictor.wait(prediction_id, model=model, input=provider_input,
+                                       timeout_s=settings.provider_timeout_s)
+        except ProviderError as exc:
+            if exc.is_retryable:
+                ctx.state.pending = None  # the next attempt starts a fresh prediction
+                try:
+                    await predictor.cancel(prediction_id)
+                except ProviderError:
+                    ctx.output["cancel_failed"] = prediction_id
+            raise
+        if out.data is not None:
+            return out, out.data, out.content_type or "application/octet-stream"
+        if not out.url:
+            raise ProviderError("the generator returned no output", code="PREDICTION_FAILED")
+        data, content_type = await _download(out.url)
+        return out, data, content_type
+
+    label = provider.upper()
+    try:
+        (out, data, content_type), attempts = await with_retries(attempt, settings.provider_max_attempts)
+    except ProviderError as exc:
+        exc.instance_code = f"{label}_TIMEOUT" if "TIMEOUT" in exc.instance_code else f"{label}_FAILED"
+        raise
+    ext = EXTENSIONS.get(content_type) or mimetypes.guess_extension(content_type) or ".bin"
+    key = f"mma/{ctx.job.generation_id}/{ctx.step_no}-{provider}{ext}"
+    stored = await ctx.deps.store.put_bytes(data, folder="mma", content_type=content_type, key=key)
+    ctx.output.update(prediction_id=out.prediction_id, output_url=stored.url, output_key=stored.key,
+                      content_type=content_type, bytes=stored.bytes, attempts=attempts)
+    prefix = OUTPUT_VARS[provider]
+    ctx.vars["outputs"].update({f"{prefix}_id": stored.key, f"{prefix}_url": stored.url})

@@ -1,0 +1,152 @@
+"""A threaded local HTTP server with injectable faults, counted per route.
+
+Start it on a free 127.0.0.1 port in a background thread (`with Server() as s:` or
+`s.start()`), then script faults per route name:
+- `s.fail(route, 500, 500)`: the next two calls answer those HTTP statuses;
+- `s.malformed(route, n)`: the next n calls answer 200 with a body that is not JSON;
+- `s.hang(route, n, seconds)`: the next n calls sleep `seconds` before answering
+  (beyond the client's timeout);
+- `s.latency(route, seconds)`: every call of the route waits that long first.
+`s.count(route)` and `s.bodies(route)` tell what the server saw.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+from collections import defaultdict, deque
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+Response = tuple[int, dict[str, str], bytes]
+
+
+def json_response(status: int, data: Any) -> Response:
+    return status, {"Content-Type": "application/json"}, json.dumps(data).encode()
+
+
+class WireServer:
+    """Subclasses implement `route(method, path)` -> route name and `handle(route, method, path, body)`."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: defaultdict[str, int] = defaultdict(int)
+        self._bodies: defaultdict[str, list[Any]] = defaultdict(list)
+        self._faults: defaultdict[str, deque[tuple[str, Any]]] = defaultdict(deque)
+        self._latency: dict[str, float] = {}
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def url(self) -> str:
+        assert self._httpd is not None, "server not started"
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def start(self) -> WireServer:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return None
+
+            def _serve(self, method: str) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                status, headers, body = server._dispatch(method, self.path, raw)
+                self.send_response(status)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    self.wfile.write(body)
+
+            def do_GET(self) -> None:
+                self._serve("GET")
+
+            def do_POST(self) -> None:
+                self._serve("POST")
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name=type(self).__name__, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+
+    def __enter__(self) -> WireServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ faults and counters
+
+    def fail(self, route: str, *statuses: int) -> None:
+        with self._lock:
+            self._faults[route].extend(("status", s) for s in statuses)
+
+    def malformed(self, route: str, times: int = 1) -> None:
+        with self._lock:
+            self._faults[route].extend(("malformed", None) for _ in range(times))
+
+    def hang(self, route: str, times: int = 1, seconds: float = 30.0) -> None:
+        with self._lock:
+            self._faults[route].extend(("hang", seconds) for _ in range(times))
+
+    def latency(self, route: str, seconds: float) -> None:
+        with self._lock:
+            self._latency[route] = seconds
+
+    def count(self, route: str) -> int:
+        with self._lock:
+            return self._counts[route]
+
+    def bodies(self, route: str) -> list[Any]:
+        with self._lock:
+            return list(self._bodies[route])
+
+    # ------------------------------------------------------------------ dispatch
+
+    def route(self, method: str, path: str) -> str | None:
+        raise NotImplementedError
+
+    def handle(self, route: str, method: str, path: str, body: Any) -> Response:
+        raise NotImplementedError
+
+    def _dispatch(self, method: str, path: str, raw: bytes) -> Response:
+        name = self.route(method, path.split("?", 1)[0])
+        if name is None:
+            return json_response(404, {"detail": "not found", "status": 404})
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = raw
+        with self._lock:
+            self._counts[name] += 1
+            self._bodies[name].append(body)
+            fault = self._faults[name].popleft() if self._faults[name] else None
+            delay = self._latency.get(name, 0.0)
+        if delay:
+            time.sleep(delay)
+        if fault is not None:
+            kind, value = fault
+            if kind == "status":
+                return json_response(int(value), {"detail": f"injected HTTP {value}", "status": int(value),
+                                                  "error": {"message": f"injected HTTP {value}"}})
+            if kind == "malformed":
+                return 200, {"Content-Type": "application/json"}, b'{"this is": not json'
+            if kind == "hang":
+                time.sleep(float(value))
+        return self.handle(name, method, path.split("?", 1)[0], body)

@@ -1,0 +1,105 @@
+"""The Replicate predictions wire protocol, serving the output files itself.
+
+Routes: `create_prediction` (POST /v1/models/<owner>/<name>/predictions and POST
+/v1/predictions), `get_prediction` (GET /v1/predictions/<id>), `cancel_prediction`
+(POST /v1/predictions/<id>/cancel), `download` (GET /files/<name>).
+A prediction succeeds `processing_s` after its creation (`never_finish` keeps it
+processing; `fail_predictions` makes it fail); its output is a PNG, or an MP4 when the
+input has a `start_image`, downloaded from this server.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from services.pipeline.adapters.offline import render_still, render_video
+from tests.wire.base import Response, WireServer, json_response
+
+
+class ReplicateServer(WireServer):
+    def __init__(self, processing_s: float = 0.2) -> None:
+        super().__init__()
+        self.processing_s = processing_s
+        self.never_finish = False
+        self.fail_predictions = False
+        self.predictions: dict[str, dict[str, Any]] = {}
+        self._created: dict[str, float] = {}
+        self._files: dict[str, tuple[str, bytes]] = {}
+        self._plock = threading.Lock()
+
+    def route(self, method: str, path: str) -> str | None:
+        is_create = re.fullmatch(r"/v1/models/[^/]+/[^/]+/predictions", path) or path == "/v1/predictions"
+        if method == "POST" and is_create:
+            return "create_prediction"
+        if method == "GET" and re.fullmatch(r"/v1/predictions/[^/]+", path):
+            return "get_prediction"
+        if method == "POST" and re.fullmatch(r"/v1/predictions/[^/]+/cancel", path):
+            return "cancel_prediction"
+        if method == "GET" and path.startswith("/files/"):
+            return "download"
+        return None
+
+    def _public(self, prediction: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in prediction.items() if not k.startswith("_")}
+
+    def _advance(self, prediction: dict[str, Any]) -> None:
+        if prediction["status"] in ("succeeded", "failed", "canceled") or self.never_finish:
+            if prediction["status"] == "starting":
+                prediction["status"] = "processing"
+            return
+        if time.monotonic() - self._created[prediction["id"]] < self.processing_s:
+            prediction["status"] = "processing"
+            return
+        if self.fail_predictions:
+            prediction.update(status="failed", error="injected model failure")
+            return
+        name, content_type, data = self._render(prediction)
+        self._files[name] = (content_type, data)
+        prediction.update(status="succeeded", output=[f"{self.url}/files/{name}"],
+                          completed_at=datetime.now(UTC).isoformat())
+
+    def _render(self, prediction: dict[str, Any]) -> tuple[str, str, bytes]:
+        payload = prediction["input"] or {}
+        prompt = str(payload.get("prompt", ""))
+        if payload.get("start_image"):
+            return f"{prediction['id']}.mp4", "video/mp4", render_video(None, prompt, seconds=0.5)
+        return f"{prediction['id']}.png", "image/png", render_still(prompt, (256, 256))
+
+    def handle(self, route: str, method: str, path: str, body: Any) -> Response:
+        with self._plock:
+            if route == "create_prediction":
+                pid = uuid.uuid4().hex[:20]
+                model = path.split("/v1/models/", 1)[1].rsplit("/predictions", 1)[0] if "/models/" in path else ""
+                prediction = {
+                    "id": pid, "model": model, "version": (body or {}).get("version", "hash"),
+                    "status": "starting", "input": (body or {}).get("input", {}), "output": None, "logs": "",
+                    "error": None, "metrics": {}, "created_at": datetime.now(UTC).isoformat(),
+                    "urls": {"get": f"{self.url}/v1/predictions/{pid}",
+                             "cancel": f"{self.url}/v1/predictions/{pid}/cancel"},
+                }
+                self.predictions[pid] = prediction
+                self._created[pid] = time.monotonic()
+                return json_response(201, self._public(prediction))
+            if route in ("get_prediction", "cancel_prediction"):
+                pid = path.split("/v1/predictions/", 1)[1].split("/", 1)[0]
+                found_prediction = self.predictions.get(pid)
+                if found_prediction is None:
+                    return json_response(404, {"detail": "prediction not found", "status": 404})
+                prediction = found_prediction
+                if route == "cancel_prediction":
+                    if prediction["status"] not in ("succeeded", "failed"):
+                        prediction["status"] = "canceled"
+                else:
+                    self._advance(prediction)
+                return json_response(200, self._public(prediction))
+            name = path.split("/files/", 1)[1]
+            found = self._files.get(name)
+            if found is None:
+                return json_response(404, {"detail": "file not found"})
+            content_type, data = found
+            return 200, {"Content-Type": content_type}, data
