@@ -1,0 +1,47 @@
+"""The ledger as billing sees it: typed request/reply calls, never SQL.
+
+Every call may raise `ServiceUnavailableError` (ledger down or slow); callers inside a
+bus consumer let it propagate so the message is redelivered instead of lost.
+"""
+
+from __future__ import annotations
+
+from libs.bus import Bus
+from libs.errors import NotFoundError
+from libs.schemas import (
+    ChargedList,
+    ChargedUnfinished,
+    CreditApplied,
+    CreditApply,
+    CreditTxnList,
+    CustomerView,
+    EnsureCustomer,
+    GenerationCredits,
+    GetCustomer,
+)
+
+
+class LedgerClient:
+    def __init__(self, bus: Bus) -> None:
+        self._bus = bus
+
+    async def apply(self, req: CreditApply) -> CreditApplied:
+        """Atomic balance change; the ledger applies `req.ref` at most once (DUPLICATE after)."""
+        return await self._bus.request(req, CreditApplied)
+
+    async def ensure_customer(self, req: EnsureCustomer) -> CustomerView:
+        return await self._bus.request(req, CustomerView)
+
+    async def balance(self, pass_id: str) -> int:
+        """Current credits; an unknown pass id has none (it is created on its first write)."""
+        try:
+            view = await self._bus.request(GetCustomer(pass_id=pass_id), CustomerView)
+        except NotFoundError:
+            return 0
+        return view.credits
+
+    async def generation_credits(self, generation_id: str) -> CreditTxnList:
+        return await self._bus.request(GenerationCredits(generation_id=generation_id), CreditTxnList)
+
+    async def charged_unfinished(self, older_than_s: float, limit: int = 500) -> ChargedList:
+        return await self._bus.request(ChargedUnfinished(older_than_s=older_than_s, limit=limit), ChargedList)

@@ -1,0 +1,53 @@
+"""Billing's wiring: which handler takes which command, event and request."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from libs.schemas import (
+    FAILED_EVENTS,
+    GENERATION_COMMANDS,
+    AdminAdjust,
+    EnsureWelcome,
+    GenerationFailed,
+    GenerationRequested,
+    PriceList,
+    ShopifyOrder,
+    Stream,
+)
+from libs.service import ServiceContext
+from services.billing.deps import BillingDeps
+from services.billing.handlers import on_generation_failed, on_generation_requested
+from services.billing.rpc import on_admin_adjust, on_ensure_welcome, on_price_list, on_shopify_order
+from services.billing.sweeper import run_sweeper
+
+QUEUE = "billing"
+
+
+async def setup(ctx: ServiceContext) -> None:
+    deps = BillingDeps.build(ctx.settings, ctx.bus)
+    await ctx.bus.serve(EnsureWelcome, on_ensure_welcome, deps, queue=QUEUE)
+    await ctx.bus.serve(ShopifyOrder, on_shopify_order, deps, queue=QUEUE)
+    await ctx.bus.serve(AdminAdjust, on_admin_adjust, deps, queue=QUEUE)
+    await ctx.bus.serve(PriceList, on_price_list, deps, queue=QUEUE)
+    # Both consumers retry for ever: a ledger restart must not drop a command (the
+    # command's own deadline bounds how late it may still run) nor a refund (a failed
+    # generation is terminal, so the sweeper would never find it again). Messages
+    # that can never succeed are still dead-lettered at once (non-retryable errors).
+    await ctx.bus.consume(
+        stream=Stream.COMMANDS, durable="billing", filter_subject=GENERATION_COMMANDS,
+        handlers={GenerationRequested: on_generation_requested}, deps=deps, concurrency=64, max_deliver=-1,
+    )
+    await ctx.bus.consume(
+        stream=Stream.EVENTS, durable="billing-refunds", filter_subject=FAILED_EVENTS,
+        handlers={GenerationFailed: on_generation_failed}, deps=deps, concurrency=64, max_deliver=-1,
+    )
+    sweeper = asyncio.create_task(run_sweeper(deps), name="billing:sweeper")
+    ctx.stack.push_async_callback(_cancel, sweeper)
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

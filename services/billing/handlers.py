@@ -1,0 +1,126 @@
+"""The money around a generation: the debit before it runs, the refund after it fails.
+
+Both handlers are idempotent under redelivery: the ledger applies a credit ref at
+most once (`debit:generation:<id>`, `refund:generation:<id>`) and every published
+message carries a deterministic msg id, so a crash between the credit apply and the
+publish is repaired by the redelivery republishing the same messages.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC
+
+import structlog
+
+from libs.schemas import (
+    CreditApply,
+    CreditOutcome,
+    GenerationAccepted,
+    GenerationFailed,
+    GenerationJob,
+    GenerationRefunded,
+    GenerationRejected,
+    GenerationRequested,
+)
+from services.billing.deps import BillingDeps
+
+log = structlog.get_logger("billing")
+
+DEADLINE_MESSAGE = "This request's deadline passed before it could start. You were not charged."
+
+
+def insufficient_message(price: int, balance: int) -> str:
+    """The sentence the frontend shows (ROUTES.md, insufficient credits)."""
+    return f"Not enough Mina credits. Need {price}, you have {balance}."
+
+
+def price_of(cmd: GenerationRequested, deps: BillingDeps) -> int:
+    """A motion suggestion only writes text: it is free, everything else costs its flow's price."""
+    if cmd.request.inputs.suggest_only:
+        return 0
+    return deps.settings.price_of(cmd.flow.value)
+
+
+def _deadline_passed(cmd: GenerationRequested, deps: BillingDeps) -> bool:
+    """A naive deadline is read as UTC, so a sloppy writer cannot make the comparison raise."""
+    if cmd.deadline is None:
+        return False
+    deadline = cmd.deadline if cmd.deadline.tzinfo else cmd.deadline.replace(tzinfo=UTC)
+    return deadline <= deps.clock()
+
+
+async def _already_debited(cmd: GenerationRequested, deps: BillingDeps) -> bool:
+    txns = await deps.ledger.generation_credits(cmd.generation_id)
+    return any(t.delta < 0 for t in txns.txns)
+
+
+async def on_generation_requested(cmd: GenerationRequested, deps: BillingDeps) -> None:
+    """Charge, then hand the job over; or refuse with no charge and no job.
+
+    A past deadline is refused before any charge, unless an earlier delivery of this
+    command already charged it: then it is accepted again (the pipeline ends it with
+    DEADLINE_EXCEEDED and the failure is refunded), so a charge is never orphaned.
+    """
+    started = time.perf_counter()
+    price = price_of(cmd, deps)
+    if _deadline_passed(cmd, deps) and not await _already_debited(cmd, deps):
+        await deps.bus.publish(GenerationRejected(
+            generation_id=cmd.generation_id, pass_id=cmd.pass_id, flow=cmd.flow,
+            code="DEADLINE_EXCEEDED", message=DEADLINE_MESSAGE, price=price,
+        ))
+        log.info("billing.generation_rejected", code="DEADLINE_EXCEEDED", price=price, flow=cmd.flow.value,
+                 deadline=cmd.deadline.isoformat() if cmd.deadline else None)
+        return
+
+    if price == 0:
+        outcome, balance = CreditOutcome.APPLIED, await deps.ledger.balance(cmd.pass_id)
+    else:
+        applied = await deps.ledger.apply(CreditApply(
+            pass_id=cmd.pass_id, delta=-price, ref=f"debit:generation:{cmd.generation_id}",
+            reason=cmd.flow.value, source="mma", ref_type="generation", ref_id=cmd.generation_id,
+            generation_id=cmd.generation_id,
+        ))
+        outcome, balance = applied.outcome, applied.balance
+
+    if outcome is CreditOutcome.INSUFFICIENT:
+        await deps.bus.publish(GenerationRejected(
+            generation_id=cmd.generation_id, pass_id=cmd.pass_id, flow=cmd.flow,
+            code="INSUFFICIENT_CREDITS", message=insufficient_message(price, balance),
+            balance=balance, price=price,
+        ))
+        log.info("billing.generation_rejected", code="INSUFFICIENT_CREDITS", price=price, balance=balance,
+                 flow=cmd.flow.value, duration_ms=_ms(started))
+        return
+
+    await deps.bus.publish(GenerationAccepted(
+        generation_id=cmd.generation_id, pass_id=cmd.pass_id, flow=cmd.flow,
+        parent_generation_id=cmd.parent_generation_id, price=price, balance=balance, request=cmd.request,
+        session_id=cmd.session_id, platform=cmd.platform, request_id=cmd.request_id,
+    ))
+    await deps.bus.publish(GenerationJob(command=cmd, price=price))
+    log.info("billing.debit_applied", outcome=outcome.value, price=price, balance=balance,
+             flow=cmd.flow.value, duration_ms=_ms(started))
+
+
+async def on_generation_failed(evt: GenerationFailed, deps: BillingDeps) -> None:
+    """Give back exactly what was debited for this generation, once, whatever the redeliveries."""
+    started = time.perf_counter()
+    txns = await deps.ledger.generation_credits(evt.generation_id)
+    debited = -sum(t.delta for t in txns.txns if t.delta < 0)
+    if debited <= 0:
+        log.info("billing.refund_skipped", reason="no_debit", code=evt.code)
+        return
+    applied = await deps.ledger.apply(CreditApply(
+        pass_id=evt.pass_id, delta=debited, ref=f"refund:generation:{evt.generation_id}", reason="refund",
+        source="mma", ref_type="generation", ref_id=evt.generation_id, generation_id=evt.generation_id,
+    ))
+    await deps.bus.publish(GenerationRefunded(
+        generation_id=evt.generation_id, pass_id=evt.pass_id, amount=debited, balance=applied.balance,
+    ))
+    log.info("billing.refund_applied", outcome=applied.outcome.value, amount=debited, balance=applied.balance,
+             code=evt.code, duration_ms=_ms(started))
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 2)
