@@ -1,0 +1,55 @@
+"""Wiring: the pool, migrations, every `mma.rpc.ledger.*` handler and the projection consumer."""
+
+from __future__ import annotations
+
+import asyncpg
+import structlog
+
+from libs.errors import ServiceUnavailableError
+from libs.schemas import EVENT_TYPES, EVENTS_ALL, Stream
+from libs.service import ServiceContext
+from services.ledger.adapters.pg import create_pool
+from services.ledger.deps import LedgerDeps
+from services.ledger.handlers import EVENT_HANDLERS
+from services.ledger.migrate import apply_migrations
+from services.ledger.rpc import RPC_HANDLERS
+
+log = structlog.get_logger("ledger")
+
+RPC_QUEUE = "ledger"
+DURABLE = "ledger"
+
+
+async def setup(ctx: ServiceContext) -> None:
+    """Register everything; the projection consumer retries for ever (max_deliver=-1).
+
+    A database outage must never drop an event: handlers raise, the bus naks with a
+    delay, and the event is projected once Postgres answers again.
+    """
+    if not ctx.database_url:
+        raise SystemExit("No database URL: set MMA_DATABASE_URL or start the embedded stack with `make up`.")
+    applied = await apply_migrations(ctx.database_url)
+    if applied:
+        log.info("ledger.migrations_applied", migrations=applied)
+    pool = await create_pool(ctx.database_url, ctx.settings.db_pool_min, ctx.settings.db_pool_max)
+    ctx.stack.push_async_callback(pool.close)
+    deps = LedgerDeps(pool=pool, settings=ctx.settings)
+
+    async def database_ready() -> bool:
+        try:
+            async with pool.acquire(timeout=2) as conn:
+                return bool(await conn.fetchval("select 1") == 1)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, ServiceUnavailableError):
+            return False
+
+    ctx.ready_checks.append(database_ready)
+    missing = set(EVENT_TYPES.values()) - set(EVENT_HANDLERS)
+    if missing:
+        raise RuntimeError(f"no ledger handler for {sorted(m.__name__ for m in missing)}")
+    for req_type, handler in RPC_HANDLERS.items():
+        await ctx.bus.serve(req_type, handler, deps, queue=RPC_QUEUE)
+    await ctx.bus.consume(
+        stream=Stream.EVENTS, durable=DURABLE, filter_subject=EVENTS_ALL, handlers=EVENT_HANDLERS, deps=deps,
+        concurrency=1, max_deliver=-1,
+    )
+    log.info("ledger.wired", rpcs=len(RPC_HANDLERS), event_types=len(EVENT_HANDLERS))

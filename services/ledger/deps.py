@@ -1,0 +1,15 @@
+"""What the ledger's handlers need: the one asyncpg pool (and settings)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import asyncpg
+
+from libs.settings import Settings
+
+
+@dataclass(frozen=True)
+class LedgerDeps:
+    pool: asyncpg.Pool
+    settings: Settings

@@ -1,0 +1,313 @@
+"""Projection of EVENTS into MEGA: one idempotent handler per event type.
+
+Each handler commits its transaction before it returns, and the bus acks only after
+that, so a crash redelivers instead of losing a row. Database outages raise (the bus
+naks and redelivers for ever); a row Postgres refuses as bad data is not worth a retry
+and becomes InvalidMessageError, which the bus dead-letters to the ops plane.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import asyncpg
+import structlog
+
+from libs.errors import InvalidMessageError
+from libs.schemas import (
+    MMA_VARS_VERSION,
+    BusMessage,
+    CustomerEventRecorded,
+    DeadLettered,
+    EventType,
+    FeedbackRecorded,
+    GenerationAccepted,
+    GenerationDone,
+    GenerationFailed,
+    GenerationRefunded,
+    GenerationRejected,
+    OpsLogged,
+    ScanLine,
+    SessionStarted,
+    StatusChanged,
+    StepPhase,
+    StepRecorded,
+    status_can_move,
+)
+from services.ledger import queries as q
+from services.ledger.deps import LedgerDeps
+from services.ledger.views import merge_vars, with_scan_line
+
+log = structlog.get_logger("ledger")
+
+M = TypeVar("M", bound=BusMessage)
+EventHandler = Callable[[M, LedgerDeps], Awaitable[None]]
+
+DEAD_LETTER_DATA_MAX = 4000
+SCAN_LINES_MAX = 1000
+STEP_STATUS = {StepPhase.STARTED: "pending", StepPhase.SUCCEEDED: "succeeded", StepPhase.FAILED: "failed"}
+
+
+def projection(handler: EventHandler[M]) -> EventHandler[M]:
+    """Bad data is dead-lettered rather than retried for ever; one canonical line per event."""
+
+    @functools.wraps(handler)
+    async def run(msg: M, deps: LedgerDeps) -> None:
+        started = time.perf_counter()
+        try:
+            await handler(msg, deps)
+        except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as exc:
+            raise InvalidMessageError(f"{type(msg).__name__} refused by Postgres: {type(exc).__name__}: {exc}") from exc
+        log.info("ledger.event_projected", type=type(msg).__name__,
+                 duration_ms=round((time.perf_counter() - started) * 1000, 2))
+
+    return run
+
+
+def _initial_vars(msg: GenerationAccepted) -> dict[str, Any]:
+    """The canonical variable map as far as the request tells (the pipeline fills the rest)."""
+    req = msg.request
+    assets = {
+        "product_image_id": req.assets.product_image_url,
+        "logo_image_id": req.assets.logo_image_url,
+        "inspiration_image_ids": list(req.assets.inspiration_image_urls),
+        "style_hero_image_id": req.assets.style_hero_image_url,
+        "input_still_image_id": req.assets.input_still_image_url,
+        "input_still_generation_id": req.assets.input_still_generation_id,
+        "end_image_id": req.assets.end_image_url,
+    }
+    inputs = {
+        "userBrief": req.inputs.user_brief,
+        "style": req.inputs.style,
+        "motion_user_brief": req.inputs.motion_user_brief,
+        "movement_style": req.inputs.movement_style,
+        "aspect_ratio": req.inputs.aspect_ratio,
+        "type_for_me": req.inputs.type_for_me,
+        "suggest_only": req.inputs.suggest_only,
+        "duration_s": req.inputs.duration_s,
+    }
+    return {
+        "version": MMA_VARS_VERSION,
+        "mode": msg.flow.mode,
+        "assets": {k: v for k, v in assets.items() if v not in (None, [])},
+        "inputs": {k: v for k, v in inputs.items() if v not in (None, "")},
+        "feedback": req.feedback.model_dump(),
+        "history": {"vision_intelligence": req.vision_intelligence},
+    }
+
+
+@projection
+async def on_generation_accepted(msg: GenerationAccepted, deps: LedgerDeps) -> None:
+    mode = msg.flow.mode
+    meta: dict[str, Any] = {"flow": msg.flow.value, "price": msg.price, "request_id": msg.request_id}
+    if msg.request.settings:
+        meta["settings_overrides"] = msg.request.settings
+    parent = f"generation:{msg.parent_generation_id}" if msg.parent_generation_id else None
+    async with deps.pool.acquire() as conn, conn.transaction():
+        await conn.execute(q.ENSURE_CUSTOMER, msg.pass_id)
+        await conn.execute(
+            q.UPSERT_ACCEPTED, msg.generation_id, msg.pass_id, msg.session_id, parent, msg.platform,
+            "image" if mode == "still" else "motion", "image" if mode == "still" else "video", mode,
+            _initial_vars(msg), meta, msg.at,
+        )
+
+
+@projection
+async def on_status_changed(msg: StatusChanged, deps: LedgerDeps) -> None:
+    async with deps.pool.acquire() as conn, conn.transaction():
+        await conn.execute(q.ENSURE_CUSTOMER, msg.pass_id)
+        await conn.execute(q.MOVE_STATUS, msg.generation_id, msg.pass_id, msg.status.value,
+                           msg.status.mg_status, msg.at, q.STATUS_ORDER_VALUES)
+
+
+@projection
+async def on_scan_line(msg: ScanLine, deps: LedgerDeps) -> None:
+    """Persisted at once, so a reload replays what the customer was told."""
+    if not 0 <= msg.index < SCAN_LINES_MAX:
+        raise InvalidMessageError(f"scan line index {msg.index} out of range")
+    async with deps.pool.acquire() as conn, conn.transaction():
+        await conn.execute(q.ENSURE_CUSTOMER, msg.pass_id)
+        await conn.execute(q.ENSURE_GENERATION, msg.generation_id, msg.pass_id, msg.at)
+        row = await conn.fetchrow(q.LOCK_GENERATION, msg.generation_id)
+        await conn.execute(q.SET_VARS, msg.generation_id, with_scan_line(row["mg_mma_vars"] or {}, msg.index, msg.text))
+
+
+@projection
+async def on_step_recorded(msg: StepRecorded, deps: LedgerDeps) -> None:
+    async with deps.pool.acquire() as conn, conn.transaction():
+        await conn.execute(q.ENSURE_CUSTOMER, msg.pass_id)
+        await conn.execute(q.ENSURE_GENERATION, msg.generation_id, msg.pass_id, msg.at)
+        await conn.execute(
+            q.UPSERT_STEP, msg.generation_id, msg.pass_id, msg.step_no, msg.step_type, msg.provider, msg.model,
+            msg.latency_ms, msg.payload, STEP_STATUS[msg.phase], msg.at,
+        )
+
+
+@projection
+async def on_generation_done(msg: GenerationDone, deps: LedgerDeps) -> None:
+    """Final row; the merge keeps scan lines already persisted, and status never moves back."""
+    async with deps.pool.acquire() as conn, conn.transaction():
+        await conn.execute(q.ENSURE_CUSTOMER, msg.pass_id)
+        await conn.execute(q.ENSURE_GENERATION, msg.generation_id, msg.pass_id, msg.at)
+        row = await conn.fetchrow(q.LOCK_GENERATION, msg.generation_id)
+        merged = merge_vars(row["mg_mma_vars"] or {}, msg.vars)
+        current = row["mg_mma_status"]
+        if current != msg.status.value and not status_can_move(current, msg.status.value):
+            await conn.execute(q.SET_VARS, msg.generation_id, merged)
+            return
+        content_type = {"image": "image", "motion": "video", "text": "text"}[msg.content_type]
+        await conn.execute(
+            q.FINISH_GENERATION, msg.generation_id, msg.status.value, msg.status.mg_status, merged,
+            msg.output_url, msg.output_key, msg.prompt, msg.provider, msg.model,
+            msg.output_url if msg.content_type == "image" else None,
+            msg.output_url if msg.content_type == "motion" else None,
+            content_type,
+        )
+
+
+def _step_error(msg: GenerationFailed) -> dict[str, Any]:
+    error: dict[str, Any] = {"error_code": msg.code, "message": msg.message}
+    for key in ("provider_http_status", "retry"):
+        if msg.detail.get(key) is not None:
+            error[key] = msg.detail[key]
+    return error
+
+
+def _ops_detail(msg: GenerationFailed) -> dict[str, Any]:
+    detail: dict[str, Any] = {"level": "error", **msg.detail}
+    detail.update(generation_id=msg.generation_id, pass_id=msg.pass_id, error_code=msg.code,
+                  message=msg.message, step_type=msg.step_type)
+    return detail
+
+
+@projection
+async def on_generation_failed(msg: GenerationFailed, deps: LedgerDeps) -> None:
+    """Both log planes in one transaction: generation + step (run), error row (ops)."""
+    raw_http = msg.detail.get("http")
+    http: dict[str, Any] = raw_http if isinstance(raw_http, dict) else {}
+    route = msg.detail.get("route") or http.get("route")
+    http_status = http.get("status") if isinstance(http.get("status"), int) else None
+    async with deps.pool.acquire() as conn, conn.transaction():
+        await conn.execute(q.ENSURE_CUSTOMER, msg.pass_id)
+        await conn.execute(q.ENSURE_GENERATION, msg.generation_id, msg.pass_id, msg.at)
+        row = await conn.fetchrow(q.LOCK_GENERATION, msg.generation_id)
+        merged = merge_vars(row["mg_mma_vars"] or {}, msg.vars)
+        current = row["mg_mma_status"]
+        if current == msg.status.value or status_can_move(current, msg.status.value):
+            await conn.execute(q.FAIL_GENERATION, msg.generation_id, msg.status.value, msg.status.mg_status,
+                               merged, msg.message)
+        else:
+            await conn.execute(q.SET_VARS, msg.generation_id, merged)
+        if msg.step_no is not None:
+            await conn.execute(q.SET_STEP_ERROR, msg.generation_id, msg.step_no, _step_error(msg))
+        elif msg.step_type:
+            await conn.execute(q.SET_STEP_ERROR_BY_TYPE, msg.generation_id, msg.step_type, _step_error(msg))
+        await conn.execute(
+            q.INSERT_ADMIN_LOG, f"error:{msg.generation_id}", "error", msg.pass_id, route,
+            msg.detail.get("method"), http_status, _ops_detail(msg), msg.at,
+        )
+
+
+@projection
+async def on_generation_rejected(msg: GenerationRejected, deps: LedgerDeps) -> None:
+    """Nothing to project: no charge happened and no generation row exists."""
+
+
+@projection
+async def on_generation_refunded(msg: GenerationRefunded, deps: LedgerDeps) -> None:
+    """Nothing to project: the refund's credit row was written by CreditApply."""
+
+
+@projection
+async def on_customer_event(msg: CustomerEventRecorded, deps: LedgerDeps) -> None:
+    """The preference delta applies only with the newly inserted event row: once per event id."""
+    hard_blocks = list(msg.add_hard_blocks)
+    payload_block = msg.payload.get("hard_block")
+    if msg.event_type == EventType.PREFERENCE_SET and isinstance(payload_block, str) and payload_block:
+        hard_blocks.append(payload_block)
+    meta = {"event_type": msg.event_type, "payload": msg.payload, "request_id": msg.request_id}
+    async with deps.pool.acquire() as conn, conn.transaction():
+        await conn.execute(q.ENSURE_CUSTOMER, msg.pass_id)
+        inserted = await conn.fetchval(q.INSERT_EVENT, msg.event_id, msg.pass_id, msg.generation_id, meta, msg.at)
+        if inserted is not None and (hard_blocks or msg.tag_weight_deltas):
+            await conn.execute(q.APPLY_PREFERENCE_DELTA, msg.pass_id, hard_blocks, dict(msg.tag_weight_deltas))
+
+
+@projection
+async def on_session_started(msg: SessionStarted, deps: LedgerDeps) -> None:
+    async with deps.pool.acquire() as conn, conn.transaction():
+        await conn.execute(q.ENSURE_CUSTOMER, msg.pass_id)
+        await conn.execute(q.INSERT_SESSION, msg.session_id, msg.pass_id, msg.platform, msg.title, msg.meta, msg.at)
+
+
+@projection
+async def on_feedback_recorded(msg: FeedbackRecorded, deps: LedgerDeps) -> None:
+    async with deps.pool.acquire() as conn, conn.transaction():
+        await conn.execute(q.ENSURE_CUSTOMER, msg.pass_id)
+        await conn.execute(
+            q.INSERT_FEEDBACK, msg.feedback_id, msg.pass_id, msg.generation_id, msg.session_id, msg.result_type,
+            msg.platform, msg.prompt, msg.comment, msg.image_url, msg.video_url, {"liked": msg.liked}, msg.at,
+        )
+
+
+@projection
+async def on_ops_logged(msg: OpsLogged, deps: LedgerDeps) -> None:
+    detail: dict[str, Any] = {"level": msg.level, **msg.detail}
+    async with deps.pool.acquire() as conn:
+        await conn.execute(q.INSERT_ADMIN_LOG, msg.msg_id(), msg.level, msg.actor_pass_id, msg.route, msg.method,
+                           msg.http_status, detail, msg.at)
+
+
+def dead_letter_id(msg: DeadLettered) -> str:
+    """Deterministic: the same dead letter projected twice is one row."""
+    if msg.stream_seq is not None:
+        return f"error:dlq:{msg.original_stream}:{msg.stream_seq}"
+    digest = hashlib.sha256(f"{msg.original_subject}\n{msg.data}".encode()).hexdigest()[:24]
+    return f"error:dlq:{digest}"
+
+
+@projection
+async def on_dead_lettered(msg: DeadLettered, deps: LedgerDeps) -> None:
+    """A message nobody could take becomes an ops-plane error row: nothing silently lost.
+
+    NUL characters are replaced: jsonb refuses them, and a dead letter cannot be dead-lettered.
+    """
+    data = msg.data[:DEAD_LETTER_DATA_MAX].replace("\x00", "\ufffd")
+    reason = msg.reason.replace("\x00", "\ufffd")
+    detail = {
+        "emoji": "💥",
+        "level": "error",
+        "category": "INVALID_MESSAGE",
+        "error_code": "INVALID_MESSAGE",
+        "message": reason,
+        "reason": reason,
+        "original_subject": msg.original_subject,
+        "original_stream": msg.original_stream,
+        "stream_seq": msg.stream_seq,
+        "deliveries": msg.deliveries,
+        "data": data,
+        "data_truncated": len(msg.data) > DEAD_LETTER_DATA_MAX,
+    }
+    async with deps.pool.acquire() as conn:
+        await conn.execute(q.INSERT_ADMIN_LOG, dead_letter_id(msg), "error", None, None, None, None, detail, msg.at)
+
+
+EVENT_HANDLERS: dict[type[BusMessage], EventHandler[Any]] = {
+    GenerationAccepted: on_generation_accepted,
+    GenerationRejected: on_generation_rejected,
+    StatusChanged: on_status_changed,
+    ScanLine: on_scan_line,
+    StepRecorded: on_step_recorded,
+    GenerationDone: on_generation_done,
+    GenerationFailed: on_generation_failed,
+    GenerationRefunded: on_generation_refunded,
+    CustomerEventRecorded: on_customer_event,
+    SessionStarted: on_session_started,
+    FeedbackRecorded: on_feedback_recorded,
+    OpsLogged: on_ops_logged,
+    DeadLettered: on_dead_lettered,
+}

@@ -1,0 +1,184 @@
+"""Rows to reply models, and the pure merges the projection needs (no I/O here)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from libs.schemas import (
+    ConfigEntry,
+    CreditTxnView,
+    CustomerView,
+    ErrorView,
+    EventView,
+    FeedbackView,
+    GenerationView,
+    SessionView,
+    StepView,
+)
+
+Row = Mapping[str, Any]
+
+
+def strip_prefix(mg_id: str | None, prefix: str) -> str | None:
+    if mg_id is None:
+        return None
+    return mg_id.removeprefix(f"{prefix}:")
+
+
+def effective_credits(credits: int | None, expires_at: datetime | None) -> int:
+    """Expired credits read as 0; the stored balance stays the sum of the ledger deltas."""
+    if expires_at is not None and expires_at < datetime.now(UTC):
+        return 0
+    return int(credits or 0)
+
+
+def merge_vars(base: Mapping[str, Any], incoming: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep merge of two variable maps, `incoming` winning on scalars.
+
+    Lists of scan lines merge by index, so lines persisted one by one survive a final map
+    that was built before the last line was stored (or that carries none at all).
+    """
+    merged: dict[str, Any] = dict(base)
+    for key, value in incoming.items():
+        current = merged.get(key)
+        if isinstance(current, Mapping) and isinstance(value, Mapping):
+            merged[key] = merge_vars(current, value)
+        elif key == "scan_lines" and isinstance(current, list) and isinstance(value, list):
+            size = max(len(current), len(value))
+            merged[key] = [
+                value[i] if i < len(value) and value[i] is not None else (current[i] if i < len(current) else None)
+                for i in range(size)
+            ]
+        else:
+            merged[key] = value
+    return merged
+
+
+def with_scan_line(vars_: Mapping[str, Any], index: int, text: str) -> dict[str, Any]:
+    """`vars_` with userMessages.scan_lines[index] = text (padding earlier gaps with null)."""
+    user_messages = dict(vars_.get("userMessages") or {})
+    lines = list(user_messages.get("scan_lines") or [])
+    while len(lines) <= index:
+        lines.append(None)
+    lines[index] = text
+    user_messages["scan_lines"] = lines
+    return {**vars_, "userMessages": user_messages}
+
+
+def customer_view(row: Row | None, pass_id: str, created: bool = False) -> CustomerView:
+    if row is None:
+        return CustomerView(pass_id=pass_id, credits=0, created=False)
+    return CustomerView(
+        pass_id=row["mg_pass_id"],
+        credits=effective_credits(row["mg_credits"], row["mg_expires_at"]),
+        expires_at=row["mg_expires_at"],
+        created=created,
+        preferences=row["mg_mma_preferences"] or {},
+        email=row["mg_email"],
+        user_id=str(row["mg_user_id"]) if row["mg_user_id"] is not None else None,
+        last_active=row["mg_last_active"],
+        created_at=row["mg_created_at"],
+    )
+
+
+def generation_view(row: Row) -> GenerationView:
+    return GenerationView(
+        generation_id=row["mg_generation_id"] or strip_prefix(row["mg_id"], "generation") or "",
+        pass_id=row["mg_pass_id"] or "",
+        parent_id=strip_prefix(row["mg_parent_id"], "generation"),
+        session_id=row["mg_session_id"],
+        mode=row["mg_mma_mode"],
+        type=row["mg_type"],
+        status=row["mg_mma_status"] or "queued",
+        mg_status=row["mg_status"],
+        error=row["mg_error"],
+        prompt=row["mg_prompt"],
+        output_url=row["mg_output_url"],
+        output_key=row["mg_output_key"],
+        provider=row["mg_provider"],
+        model=row["mg_model"],
+        platform=row["mg_platform"],
+        vars=row["mg_mma_vars"] or {},
+        meta=row["mg_meta"] or {},
+        created_at=row["mg_created_at"],
+        updated_at=row["mg_updated_at"],
+    )
+
+
+def step_view(row: Row) -> StepView:
+    return StepView(
+        step_no=row["mg_step_no"],
+        step_type=row["mg_step_type"],
+        status=row["mg_status"],
+        provider=row["mg_provider"],
+        model=row["mg_model"],
+        latency_ms=row["mg_latency_ms"],
+        payload=row["mg_payload"] or {},
+        created_at=row["mg_created_at"],
+    )
+
+
+def session_view(row: Row) -> SessionView:
+    return SessionView(
+        session_id=row["mg_session_id"] or strip_prefix(row["mg_id"], "session") or "",
+        platform=row["mg_platform"],
+        title=row["mg_title"],
+        created_at=row["mg_created_at"],
+    )
+
+
+def feedback_view(row: Row) -> FeedbackView:
+    return FeedbackView(
+        feedback_id=strip_prefix(row["mg_id"], "feedback") or "",
+        pass_id=row["mg_pass_id"] or "",
+        result_type=row["mg_result_type"],
+        platform=row["mg_platform"],
+        prompt=row["mg_prompt"],
+        comment=row["mg_comment"],
+        image_url=row["mg_image_url"],
+        video_url=row["mg_video_url"],
+        created_at=row["mg_created_at"],
+    )
+
+
+def credit_txn_view(row: Row) -> CreditTxnView:
+    return CreditTxnView(
+        txn_id=strip_prefix(row["mg_id"], "credit_transaction") or "",
+        delta=row["mg_delta"] or 0,
+        reason=row["mg_reason"],
+        source=row["mg_source"],
+        ref_type=row["mg_ref_type"],
+        ref_id=row["mg_ref_id"],
+        generation_id=row["mg_generation_id"],
+        created_at=row["mg_created_at"],
+    )
+
+
+def event_view(row: Row) -> EventView:
+    meta = row["mg_meta"] or {}
+    return EventView(
+        event_id=strip_prefix(row["mg_id"], "mma_event") or "",
+        event_type=str(meta.get("event_type") or "unknown"),
+        generation_id=row["mg_generation_id"],
+        payload=meta.get("payload") or {},
+        created_at=row["mg_created_at"],
+    )
+
+
+def error_view(row: Row) -> ErrorView:
+    return ErrorView(
+        id=row["mg_id"],
+        level=row["mg_record_type"],
+        actor_pass_id=row["mg_actor_pass_id"],
+        route=row["mg_route"],
+        method=row["mg_method"],
+        http_status=row["mg_status"],
+        detail=row["mg_detail"] or {},
+        created_at=row["mg_created_at"],
+    )
+
+
+def config_entry(row: Row) -> ConfigEntry:
+    return ConfigEntry(key=row["mg_key"], version=row["version"], id=row["mg_id"], value=row["mg_value"] or {})
