@@ -1,0 +1,60 @@
+"""`python -m services.gateway`: the HTTP surface on the bus, served by uvicorn in the service loop.
+
+`service.ready` is logged only once uvicorn is listening, and shutdown stops uvicorn
+(finishing requests in hand) before the bus drains.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+import uvicorn
+
+from libs.assets import build_asset_store
+from libs.errors import ServiceUnavailableError
+from libs.service import ServiceContext, run_service
+from services.gateway.app import create_app
+from services.gateway.deps import GatewayDeps
+from services.gateway.idempotency import IdempotencyStore
+from services.gateway.ratelimit import RateLimiter
+
+log = structlog.get_logger("gateway")
+
+
+async def setup(ctx: ServiceContext) -> None:
+    settings = ctx.settings
+    deps = GatewayDeps(
+        settings=settings,
+        bus=ctx.bus,
+        store=build_asset_store(settings),
+        idempotency=await IdempotencyStore.open(ctx.bus, replicas=settings.stream_replicas),
+        limiter=RateLimiter(settings.rate_limit_per_minute),
+    )
+    app = create_app(deps)
+    server = uvicorn.Server(uvicorn.Config(
+        app, host=settings.gateway_host, port=settings.gateway_port, log_config=None, lifespan="on",
+        access_log=False, timeout_graceful_shutdown=10,
+    ))
+    task = asyncio.create_task(server.serve(), name="uvicorn")
+
+    async def stop() -> None:
+        server.should_exit = True
+        await asyncio.wait({task}, timeout=15)
+        log.info("gateway.http_stopped")
+
+    ctx.stack.push_async_callback(stop)
+    while not server.started:
+        if task.done():
+            raise ServiceUnavailableError(f"the gateway could not listen on {settings.gateway_host}:"
+                                          f"{settings.gateway_port}")
+        await asyncio.sleep(0.02)
+    log.info("gateway.http_listening", host=settings.gateway_host, port=settings.gateway_port)
+
+
+def main() -> None:
+    run_service("gateway", setup)
+
+
+if __name__ == "__main__":
+    main()

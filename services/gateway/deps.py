@@ -1,0 +1,21 @@
+"""What every gateway route needs, built once in `__main__` (or by a test) and passed down."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from libs.assets import AssetStore
+from libs.bus import Bus
+from libs.settings import Settings
+from services.gateway.idempotency import IdempotencyStore
+from services.gateway.ratelimit import RateLimiter
+
+
+@dataclass(frozen=True)
+class GatewayDeps:
+    settings: Settings
+    bus: Bus
+    store: AssetStore
+    idempotency: IdempotencyStore
+    limiter: RateLimiter
+    sse_ping_s: float = 25.0

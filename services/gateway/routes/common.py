@@ -1,0 +1,68 @@
+"""Dependencies every route module shares: deps, identity, request id, failure codes."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from fastapi import Depends, Request
+
+from libs.errors import MmaError, UnauthorizedError
+from libs.schemas import CustomerView, EnsureWelcome
+from services.gateway.deps import GatewayDeps
+from services.gateway.identity import Identity, bearer_token, resolve
+
+
+def get_deps(request: Request) -> GatewayDeps:
+    deps: GatewayDeps = request.app.state.deps
+    return deps
+
+
+def request_id(request: Request) -> str:
+    return str(getattr(request.state, "request_id", "") or "")
+
+
+def failure_code(code: str) -> Callable[[Request], None]:
+    """Route dependency: the code an unexpected failure of this route answers with (ROUTES.md)."""
+
+    def mark(request: Request) -> None:
+        request.state.failure_code = code
+
+    return mark
+
+
+async def identity(request: Request, deps: GatewayDeps = Depends(get_deps)) -> Identity:
+    return await resolve(request, deps.settings)
+
+
+async def ensure_customer(deps: GatewayDeps, who: Identity) -> CustomerView:
+    """The customer row (billing grants the welcome credits once)."""
+    return await deps.bus.request(EnsureWelcome(
+        pass_id=who.pass_id, user_id=who.user.user_id if who.user else None,
+        email=who.user.email if who.user else None,
+    ), CustomerView)
+
+
+def mma_identity() -> Callable[..., Coroutine[Any, Any, Identity]]:
+    """MMA POSTs: resolve the pass id and ensure the customer (failure: 500 MMA_PASSID_MW_FAILED)."""
+
+    async def dep(request: Request, deps: GatewayDeps = Depends(get_deps)) -> Identity:
+        who = await resolve(request, deps.settings)
+        try:
+            await ensure_customer(deps, who)
+        except MmaError as exc:
+            raise MmaError(f"Could not resolve the customer: {exc.message}", code="MMA_PASSID_MW_FAILED") from exc
+        return who
+
+    return dep
+
+
+def require_admin(request: Request, deps: GatewayDeps = Depends(get_deps)) -> None:
+    """`Authorization: Bearer <MMA_ADMIN_TOKEN>`, compared in constant time."""
+    token = bearer_token(request)
+    expected = deps.settings.admin_token
+    if token is None or expected is None or not hmac.compare_digest(
+        token.encode(), expected.get_secret_value().encode()
+    ):
+        raise UnauthorizedError("Unauthorized")

@@ -1,0 +1,250 @@
+"""The MMA routes: create / tweak / animate, read a generation, SSE, customer events."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from sse_starlette import EventSourceResponse
+
+from libs.errors import InvalidInputError, NotFoundError
+from libs.schemas import (
+    CustomerEventRecorded,
+    CustomerView,
+    EventType,
+    Flow,
+    GenerationRequest,
+    GenerationView,
+    GetCustomer,
+    GetGeneration,
+    new_id,
+)
+from services.gateway.bodies import CreateCommon, EventBody, StillCreateBody, TweakBody, VideoAnimateBody
+from services.gateway.deps import GatewayDeps
+from services.gateway.errors import mma_body
+from services.gateway.idempotency import body_hash
+from services.gateway.identity import Identity, json_body
+from services.gateway.routes.common import get_deps, identity, mma_identity, request_id
+from services.gateway.sse import parse_last_event_id, stream_generation
+from services.gateway.submit import CreateCommand, Outcome, submit
+from services.gateway.views import GenerationOut, generation_out
+
+router = APIRouter(tags=["mma"])
+
+
+class CreateOut(BaseModel):
+    generation_id: str
+    status: str
+    sse_url: str
+    generationId: str
+    id: str
+    sseUrl: str
+
+
+class ErrorBody(BaseModel):
+    error: str
+    message: str | None = None
+    details: dict[str, Any] | None = None
+
+
+class EventOut(BaseModel):
+    event_id: str
+    status: str
+    ok: bool
+    requestId: str
+    eventId: str
+    passId: str
+    preferences: dict[str, Any]
+
+
+CREATE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    402: {"model": ErrorBody, "description": "INSUFFICIENT_CREDITS"},
+    404: {"model": ErrorBody, "description": "parent generation not found (tweaks)"},
+    409: {"model": ErrorBody, "description": "IDEMPOTENCY_CONFLICT or DEADLINE_EXCEEDED"},
+    429: {"description": "RATE_LIMITED"},
+}
+
+
+def queued(generation_id: str) -> dict[str, Any]:
+    sse_url = f"/mma/stream/{generation_id}"
+    return {"generation_id": generation_id, "status": "queued", "sse_url": sse_url,
+            "generationId": generation_id, "id": generation_id, "sseUrl": sse_url}
+
+
+def costs(deps: GatewayDeps) -> dict[str, int]:
+    s = deps.settings
+    return {"still": s.price_still_create, "video": s.price_video_animate, "still_create": s.price_still_create,
+            "still_tweak": s.price_still_tweak, "video_animate": s.price_video_animate,
+            "video_tweak": s.price_video_tweak}
+
+
+async def digest(request: Request, flow: Flow, parent: str | None) -> str:
+    """Hash of what was asked (route + canonical body), so a reused key with a new body is a 409."""
+    body = await json_body(request)
+    return body_hash(orjson.dumps({"flow": flow.value, "parent": parent, "body": body},
+                                  option=orjson.OPT_SORT_KEYS))
+
+
+def lane_of(request: Request, body: Any) -> str:
+    inputs = getattr(body, "inputs", None)
+    lane = getattr(inputs, "still_lane", None) or getattr(inputs, "lane", None)
+    return str(lane or "main")
+
+
+async def run_create(request: Request, deps: GatewayDeps, who: Identity, body: CreateCommon, flow: Flow,
+                     req: GenerationRequest, parent: str | None, failed_code: str) -> JSONResponse:
+    key = request.headers.get("idempotency-key") or body.idem_key()
+    cmd = CreateCommand(
+        pass_id=who.pass_id, flow=flow, request=req, request_id=request_id(request), parent_generation_id=parent,
+        session_id=body.session(), platform=req.inputs.platform or "web", source="mma", deadline=body.deadline,
+        idempotency_key=key, body_digest=await digest(request, flow, parent) if key else "",
+    )
+    outcome = await submit(deps, cmd)
+    return decision_response(request, deps, outcome, failed_code, lane_of(request, body))
+
+
+def decision_response(request: Request, deps: GatewayDeps, outcome: Outcome, failed_code: str,
+                      lane: str) -> JSONResponse:
+    rejected = outcome.rejected
+    if rejected is None:
+        return JSONResponse(queued(outcome.generation_id))
+    if rejected.code == "INSUFFICIENT_CREDITS":
+        details = {
+            "userMessage": rejected.message, "balance": rejected.balance, "needed": rejected.price, "lane": lane,
+            "costs": costs(deps), "canSwitchToMain": False,
+            "actions": [{"type": "buy_credits", "label": "Get more credits"}],
+        }
+        body = mma_body("INSUFFICIENT_CREDITS", "INSUFFICIENT_CREDITS", details,
+                        generation_id=outcome.generation_id)
+        return JSONResponse(body, status_code=402)
+    status = 409 if rejected.code == "DEADLINE_EXCEEDED" else 400
+    return JSONResponse(mma_body(rejected.code, rejected.message, generation_id=outcome.generation_id),
+                        status_code=status)
+
+
+async def parent_of(deps: GatewayDeps, generation_id: str, failed_code: str) -> GenerationView:
+    try:
+        return await deps.bus.request(GetGeneration(generation_id=generation_id), GenerationView)
+    except NotFoundError as exc:
+        raise NotFoundError("PARENT_GENERATION_NOT_FOUND", code=failed_code) from exc
+
+
+@router.post("/mma/still/create", response_model=CreateOut, responses=CREATE_RESPONSES)
+async def still_create(request: Request, body: StillCreateBody | None = None,
+                       deps: GatewayDeps = Depends(get_deps), who: Identity = Depends(mma_identity())) -> JSONResponse:
+    """Start a still generation; answers at once with the id and the SSE URL (or 402)."""
+    request.state.failure_code = "MMA_CREATE_FAILED"
+    body = body or StillCreateBody()
+    return await run_create(request, deps, who, body, Flow.STILL_CREATE, body.to_request(), None,
+                            "MMA_CREATE_FAILED")
+
+
+@router.post("/mma/still/{generation_id}/tweak", response_model=CreateOut, responses=CREATE_RESPONSES)
+async def still_tweak(generation_id: str, request: Request, body: TweakBody | None = None,
+                      deps: GatewayDeps = Depends(get_deps), who: Identity = Depends(mma_identity())) -> JSONResponse:
+    """A NEW still generation whose parent is `generation_id`."""
+    request.state.failure_code = "MMA_TWEAK_FAILED"
+    body = body or TweakBody()
+    await parent_of(deps, generation_id, "MMA_TWEAK_FAILED")
+    return await run_create(request, deps, who, body, Flow.STILL_TWEAK, body.to_request(motion=False),
+                            generation_id, "MMA_TWEAK_FAILED")
+
+
+@router.post("/mma/video/animate", response_model=CreateOut, responses=CREATE_RESPONSES)
+async def video_animate(request: Request, body: VideoAnimateBody | None = None,
+                        deps: GatewayDeps = Depends(get_deps),
+                        who: Identity = Depends(mma_identity())) -> JSONResponse:
+    """Animate a still (a generation id or an image URL) into a video, or only suggest its motion."""
+    request.state.failure_code = "MMA_ANIMATE_FAILED"
+    body = body or VideoAnimateBody()
+    req = body.to_request()
+    parent = body.still_generation()
+    if parent:
+        still = await parent_of(deps, parent, "MMA_ANIMATE_FAILED")
+        if not req.assets.input_still_image_url and still.output_url:
+            req = req.model_copy(update={"assets": req.assets.model_copy(
+                update={"input_still_image_url": still.output_url})})
+    if not req.assets.input_still_image_url:
+        raise InvalidInputError("A start image (start_image_url or a still generation id) is required.",
+                                code="MISSING_START_IMAGE")
+    return await run_create(request, deps, who, body, Flow.VIDEO_ANIMATE, req, parent, "MMA_ANIMATE_FAILED")
+
+
+@router.post("/mma/video/{generation_id}/tweak", response_model=CreateOut, responses=CREATE_RESPONSES)
+async def video_tweak(generation_id: str, request: Request, body: TweakBody | None = None,
+                      deps: GatewayDeps = Depends(get_deps), who: Identity = Depends(mma_identity())) -> JSONResponse:
+    """A NEW video generation whose parent is the tweaked video."""
+    request.state.failure_code = "MMA_VIDEO_TWEAK_FAILED"
+    body = body or TweakBody()
+    await parent_of(deps, generation_id, "MMA_VIDEO_TWEAK_FAILED")
+    return await run_create(request, deps, who, body, Flow.VIDEO_TWEAK, body.to_request(motion=True),
+                            generation_id, "MMA_VIDEO_TWEAK_FAILED")
+
+
+@router.get("/mma/generations/{generation_id}", response_model=GenerationOut,
+            responses={404: {"model": ErrorBody}})
+async def get_generation(generation_id: str, request: Request, deps: GatewayDeps = Depends(get_deps),
+                         who: Identity = Depends(identity)) -> JSONResponse:
+    """One generation: state, canonical vars, outputs, prompt and error."""
+    try:
+        out = await generation_out(deps.bus, generation_id)
+    except NotFoundError:
+        return JSONResponse({"error": "NOT_FOUND", "message": "Unknown generation."}, status_code=404)
+    return JSONResponse(out.model_dump(mode="json"))
+
+
+@router.get("/mma/stream/{generation_id}", response_class=EventSourceResponse,
+            responses={200: {"content": {"text/event-stream": {}},
+                             "description": "scan_line, status, done, error (+cancelled) events"}})
+async def stream(generation_id: str, request: Request, deps: GatewayDeps = Depends(get_deps)) -> EventSourceResponse:
+    """Server-sent events of one generation, replayed from the start or after `Last-Event-ID`."""
+    after = parse_last_event_id(request.headers.get("last-event-id") or request.query_params.get("lastEventId"))
+    return EventSourceResponse(stream_generation(deps.bus, generation_id, after), ping=deps.sse_ping_s,
+                               headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+TAG_STEPS = {EventType.LIKE.value: 1.0, EventType.DOWNLOAD.value: 1.0, EventType.DISLIKE.value: -1.0}
+
+
+def preference_delta(event_type: str, payload: dict[str, Any]) -> tuple[list[str], dict[str, float]]:
+    """What an event changes in the taste snapshot: hard blocks and tag weights."""
+    blocks: list[str] = []
+    weights: dict[str, float] = {}
+    hard = payload.get("hard_block") or payload.get("hard_blocks")
+    if event_type == EventType.PREFERENCE_SET and hard:
+        blocks = [str(b) for b in (hard if isinstance(hard, list) else [hard]) if b]
+    tags = payload.get("tags")
+    tag_list = [str(t) for t in (tags if isinstance(tags, list) else [tags] if tags else []) if t]
+    step = TAG_STEPS.get(event_type)
+    if step is not None:
+        weights = {tag: step for tag in tag_list}
+    return blocks, weights
+
+
+async def record_event(deps: GatewayDeps, pass_id: str, event_type: str, generation_id: str | None,
+                       payload: dict[str, Any], req_id: str) -> str:
+    event_id = new_id()
+    blocks, weights = preference_delta(event_type, payload)
+    await deps.bus.publish(CustomerEventRecorded(
+        event_id=event_id, pass_id=pass_id, event_type=event_type, generation_id=generation_id, payload=payload,
+        add_hard_blocks=blocks, tag_weight_deltas=weights, request_id=req_id,
+    ))
+    return event_id
+
+
+@router.post("/mma/events", response_model=EventOut)
+async def post_event(request: Request, body: EventBody | None = None, deps: GatewayDeps = Depends(get_deps),
+                     who: Identity = Depends(mma_identity())) -> JSONResponse:
+    """like, dislike, download, preference_set, create, tweak, feedback: an event row + a taste delta."""
+    request.state.failure_code = "MMA_EVENT_FAILED"
+    body = body or EventBody()
+    event_type = (body.event_type or body.type or "").strip().lower() or EventType.UNKNOWN.value
+    payload = body.payload or {}
+    event_id = await record_event(deps, who.pass_id, event_type, body.generation_id or body.generationId, payload,
+                                  request_id(request))
+    view = await deps.bus.request(GetCustomer(pass_id=who.pass_id), CustomerView)
+    return JSONResponse({"event_id": event_id, "status": "ok", "ok": True, "requestId": request_id(request),
+                         "eventId": event_id, "passId": who.pass_id, "preferences": view.preferences})

@@ -1,0 +1,119 @@
+"""`GET /mma/stream/{id}`: one generation's EVENTS subject as server-sent events.
+
+Every event carries `id:` = its stream sequence, so a reconnect with `Last-Event-ID`
+resumes right after it (no repeats) and a reconnect without it replays everything
+said so far. The stream closes right after a terminal event.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import structlog
+from sse_starlette import ServerSentEvent
+
+from libs.bus import Bus
+from libs.errors import NotFoundError
+from libs.schemas import (
+    BusMessage,
+    GenerationAccepted,
+    GenerationDone,
+    GenerationFailed,
+    GenerationRejected,
+    GenerationView,
+    GetGeneration,
+    MmaStatus,
+    ScanLine,
+    StatusChanged,
+    generation_events,
+)
+from services.gateway.submit import follow
+from services.gateway.views import as_dict
+
+log = structlog.get_logger("gateway")
+
+TERMINAL_STATES = {s.value for s in MmaStatus if s.is_terminal}
+
+
+def _event(name: str, data: dict[str, Any], seq: int | None) -> ServerSentEvent:
+    return ServerSentEvent(data=orjson.dumps(data).decode(), event=name, id=str(seq) if seq is not None else None)
+
+
+def to_sse(seq: int, msg: BusMessage) -> tuple[list[ServerSentEvent], bool]:
+    """The SSE events of one bus message, and whether the stream ends after them."""
+    if isinstance(msg, ScanLine):
+        return [_event("scan_line", {"index": msg.index, "text": msg.text}, seq)], False
+    if isinstance(msg, StatusChanged):
+        return [_event("status", {"status": msg.status.value}, seq)], False
+    if isinstance(msg, GenerationAccepted):
+        return [_event("status", {"status": MmaStatus.QUEUED.value}, seq)], False
+    if isinstance(msg, GenerationDone):
+        return [_event("done", {"status": msg.status.value, "output_url": msg.output_url}, seq)], True
+    if isinstance(msg, GenerationFailed):
+        events = [_event("error", {"status": msg.status.value, "error": msg.code, "code": msg.code,
+                                   "message": msg.message, "step": msg.step_type}, seq)]
+        if msg.status is MmaStatus.CANCELLED:
+            events.append(_event("cancelled", {"status": msg.status.value}, seq))
+        return events, True
+    if isinstance(msg, GenerationRejected):
+        return [_event("error", {"status": "error", "error": msg.code, "code": msg.code, "message": msg.message,
+                                 "step": None, "balance": msg.balance, "needed": msg.price}, seq)], True
+    return [], False
+
+
+def parse_last_event_id(value: str | None) -> int:
+    try:
+        return max(0, int((value or "0").strip()))
+    except ValueError:
+        return 0
+
+
+async def _from_ledger(view: GenerationView) -> AsyncIterator[ServerSentEvent]:
+    """A generation whose events aged out of the stream: what the ledger kept of it."""
+    messages = as_dict(view.vars.get("userMessages"))
+    for index, line in enumerate(messages.get("scan_lines") or []):
+        text = line.get("text") if isinstance(line, dict) else line
+        yield _event("scan_line", {"index": index, "text": str(text)}, None)
+    if view.status in ("done", "suggested"):
+        yield _event("done", {"status": view.status}, None)
+    elif view.status in ("error", "cancelled"):
+        yield _event("error", {"status": view.status, "error": "GENERATION_FAILED",
+                               "message": view.error or "Something went wrong.", "code": "GENERATION_FAILED",
+                               "step": None}, None)
+    else:
+        yield _event("status", {"status": view.status}, None)
+
+
+async def _terminal_seq(bus: Bus, generation_id: str) -> int:
+    seqs = [await bus.last_seq(f"mma.evt.{generation_id}.{kind}") for kind in ("done", "failed", "rejected")]
+    return max(seqs)
+
+
+async def stream_generation(bus: Bus, generation_id: str, last_event_id: int) -> AsyncIterator[ServerSentEvent]:
+    """Replay (after `last_event_id`), then live, closing after the terminal event."""
+    if last_event_id > 0:
+        terminal = await _terminal_seq(bus, generation_id)
+        if 0 < terminal <= last_event_id:
+            return  # the client already saw the end
+    if last_event_id == 0 and await bus.last_seq(generation_events(generation_id)) == 0:
+        try:
+            view = await bus.request(GetGeneration(generation_id=generation_id), GenerationView)
+        except NotFoundError:
+            yield _event("error", {"status": "error", "error": "NOT_FOUND", "code": "NOT_FOUND",
+                                   "message": "Unknown generation.", "step": None}, None)
+            return
+        async for event in _from_ledger(view):
+            yield event
+        if view.status in TERMINAL_STATES:
+            return
+    async with contextlib.aclosing(follow(bus, generation_events(generation_id), last_event_id)) as events:
+        async for seq, msg in events:
+            out, is_final = to_sse(seq, msg)
+            for event in out:
+                yield event
+            if is_final:
+                log.debug("gateway.sse_closed", generation_id=generation_id, stream_seq=seq)
+                return

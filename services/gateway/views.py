@@ -1,0 +1,153 @@
+"""Reading a generation for HTTP: the ledger's row, or the EVENTS stream while it is not projected yet."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import nats.js.errors
+from pydantic import BaseModel, ConfigDict
+
+from libs.bus import Bus
+from libs.errors import NotFoundError
+from libs.schemas import (
+    MESSAGE_TYPES,
+    TYPE_HEADER,
+    BusMessage,
+    GenerationAccepted,
+    GenerationDone,
+    GenerationFailed,
+    GenerationView,
+    GetGeneration,
+    Stream,
+)
+
+STATUS_LINES = {
+    "queued": "Queued, starting in a moment…",
+    "scanning": "Looking at your images…",
+    "prompting": "Writing your prompt…",
+    "generating": "Creating…",
+    "postscan": "Checking the result…",
+    "suggested": "Suggestion ready.",
+    "done": "Done.",
+    "error": "Something went wrong.",
+    "cancelled": "Cancelled.",
+}
+
+
+TERMINAL = ("done", "suggested", "error", "cancelled")
+
+
+class Outputs(BaseModel):
+    seedream_image_url: str | None = None
+    nanobanana_image_url: str | None = None
+    nanobanana2_image_url: str | None = None
+    kling_video_url: str | None = None
+
+
+class ErrorOut(BaseModel):
+    code: str | None = None
+    message: str
+    step: str | None = None
+
+
+class GenerationOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    generation_id: str
+    status: str
+    state: str
+    mma_vars: dict[str, Any]
+    still_engine: str
+    outputs: Outputs
+    prompt: str | None
+    error: ErrorOut | None
+
+
+def as_dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+async def last_event(bus: Bus, subject: str) -> BusMessage | None:
+    """The newest EVENTS message on `subject`, decoded (None when there is none)."""
+    try:
+        raw = await bus.js.get_last_msg(Stream.EVENTS.value, subject)
+    except nats.js.errors.NotFoundError:
+        return None
+    model = MESSAGE_TYPES.get((raw.headers or {}).get(TYPE_HEADER, ""))
+    if model is None or raw.data is None:
+        return None
+    return model.model_validate_json(raw.data)
+
+
+def status_line(state: str, vars_: dict[str, Any]) -> str:
+    messages = as_dict(vars_.get("userMessages"))
+    if state in ("done", "suggested") and messages.get("final_line"):
+        return str(messages["final_line"])
+    lines = messages.get("scan_lines") or []
+    if state not in ("done", "error", "suggested", "cancelled") and lines:
+        last = lines[-1]
+        return str(last.get("text") if isinstance(last, dict) else last)
+    return STATUS_LINES.get(state, state)
+
+
+def _outputs(view: GenerationView) -> Outputs:
+    vars_outputs = as_dict(view.vars.get("outputs"))
+    is_video = view.mode == "video" or view.type == "motion"
+    return Outputs(
+        seedream_image_url=vars_outputs.get("seedream_image_url") or (None if is_video else view.output_url),
+        nanobanana_image_url=vars_outputs.get("nanobanana_image_url"),
+        nanobanana2_image_url=vars_outputs.get("nanobanana2_image_url"),
+        kling_video_url=vars_outputs.get("kling_video_url") or (view.output_url if is_video else None),
+    )
+
+
+async def generation_out(bus: Bus, generation_id: str) -> GenerationOut:
+    """The ROUTES.md shape of a generation; NotFoundError when neither ledger nor stream knows it."""
+    try:
+        view = await bus.request(GetGeneration(generation_id=generation_id), GenerationView)
+    except NotFoundError:
+        accepted = await last_event(bus, f"mma.evt.{generation_id}.accepted")
+        if not isinstance(accepted, GenerationAccepted):
+            raise
+        return GenerationOut(
+            generation_id=generation_id, status=STATUS_LINES["queued"], state="queued", mma_vars={},
+            still_engine="seedream", outputs=Outputs(), prompt=None, error=None,
+            mode=accepted.flow.mode, parent_generation_id=accepted.parent_generation_id,
+        )
+    if view.status not in TERMINAL:
+        view = await _overlay_terminal(bus, view)
+    error = None
+    if view.status in ("error", "cancelled") or view.error:
+        failed = await last_event(bus, f"mma.evt.{generation_id}.failed")
+        if isinstance(failed, GenerationFailed):
+            error = ErrorOut(code=failed.code, message=failed.message, step=failed.step_type)
+        else:
+            error = ErrorOut(code=None, message=view.error or "Something went wrong.")
+    engine = view.vars.get("still_engine") or (view.provider if view.mode == "still" and view.provider else None)
+    parent = view.parent_id.removeprefix("generation:") if view.parent_id else None
+    return GenerationOut(
+        generation_id=view.generation_id, status=status_line(view.status, view.vars), state=view.status,
+        mma_vars=view.vars, still_engine=str(engine or "seedream"), outputs=_outputs(view), prompt=view.prompt,
+        error=error, mode=view.mode, parent_generation_id=parent, output_url=view.output_url,
+        created_at=iso(view.created_at), updated_at=iso(view.updated_at),
+    )
+
+
+async def _overlay_terminal(bus: Bus, view: GenerationView) -> GenerationView:
+    """The ledger projects a moment after SSE says `done`: let the event answer until it has."""
+    done = await last_event(bus, f"mma.evt.{view.generation_id}.done")
+    if isinstance(done, GenerationDone):
+        return view.model_copy(update={
+            "status": done.status.value, "vars": done.vars or view.vars, "output_url": done.output_url,
+            "output_key": done.output_key, "prompt": done.prompt or view.prompt,
+            "provider": done.provider or view.provider})
+    failed = await last_event(bus, f"mma.evt.{view.generation_id}.failed")
+    if isinstance(failed, GenerationFailed):
+        return view.model_copy(update={"status": failed.status.value, "error": failed.message,
+                                       "vars": failed.vars or view.vars})
+    return view
+
+
+def iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
