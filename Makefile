@@ -14,6 +14,7 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install -q --upgrade pip uv >/dev/null
 	$(UV) pip install -q --python $(PY) -r requirements.lock
+	@bash scripts/system-deps.sh
 	@touch $@
 
 up: install

@@ -7,7 +7,7 @@ from fastapi import FastAPI
 from services.gateway import errors
 from services.gateway.deps import GatewayDeps
 from services.gateway.middleware import GatewayMiddleware
-from services.gateway.routes import admin, billing, core, legacy_generate, mma, ops, uploads
+from services.gateway.routes import admin, billing, core, legacy_generate, mma, ops, ops_console, pages, uploads
 
 
 def create_app(deps: GatewayDeps) -> FastAPI:
@@ -19,7 +19,7 @@ def create_app(deps: GatewayDeps) -> FastAPI:
     app.state.deps = deps
     errors.install(app)
     for router in (mma.router, core.router, legacy_generate.router, admin.router, billing.router, uploads.router,
-                   ops.router):
+                   ops.router, ops_console.router, pages.router):
         app.include_router(router)
     app.add_middleware(GatewayMiddleware, settings=deps.settings)
     return app
