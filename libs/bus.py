@@ -232,6 +232,9 @@ class Bus:
         if ack.duplicate:
             self.duplicate_publishes += 1
             log.debug("bus.publish_duplicate", subject=msg.subject(), msg_id=msg.msg_id(), stream_seq=ack.seq)
+        elif self.settings.chaos_duplicate_publish:  # test mode: every consumer gets it twice
+            await self.js.publish(msg.subject(), payload, headers={**headers, "Nats-Msg-Id": f"{msg.msg_id()}:dup"},
+                                  timeout=5)
         return ack
 
     async def publish_raw(self, subject: str, data: bytes, headers: dict[str, str] | None = None) -> None:
@@ -435,6 +438,29 @@ class Bus:
                 data=raw.data.decode("utf-8", errors="replace")[:64_000],
             )
         )
+
+    # ------------------------------------------------------------------ broadcast
+
+    async def listen(self, filter_subject: str, handler: Callable[[BusMessage], Awaitable[None]]) -> None:
+        """Every process gets every EVENTS message on `filter_subject` (core NATS, no queue group).
+
+        For signals each instance must see but none must persist (a cancel request reaches
+        the one pipeline running that generation). Nothing is replayed: a process that was
+        not listening learns it from the stream instead (`last_seq`).
+        """
+
+        async def on_msg(raw: Msg) -> None:
+            try:
+                msg = decode(raw)
+            except InvalidMessageError as exc:
+                log.warning("bus.broadcast_invalid", subject=raw.subject, reason=exc.message)
+                return
+            try:
+                await handler(msg)
+            except Exception:  # the edge of a broadcast: nothing to redeliver, so log loudly
+                log.exception("bus.broadcast_failed", subject=raw.subject)
+
+        self._subs.append(await self.nc.subscribe(filter_subject, cb=on_msg))
 
     # ------------------------------------------------------------------ replay
 

@@ -47,6 +47,7 @@ DEAD_LETTER_SUBJECT = "mma.evt.ops.dead_letter"
 GENERATION_COMMANDS = "mma.cmd.generation.>"
 GENERATION_JOBS = "mma.job.>"
 FAILED_EVENTS = "mma.evt.*.failed"
+CANCEL_REQUESTS = "mma.evt.*.cancel_requested"
 TYPE_HEADER = "Mma-Type"
 
 
@@ -357,6 +358,18 @@ class GenerationFailed(GenerationEvent):
     status: MmaStatus = MmaStatus.ERROR  # ERROR, or CANCELLED
 
 
+class CancelRequested(GenerationEvent):
+    """Someone (the owner or an admin) asked to stop a generation; the pipeline running it ends it.
+
+    Published once per generation (the msg id dedupes repeated clicks). A job picked up
+    later checks for this event first, so a cancel of a still-queued job is never lost.
+    """
+
+    kind: ClassVar[str] = "cancel_requested"
+    requested_by: Literal["owner", "admin"] = "owner"
+    request_id: str = ""
+
+
 class GenerationRefunded(GenerationEvent):
     kind: ClassVar[str] = "refunded"
     amount: int
@@ -466,8 +479,8 @@ EVENT_TYPES: dict[str, type[BusMessage]] = {
     cls.__name__: cls
     for cls in (
         GenerationAccepted, GenerationRejected, StatusChanged, ScanLine, StepRecorded, GenerationDone,
-        GenerationFailed, GenerationRefunded, CustomerEventRecorded, SessionStarted, FeedbackRecorded,
-        OpsLogged, DeadLettered,
+        GenerationFailed, GenerationRefunded, CancelRequested, CustomerEventRecorded, SessionStarted,
+        FeedbackRecorded, OpsLogged, DeadLettered,
     )
 }
 MESSAGE_TYPES: dict[str, type[BusMessage]] = {
@@ -801,6 +814,18 @@ class ChargedItem(Model):
 
 class ChargedList(Model):
     items: list[ChargedItem]
+
+
+class RecentDurations(RpcRequest):
+    """Mean time from accepted to done of the last `limit` finished generations (queue estimates)."""
+
+    rpc_subject: ClassVar[str] = "mma.rpc.ledger.generation.durations"
+    limit: int = 20
+
+
+class DurationStats(Model):
+    mean_s: float | None = None
+    samples: int = 0
 
 
 # ---- ledger: versioned config

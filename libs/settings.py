@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     events_max_age_days: int = Field(7, description="how long the EVENTS stream keeps messages")
     rpc_timeout_s: float = Field(10.0, description="timeout of a request/reply call")
     stream_replicas: int = Field(1, description="replicas of the streams (3 on a production cluster)")
+    chaos_duplicate_publish: bool = Field(
+        False, description="test mode: publish every bus message twice under different msg ids (fault suite)")
 
     # HTTP
     gateway_host: str = Field("127.0.0.1", description="gateway listen address")
@@ -89,6 +91,14 @@ class Settings(BaseSettings):
     provider_max_attempts: int = Field(3, description="attempts of a provider call on transient errors")
     provider_poll_interval_s: float = Field(1.0, description="Replicate prediction poll interval")
     pipeline_concurrency: int = Field(2000, description="jobs one pipeline process runs at once")
+    max_running_per_customer: int = Field(
+        2, description="generations of one pass id running at once across all pipelines; more wait in order"
+        " (0 = unlimited)")
+    slot_poll_interval_s: float = Field(0.25, description="how often a job waiting for a customer slot looks again")
+    slot_ttl_s: float = Field(
+        30.0, description="a customer slot not refreshed for this long is free again (a crashed run's slot)")
+    queue_estimate_window: int = Field(
+        20, description="recent finished generations whose mean duration estimates a queued one's wait")
 
     # credits and billing
     price_still_create: int = 1
@@ -103,6 +113,10 @@ class Settings(BaseSettings):
     credit_expiry_days: int | None = Field(None, description="days top-up credits stay valid (none = forever)")
     supabase_jwt_secret: SecretStr | None = None
     admin_token: SecretStr | None = Field(None, description="Bearer token of the admin routes")
+    cancel_refund_after_provider_start: bool = Field(
+        False, description="refund a generation cancelled after its generator call started (the provider"
+        " already charged us); before that a cancel is always refunded")
+    cancel_wait_s: float = Field(3.0, description="how long POST .../cancel waits for the run to stop")
     stuck_after_s: float = Field(900.0, description="a charged generation not terminal after this is swept")
     sweep_interval_s: float = Field(60.0, description="how often billing sweeps stuck generations")
 

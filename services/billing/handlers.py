@@ -22,6 +22,7 @@ from libs.schemas import (
     GenerationRefunded,
     GenerationRejected,
     GenerationRequested,
+    MmaStatus,
 )
 from services.billing.deps import BillingDeps
 
@@ -103,9 +104,25 @@ async def on_generation_requested(cmd: GenerationRequested, deps: BillingDeps) -
              flow=cmd.flow.value, duration_ms=_ms(started))
 
 
+def cancel_refunded(evt: GenerationFailed, deps: BillingDeps) -> bool:
+    """The cancel rule: before the generator call started, always refund; after it, only when
+    `cancel_refund_after_provider_start` is on (by default no: the provider already charged us)."""
+    if not evt.detail.get("provider_started"):
+        return True
+    return deps.settings.cancel_refund_after_provider_start
+
+
 async def on_generation_failed(evt: GenerationFailed, deps: BillingDeps) -> None:
     """Give back exactly what was debited for this generation, once, whatever the redeliveries."""
     started = time.perf_counter()
+    if evt.status is MmaStatus.CANCELLED:
+        refund = cancel_refunded(evt, deps)
+        log.info("billing.cancel_refund_decided", refund=refund,
+                 provider_started=bool(evt.detail.get("provider_started")),
+                 cancelled_phase=evt.detail.get("cancelled_phase"),
+                 refund_after_provider_start=deps.settings.cancel_refund_after_provider_start)
+        if not refund:
+            return
     txns = await deps.ledger.generation_credits(evt.generation_id)
     debited = -sum(t.delta for t in txns.txns if t.delta < 0)
     if debited <= 0:

@@ -7,6 +7,7 @@ said so far. The stream closes right after a terminal event.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -30,12 +31,14 @@ from libs.schemas import (
     StatusChanged,
     generation_events,
 )
+from services.gateway.control import queue_info
 from services.gateway.submit import follow
 from services.gateway.views import as_dict
 
 log = structlog.get_logger("gateway")
 
 TERMINAL_STATES = {s.value for s in MmaStatus if s.is_terminal}
+QUEUE_EVERY_S = 2.0
 
 
 def _event(name: str, data: dict[str, Any], seq: int | None) -> ServerSentEvent:
@@ -83,6 +86,8 @@ async def _from_ledger(view: GenerationView) -> AsyncIterator[ServerSentEvent]:
         yield _event("error", {"status": view.status, "error": "GENERATION_FAILED",
                                "message": view.error or "Something went wrong.", "code": "GENERATION_FAILED",
                                "step": None}, None)
+        if view.status == "cancelled":
+            yield _event("cancelled", {"status": view.status}, None)
     else:
         yield _event("status", {"status": view.status}, None)
 
@@ -92,8 +97,14 @@ async def _terminal_seq(bus: Bus, generation_id: str) -> int:
     return max(seqs)
 
 
-async def stream_generation(bus: Bus, generation_id: str, last_event_id: int) -> AsyncIterator[ServerSentEvent]:
-    """Replay (after `last_event_id`), then live, closing after the terminal event."""
+async def stream_generation(bus: Bus, generation_id: str, last_event_id: int,
+                            queue_window: int = 20) -> AsyncIterator[ServerSentEvent]:
+    """Replay (after `last_event_id`), then live, closing after the terminal event.
+
+    While the generation is queued, its `status: queued` event carries `queue: {position,
+    estimate_s}`, and a `queue` event (no id: it is not in the stream) repeats it whenever
+    nothing else was said for `QUEUE_EVERY_S`.
+    """
     if last_event_id > 0:
         terminal = await _terminal_seq(bus, generation_id)
         if 0 < terminal <= last_event_id:
@@ -110,10 +121,31 @@ async def stream_generation(bus: Bus, generation_id: str, last_event_id: int) ->
         if view.status in TERMINAL_STATES:
             return
     async with contextlib.aclosing(follow(bus, generation_events(generation_id), last_event_id)) as events:
-        async for seq, msg in events:
-            out, is_final = to_sse(seq, msg)
-            for event in out:
-                yield event
-            if is_final:
-                log.debug("gateway.sse_closed", generation_id=generation_id, stream_seq=seq)
-                return
+        queued = True  # until a status beyond `queued` (or the end) is seen
+        next_msg: asyncio.Future[tuple[int, BusMessage]] = asyncio.ensure_future(anext(events))
+        try:
+            while True:
+                done, _ = await asyncio.wait({next_msg}, timeout=QUEUE_EVERY_S if queued else None)
+                if not done:  # nothing said for a while: tell a queued generation where it stands
+                    queue = await queue_info(bus, generation_id, queue_window)
+                    if queue is not None:
+                        yield _event("queue", queue, None)
+                    continue
+                seq, msg = next_msg.result()
+                next_msg = asyncio.ensure_future(anext(events))
+                out, is_final = to_sse(seq, msg)
+                if isinstance(msg, StatusChanged) and msg.status is not MmaStatus.QUEUED:
+                    queued = False
+                if isinstance(msg, GenerationAccepted):  # the `queued` status carries the place in line
+                    queue = await queue_info(bus, generation_id, queue_window)
+                    if queue is not None:
+                        out = [_event("status", {"status": MmaStatus.QUEUED.value, "queue": queue}, seq)]
+                for event in out:
+                    yield event
+                if is_final:
+                    log.debug("gateway.sse_closed", generation_id=generation_id, stream_seq=seq)
+                    return
+        finally:
+            next_msg.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                await next_msg

@@ -21,6 +21,7 @@ from libs.errors import InvalidMessageError
 from libs.schemas import (
     MMA_VARS_VERSION,
     BusMessage,
+    CancelRequested,
     CustomerEventRecorded,
     DeadLettered,
     EventType,
@@ -223,6 +224,11 @@ async def on_generation_refunded(msg: GenerationRefunded, deps: LedgerDeps) -> N
 
 
 @projection
+async def on_cancel_requested(msg: CancelRequested, deps: LedgerDeps) -> None:
+    """Nothing to project: the pipeline answers with a `failed` event (status cancelled) that is."""
+
+
+@projection
 async def on_customer_event(msg: CustomerEventRecorded, deps: LedgerDeps) -> None:
     """The preference delta applies only with the newly inserted event row: once per event id."""
     hard_blocks = list(msg.add_hard_blocks)
@@ -305,6 +311,7 @@ EVENT_HANDLERS: dict[type[BusMessage], EventHandler[Any]] = {
     GenerationDone: on_generation_done,
     GenerationFailed: on_generation_failed,
     GenerationRefunded: on_generation_refunded,
+    CancelRequested: on_cancel_requested,
     CustomerEventRecorded: on_customer_event,
     SessionStarted: on_session_started,
     FeedbackRecorded: on_feedback_recorded,

@@ -176,6 +176,15 @@ GET_GENERATION = """
 select * from mega_generations where mg_id = 'generation:' || $1 and mg_record_type = 'generation'
 """
 
+RECENT_DURATIONS = """
+select avg(extract(epoch from (t.mg_updated_at - t.mg_created_at)))::float8 as mean_s, count(*) as samples
+from (
+    select mg_updated_at, mg_created_at from mega_generations
+    where mg_record_type = 'generation' and mg_mma_status = 'done' and mg_deleted_at is null
+    order by mg_updated_at desc limit $1
+) t
+"""
+
 LIST_GENERATIONS = """
 select * from mega_generations
 where mg_record_type = 'generation' and ($1::text is null or mg_pass_id = $1)

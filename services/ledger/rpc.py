@@ -30,6 +30,7 @@ from libs.schemas import (
     CustomerList,
     CustomerView,
     DeleteResult,
+    DurationStats,
     EnsureCustomer,
     ErrorList,
     EventList,
@@ -48,6 +49,7 @@ from libs.schemas import (
     ListGenerations,
     ListSteps,
     Model,
+    RecentDurations,
     Reconcile,
     ReconcileReport,
     RpcRequest,
@@ -169,6 +171,13 @@ async def on_get_generation(req: GetGeneration, deps: LedgerDeps) -> GenerationV
     if row is None:
         raise NotFoundError(f"generation {req.generation_id} not found", generation_id=req.generation_id)
     return generation_view(row)
+
+
+async def on_recent_durations(req: RecentDurations, deps: LedgerDeps) -> DurationStats:
+    async with deps.pool.acquire() as conn:
+        row = await conn.fetchrow(q.RECENT_DURATIONS, max(1, int(req.limit)))
+    samples = int(row["samples"] or 0) if row else 0
+    return DurationStats(mean_s=float(row["mean_s"]) if row and samples else None, samples=samples)
 
 
 async def on_list_steps(req: ListSteps, deps: LedgerDeps) -> StepList:
@@ -321,6 +330,7 @@ RPC_HANDLERS: dict[type[RpcRequest], Callable[[Any, LedgerDeps], Awaitable[Model
     GetCustomer: on_get_customer,
     GetGeneration: on_get_generation,
     ListSteps: on_list_steps,
+    RecentDurations: on_recent_durations,
     CustomerHistory: on_customer_history,
     CustomerEvents: on_customer_events,
     LikeWindow: on_like_window,

@@ -9,7 +9,7 @@ import structlog
 
 from libs.assets import AssetStore, build_asset_store
 from libs.errors import ServiceUnavailableError
-from libs.schemas import GENERATION_JOBS, ConfigMap, GenerationJob, SeedConfig, Stream
+from libs.schemas import CANCEL_REQUESTS, GENERATION_JOBS, ConfigMap, GenerationJob, SeedConfig, Stream
 from libs.service import ServiceContext
 from libs.settings import Settings
 from services.pipeline.adapters.offline import OfflineCompleter, OfflinePredictor, OfflineScanner
@@ -18,6 +18,7 @@ from services.pipeline.checkpoint import CheckpointStore
 from services.pipeline.config import seed_entries
 from services.pipeline.deps import PipelineDeps
 from services.pipeline.handlers import on_job, on_job_exhausted
+from services.pipeline.slots import CustomerSlots
 
 log = structlog.get_logger("pipeline")
 
@@ -75,7 +76,11 @@ async def setup(ctx: ServiceContext) -> None:
     providers = build_providers(settings, store)
     await seed_config(ctx)
     checkpoints = await CheckpointStore.open(ctx.bus.js)
-    deps = PipelineDeps(settings=settings, bus=ctx.bus, store=store, providers=providers, checkpoints=checkpoints)
+    slots = await CustomerSlots.open(ctx.bus.js, settings)
+    deps = PipelineDeps(settings=settings, bus=ctx.bus, store=store, providers=providers, checkpoints=checkpoints,
+                        slots=slots)
+    # every pipeline process hears every cancel request; the one running that generation acts
+    await ctx.bus.listen(CANCEL_REQUESTS, deps.runs.on_cancel_requested)
     log.info("pipeline.providers", scanner=providers.scanner.provider, completer=providers.completer.provider,
              predictor=providers.predictor.provider)
     await ctx.bus.consume(

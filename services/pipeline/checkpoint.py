@@ -33,6 +33,7 @@ class RunState:
     pending: dict[str, Any] | None = None  # {step_no, prediction_id, input, model}
     outbox: list[dict[str, Any]] = field(default_factory=list)  # [{type, data}] of the last transition
     terminal: bool = False
+    provider_started: bool = False  # a generator prediction was created (it may have cost us money)
 
 
 class CheckpointStore:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from libs.assets import AssetStore
 from libs.bus import Bus
 from libs.settings import Settings
 from services.pipeline.adapters.protocols import Providers
 from services.pipeline.checkpoint import CheckpointStore
+from services.pipeline.control import RunRegistry
+from services.pipeline.slots import CustomerSlots
 
 POSTSCAN_VIDEO = True  # postscan of a video output is on by default
 
@@ -21,3 +23,5 @@ class PipelineDeps:
     providers: Providers
     checkpoints: CheckpointStore
     postscan_video: bool = POSTSCAN_VIDEO
+    slots: CustomerSlots | None = None  # None: no per-customer limit (unit tests)
+    runs: RunRegistry = field(default_factory=RunRegistry)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import time
 
+import nats.js.errors
 import structlog
 
 from libs.errors import MmaError
-from libs.schemas import GenerationJob
+from libs.schemas import GenerationJob, Stream
 from services.pipeline.checkpoint import RunState
 from services.pipeline.deps import PipelineDeps
 from services.pipeline.runner import Run
@@ -20,10 +21,23 @@ async def on_job(job: GenerationJob, deps: PipelineDeps) -> None:
     started = time.perf_counter()
     state = await deps.checkpoints.load(job.generation_id)
     resumed = state is not None
-    run = Run(job, deps, state or RunState(generation_id=job.generation_id))
-    await run.execute()
+    run = Run(job, deps, state or RunState(generation_id=job.generation_id), job_seq=await job_seq(job, deps))
+    deps.runs.add(job.generation_id, run)
+    try:
+        await run.execute()
+    finally:
+        deps.runs.remove(job.generation_id, run)
     log.info("pipeline.job_handled", flow=job.command.flow.value, resumed=resumed, status=run.state.status,
              steps=run.state.step_count, duration_ms=round((time.perf_counter() - started) * 1000, 1))
+
+
+async def job_seq(job: GenerationJob, deps: PipelineDeps) -> int:
+    """The job's JOBS stream sequence: its place in line among the customer's waiting jobs."""
+    try:
+        raw = await deps.bus.js.get_last_msg(Stream.JOBS.value, job.subject())
+    except nats.js.errors.NotFoundError:
+        return 0
+    return int(raw.seq or 0)
 
 
 async def on_job_exhausted(job: GenerationJob, exc: BaseException, deps: PipelineDeps) -> None:

@@ -9,10 +9,12 @@ the generation are recorded failed, and the job is acked.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import traceback
-from datetime import datetime
-from typing import Any
+from collections.abc import Awaitable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 import structlog
 
@@ -35,6 +37,7 @@ from services.pipeline.checkpoint import RunState
 from services.pipeline.config import ActiveConfig
 from services.pipeline.deps import PipelineDeps
 from services.pipeline.flows import prepare
+from services.pipeline.slots import CustomerSlots, Slot
 from services.pipeline.steps import STEPS
 from services.pipeline.steps.base import StepContext, status_for
 
@@ -47,6 +50,7 @@ CATEGORIES = {
     "CONFIG_ERROR": "🎛️",
     "VALIDATION_ERROR": "⚠️",
     "UNCAUGHT_EXCEPTION": "💥",
+    "CANCELLED": "🛑",
 }
 SAFE_MESSAGES = {
     "TIMEOUT": "The generator took too long to answer. Your credits were refunded.",
@@ -56,10 +60,18 @@ SAFE_MESSAGES = {
     "VALIDATION_ERROR": "Something in the request could not be used. Your credits were refunded.",
     "UNCAUGHT_EXCEPTION": "Something went wrong on our side. Your credits were refunded.",
 }
+CODE_MESSAGES = {
+    "DEADLINE_EXCEEDED": "This request's deadline passed before it could start. Your credits were refunded.",
+}
+CANCELLED_CODE = "CANCELLED"
+CANCELLED_MESSAGE = "Cancelled. Your credits were refunded."
+CANCELLED_KEPT_MESSAGE = "Cancelled. The generator had already started, so the credits were used."
+
+T = TypeVar("T")
 
 
 def category_of(exc: BaseException, code: str) -> str:
-    if code.endswith("TIMEOUT"):
+    if code.endswith("TIMEOUT") or code == "DEADLINE_EXCEEDED":
         return "TIMEOUT"
     if isinstance(exc, GptSchemaError) or code == "GPT_SCHEMA_ERROR":
         return "GPT_SCHEMA_ERROR"
@@ -89,14 +101,59 @@ def _timing(started_at: datetime, started: float) -> dict[str, Any]:
             "duration_ms": int((time.perf_counter() - started) * 1000)}
 
 
-class Run:
-    """One generation's run inside one delivery of its job."""
+def _deadline_passed(job: GenerationJob) -> bool:
+    deadline = job.command.deadline
+    if deadline is None:
+        return False
+    return (deadline if deadline.tzinfo else deadline.replace(tzinfo=UTC)) <= utcnow()
 
-    def __init__(self, job: GenerationJob, deps: PipelineDeps, state: RunState) -> None:
+
+class Run:
+    """One generation's run inside one delivery of its job.
+
+    A cancel request interrupts only what waits on the outside world (a customer slot,
+    a step's provider call), never a checkpoint or a publish: those always complete, and
+    the flag is also checked between steps.
+    """
+
+    def __init__(self, job: GenerationJob, deps: PipelineDeps, state: RunState, job_seq: int = 0) -> None:
         self.job = job
         self.deps = deps
         self.state = state
+        self.job_seq = job_seq
         self.ids = {"generation_id": job.generation_id, "pass_id": job.pass_id}
+        self.cancel_requested_by: str | None = None
+        self._interruptible: asyncio.Future[Any] | None = None
+
+    # ------------------------------------------------------------------ cancel
+
+    def request_cancel(self, requested_by: str) -> None:
+        if self.cancel_requested_by is not None:
+            return
+        self.cancel_requested_by = requested_by
+        if self._interruptible is not None and not self._interruptible.done():
+            self._interruptible.cancel()
+
+    async def interruptible(self, awaitable: Awaitable[T]) -> T:
+        """Run `awaitable` so that a cancel request interrupts it (CancelledError here)."""
+        task: asyncio.Future[T] = asyncio.ensure_future(awaitable)
+        self._interruptible = task
+        try:
+            return await task
+        finally:
+            self._interruptible = None
+
+    def interrupted_by_cancel(self) -> bool:
+        """A CancelledError came from a cancel request, not from this process shutting down."""
+        current = asyncio.current_task()
+        return self.cancel_requested_by is not None and (current is None or current.cancelling() == 0)
+
+    async def cancel_on_stream(self) -> bool:
+        """A cancel requested while the job was still queued (no process was running it)."""
+        if self.cancel_requested_by is None and await self.deps.bus.last_seq(
+                f"mma.evt.{self.job.generation_id}.cancel_requested") > 0:
+            self.cancel_requested_by = "stream"
+        return self.cancel_requested_by is not None
 
     # ------------------------------------------------------------------ outbox
 
@@ -118,6 +175,51 @@ class Run:
         if self.state.terminal:
             log.info("pipeline.job_already_finished", **self.ids)
             return
+        if await self.cancel_on_stream():
+            await self.end_cancelled(None, None, None)
+            return
+        if await self.deadline_ended():
+            return
+        slot: Slot | None = None
+        if self.deps.slots is not None and not self.state.prep:
+            try:
+                slot = await self.interruptible(self.wait_for_slot(self.deps.slots))
+            except asyncio.CancelledError:
+                if not self.interrupted_by_cancel():
+                    raise
+                await self.end_cancelled(None, None, None)
+                return
+            except TimeoutError:
+                await self.deadline_ended()
+                return
+        elif self.deps.slots is not None:  # a resumed run takes its slot back (or a free one) at once
+            slot = await self.deps.slots.acquire(self.job.generation_id, self.job.pass_id, 0)
+        try:
+            if not await self.deadline_ended():
+                await self.run_flow()
+        finally:
+            if slot is not None:
+                await asyncio.shield(slot.release(self.job.generation_id))
+
+    async def wait_for_slot(self, slots: CustomerSlots) -> Slot:
+        """The customer's slot, waited for in order; TimeoutError when the deadline passes first."""
+        deadline = self.job.command.deadline
+        if deadline is None:
+            return await slots.acquire(self.job.generation_id, self.job.pass_id, self.job_seq)
+        aware = deadline if deadline.tzinfo else deadline.replace(tzinfo=UTC)
+        remaining = (aware - utcnow()).total_seconds()
+        async with asyncio.timeout(max(0.0, remaining)):
+            return await slots.acquire(self.job.generation_id, self.job.pass_id, self.job_seq)
+
+    async def deadline_ended(self) -> bool:
+        """A run that has not started yet and whose deadline passed ends DEADLINE_EXCEEDED (refunded)."""
+        if self.state.prep or not _deadline_passed(self.job):
+            return False
+        await self.fail(MmaError("the deadline passed before the run could start", code="DEADLINE_EXCEEDED"),
+                        None, None, None)
+        return True
+
+    async def run_flow(self) -> None:
         if not self.state.prep:
             try:
                 prep, vars = await prepare(self.job, self.deps.bus, self.deps.postscan_video)
@@ -134,6 +236,9 @@ class Run:
             step_type, arg = plan[self.state.step_count]
             if not await self.run_step(self.state.step_count + 1, step_type, arg, config):
                 return
+        if self.cancel_requested_by is not None:
+            await self.end_cancelled(None, None, None)
+            return
         await self.finish()
 
     async def advance(self, status: MmaStatus) -> None:
@@ -144,20 +249,35 @@ class Run:
     async def on_started(self, ctx: StepContext, prediction_id: str) -> None:
         """Record the prediction id (checkpoint + STARTED step) before anyone waits on it."""
         self.state.pending = {"step_no": ctx.step_no, "prediction_id": prediction_id}
+        self.state.provider_started = True
         payload = {"input": dict(ctx.input), "output": {"prediction_id": prediction_id},
                    "timing": {"started_at": utcnow().isoformat(), "ended_at": None, "duration_ms": None},
                    "error": None}
-        await self.commit([StepRecorded(**self.ids, step_no=ctx.step_no, step_type=ctx.step_type,
-                                        phase=StepPhase.STARTED, provider=ctx.provider, model=ctx.model,
-                                        payload=payload)])
+        started = StepRecorded(**self.ids, step_no=ctx.step_no, step_type=ctx.step_type, phase=StepPhase.STARTED,
+                               provider=ctx.provider, model=ctx.model, payload=payload)
+        # runs inside the interruptible step: a cancel must not cut the checkpoint in half
+        commit = asyncio.ensure_future(self.commit([started]))
+        try:
+            await asyncio.shield(commit)
+        except asyncio.CancelledError:
+            await commit
+            raise
 
     async def run_step(self, step_no: int, step_type: str, arg: dict[str, Any], config: ActiveConfig) -> bool:
-        """Run one step; False when it failed (the failure is already recorded)."""
+        """Run one step; False when it failed or was cancelled (the end is already recorded)."""
+        if self.cancel_requested_by is not None:
+            await self.end_cancelled(None, None, None)
+            return False
         await self.advance(status_for(step_type))
         ctx = StepContext(self.deps, self.job, self.state, config, step_no, step_type, arg, self.on_started)
         started_at, started = utcnow(), time.perf_counter()
         try:
-            await STEPS[step_type](ctx)
+            await self.interruptible(STEPS[step_type](ctx))
+        except asyncio.CancelledError:
+            if not self.interrupted_by_cancel():
+                raise
+            await self.end_cancelled(ctx, started_at, started)
+            return False
         except ServiceUnavailableError:
             raise  # the ledger or the bus is away: redeliver and resume here
         except MmaError as exc:
@@ -235,7 +355,8 @@ class Run:
         if category == "UNCAUGHT_EXCEPTION":
             detail["stack"] = "".join(traceback.format_exception(exc))[-4000:]
         messages.append(GenerationFailed(
-            **self.ids, code=code, message=SAFE_MESSAGES[category], step_type=step_type, step_no=step_no,
+            **self.ids, code=code, message=CODE_MESSAGES.get(code, SAFE_MESSAGES[category]), step_type=step_type,
+            step_no=step_no,
             vars=self.state.vars, detail=detail,
         ))
         self.state.terminal = True
@@ -243,3 +364,56 @@ class Run:
         await self.commit(messages)
         log.warning("pipeline.generation_failed", error_code=code, category=category, step_type=step_type,
                     step_no=step_no, **self.ids)
+
+    async def end_cancelled(self, ctx: StepContext | None, started_at: datetime | None,
+                            started: float | None) -> None:
+        """End `cancelled`: a running prediction is cancelled at the provider, then both log planes.
+
+        `detail.provider_started` tells billing whether the generator may already have
+        charged us (billing's refund rule reads it); `cancelled_phase` is the status the
+        run had when it stopped.
+        """
+        phase = self.state.status
+        pending = self.state.pending
+        detail: dict[str, Any] = {
+            "emoji": CATEGORIES["CANCELLED"], "level": "warn", "category": "CANCELLED",
+            "error_code": CANCELLED_CODE, "message": "cancelled on request", "request_id": self.job.command.request_id,
+            "pass_id": self.job.pass_id, "generation_id": self.job.generation_id,
+            "step_type": ctx.step_type if ctx else None, "step_no": ctx.step_no if ctx else None,
+            "provider": ctx.provider if ctx else None, "model": ctx.model if ctx else None,
+            "cancelled_phase": phase, "provider_started": self.state.provider_started,
+            "requested_by": self.cancel_requested_by,
+        }
+        if pending and pending.get("prediction_id"):
+            prediction_id = str(pending["prediction_id"])
+            detail["prediction_id"] = prediction_id
+            try:
+                await self.deps.providers.predictor.cancel(prediction_id)
+                detail["prediction_cancelled"] = True
+            except ProviderError as exc:
+                detail["prediction_cancelled"] = False
+                log.warning("pipeline.prediction_cancel_failed", prediction_id=prediction_id, error=exc.message,
+                            **self.ids)
+        messages: list[BusMessage] = []
+        error = {"error_code": CANCELLED_CODE, "message": "cancelled on request"}
+        if ctx is not None and started_at is not None and started is not None:
+            messages.append(StepRecorded(
+                **self.ids, step_no=ctx.step_no, step_type=ctx.step_type, phase=StepPhase.FAILED,
+                provider=ctx.provider, model=ctx.model, latency_ms=int((time.perf_counter() - started) * 1000),
+                payload={"input": ctx.input, "output": ctx.output, "timing": _timing(started_at, started),
+                         "error": error},
+            ))
+        # billing decides the refund with the same setting (MMA_CANCEL_REFUND_AFTER_PROVIDER_START)
+        refunded = not self.state.provider_started or self.deps.settings.cancel_refund_after_provider_start
+        messages.append(GenerationFailed(
+            **self.ids, code=CANCELLED_CODE, message=CANCELLED_MESSAGE if refunded else CANCELLED_KEPT_MESSAGE,
+            status=MmaStatus.CANCELLED,
+            step_type=ctx.step_type if ctx else None, step_no=ctx.step_no if ctx else None, vars=self.state.vars,
+            detail=detail,
+        ))
+        self.state.terminal = True
+        self.state.status = MmaStatus.CANCELLED.value
+        self.state.pending = None
+        await self.commit(messages)
+        log.info("pipeline.generation_cancelled", cancelled_phase=phase, provider_started=detail["provider_started"],
+                 prediction_cancelled=detail.get("prediction_cancelled"), **self.ids)

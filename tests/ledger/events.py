@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from libs.schemas import (
     Assets,
     BusMessage,
+    CancelRequested,
     CustomerEventRecorded,
     DeadLettered,
     FeedbackRecorded,
@@ -67,6 +68,7 @@ def every_event(tag: str, pass_id: str) -> list[BusMessage]:
                          step_type="kling_generate", step_no=1, vars={"prompts": {"motion_prompt": "m"}},
                          detail={"emoji": "⏱️", "category": "TIMEOUT", "provider": "kling"}, at=at(9)),
         GenerationRefunded(generation_id=bad, pass_id=pass_id, amount=5, balance=5, at=at(10)),
+        CancelRequested(generation_id=bad, pass_id=pass_id, requested_by="owner", at=at(10)),
         GenerationRejected(generation_id=f"r-{tag}", pass_id=pass_id, flow=Flow.STILL_CREATE,
                            code="INSUFFICIENT_CREDITS", message="no credits", at=at(10)),
         CustomerEventRecorded(event_id=f"e-{tag}", pass_id=pass_id, event_type="like", generation_id=gen,

@@ -10,8 +10,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sse_starlette import EventSourceResponse
 
-from libs.errors import InvalidInputError, NotFoundError
+from libs.errors import ForbiddenError, InvalidInputError, MmaError, NotFoundError
 from libs.schemas import (
+    CancelRequested,
     CustomerEventRecorded,
     CustomerView,
     EventType,
@@ -23,14 +24,15 @@ from libs.schemas import (
     new_id,
 )
 from services.gateway.bodies import CreateCommon, EventBody, StillCreateBody, TweakBody, VideoAnimateBody
+from services.gateway.control import already_finished, owner_and_state, queue_info
 from services.gateway.deps import GatewayDeps
 from services.gateway.errors import mma_body
 from services.gateway.idempotency import body_hash
 from services.gateway.identity import Identity, json_body
-from services.gateway.routes.common import get_deps, identity, mma_identity, request_id
+from services.gateway.routes.common import get_deps, identity, mma_identity, request_id, require_admin
 from services.gateway.sse import parse_last_event_id, stream_generation
-from services.gateway.submit import CreateCommand, Outcome, submit
-from services.gateway.views import GenerationOut, generation_out
+from services.gateway.submit import CreateCommand, Outcome, follow_outcome, submit
+from services.gateway.views import TERMINAL, GenerationOut, generation_out
 
 router = APIRouter(tags=["mma"])
 
@@ -193,7 +195,56 @@ async def get_generation(generation_id: str, request: Request, deps: GatewayDeps
         out = await generation_out(deps.bus, generation_id)
     except NotFoundError:
         return JSONResponse({"error": "NOT_FOUND", "message": "Unknown generation."}, status_code=404)
-    return JSONResponse(out.model_dump(mode="json"))
+    body = out.model_dump(mode="json")
+    if out.state == "queued":
+        queue = await queue_info(deps.bus, generation_id, deps.settings.queue_estimate_window)
+        if queue is not None:
+            body["queue"] = queue
+    return JSONResponse(body)
+
+
+class CancelOut(BaseModel):
+    generation_id: str
+    status: str
+
+
+def is_admin(request: Request, deps: GatewayDeps) -> bool:
+    try:
+        require_admin(request, deps)
+    except MmaError:
+        return False
+    return True
+
+
+@router.post("/mma/generations/{generation_id}/cancel", response_model=CancelOut,
+             responses={202: {"model": CancelOut, "description": "cancel requested, the run is stopping"},
+                        403: {"model": ErrorBody}, 404: {"model": ErrorBody},
+                        409: {"model": ErrorBody, "description": "ALREADY_FINISHED"}})
+async def cancel_generation(generation_id: str, request: Request, deps: GatewayDeps = Depends(get_deps),
+                            who: Identity = Depends(identity)) -> JSONResponse:
+    """Stop a generation (its owner's pass id, or the admin token): 200 `cancelled` once it stopped,
+    202 `cancelling` while the run is still stopping (SSE sends the final `cancelled`)."""
+    request.state.failure_code = "MMA_CANCEL_FAILED"
+    try:
+        owner, state = await owner_and_state(deps.bus, generation_id)
+    except NotFoundError as exc:
+        raise NotFoundError("Unknown generation.", generation_id=generation_id) from exc
+    admin = is_admin(request, deps)
+    if not admin and who.pass_id != owner:
+        raise ForbiddenError("This generation belongs to another customer.", code="FORBIDDEN")
+    if state in TERMINAL:
+        raise already_finished(generation_id, state)
+    await deps.bus.publish(CancelRequested(generation_id=generation_id, pass_id=owner,
+                                           requested_by="admin" if admin else "owner",
+                                           request_id=request_id(request)))
+    outcome = await follow_outcome(deps.bus, generation_id, deps.settings.decision_timeout_s,
+                                   terminal_timeout_s=deps.settings.cancel_wait_s)
+    ended = outcome.terminal
+    if ended is None:
+        return JSONResponse({"generation_id": generation_id, "status": "cancelling"}, status_code=202)
+    if ended.status.value != "cancelled":  # it finished on its own before the cancel took effect
+        raise already_finished(generation_id, ended.status.value)
+    return JSONResponse({"generation_id": generation_id, "status": "cancelled"})
 
 
 @router.get("/mma/stream/{generation_id}", response_class=EventSourceResponse,
@@ -202,7 +253,8 @@ async def get_generation(generation_id: str, request: Request, deps: GatewayDeps
 async def stream(generation_id: str, request: Request, deps: GatewayDeps = Depends(get_deps)) -> EventSourceResponse:
     """Server-sent events of one generation, replayed from the start or after `Last-Event-ID`."""
     after = parse_last_event_id(request.headers.get("last-event-id") or request.query_params.get("lastEventId"))
-    return EventSourceResponse(stream_generation(deps.bus, generation_id, after), ping=deps.sse_ping_s,
+    events = stream_generation(deps.bus, generation_id, after, deps.settings.queue_estimate_window)
+    return EventSourceResponse(events, ping=deps.sse_ping_s,
                                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 

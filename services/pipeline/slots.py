@@ -1,0 +1,194 @@
+"""Per-customer concurrency: at most K generations of one pass id run at once, across pipelines.
+
+A JetStream KV bucket holds the slots: key `s.<pass>.<i>` (i < K), value = the
+generation id. `kv.create` is atomic on the server, so two pipeline processes can
+never both take slot i. A running generation refreshes its slot every third of the
+bucket TTL; a crashed run's slot simply expires (`slot_ttl_s`).
+
+Waiting keeps its order: key `w.<pass>` is the customer's waiting list {generation:
+[JOBS stream seq, last seen]}, updated with compare-and-set on the revision. Only the
+live waiter with the lowest stream seq may take a free slot; a waiter that stopped
+polling (crash, job deleted) drops out after `STALE_AFTER_POLLS` polls.
+
+A waiting job waits IN PROCESS (bounded poll, never a nak), so waiting never burns
+its max deliveries: the bus keeps sending in-progress acks while the handler runs.
+Two jobs that join an empty list in the same instant may take free slots in either
+order; among jobs already waiting, the order is the stream's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import time
+from dataclasses import dataclass, field
+
+import nats.js.errors
+import orjson
+import structlog
+from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
+
+from libs.settings import Settings
+
+log = structlog.get_logger("pipeline")
+
+BUCKET = "MMA_SLOTS"
+STALE_AFTER_POLLS = 20
+STALE_MIN_S = 5.0
+
+
+def pass_key(pass_id: str) -> str:
+    """KV keys allow few characters; a pass id (`pass:anon:<uuid>`) becomes a short digest."""
+    return hashlib.sha256(pass_id.encode()).hexdigest()[:24]
+
+
+@dataclass
+class Slot:
+    """A held slot (or none when the limit is off); `release` is idempotent."""
+
+    slots: CustomerSlots | None = None
+    key: str | None = None
+    revision: int = 0
+    refresher: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    async def release(self, generation_id: str) -> None:
+        if self.refresher is not None:
+            self.refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.refresher
+            self.refresher = None
+        if self.slots is not None and self.key is not None:
+            await self.slots.free(self.key, generation_id)
+            self.key = None
+
+
+class CustomerSlots:
+    def __init__(self, kv: KeyValue, settings: Settings) -> None:
+        self.kv = kv
+        self.limit = settings.max_running_per_customer
+        self.poll_s = max(0.01, settings.slot_poll_interval_s)
+        self.ttl_s = settings.slot_ttl_s
+        self.stale_s = max(STALE_MIN_S, STALE_AFTER_POLLS * self.poll_s)
+
+    @classmethod
+    async def open(cls, js: JetStreamContext, settings: Settings) -> CustomerSlots:
+        try:
+            kv = await js.key_value(BUCKET)
+        except nats.js.errors.BucketNotFoundError:
+            kv = await js.create_key_value(bucket=BUCKET, history=1, ttl=settings.slot_ttl_s)
+        return cls(kv, settings)
+
+    # ------------------------------------------------------------------ slots
+
+    async def acquire(self, generation_id: str, pass_id: str, seq: int) -> Slot:
+        """Wait (in order) until one of the customer's K slots is ours; cancellable at any await."""
+        if self.limit <= 0:
+            return Slot()
+        pk = pass_key(pass_id)
+        waited = False
+        try:
+            while True:
+                held = await self._held(pk, generation_id)
+                if held is not None:
+                    return self._hold(held)
+                await self._join(pk, generation_id, seq)
+                if await self._is_first(pk, generation_id):
+                    taken = await self._take(pk, generation_id)
+                    if taken is not None:
+                        if waited:
+                            log.info("pipeline.slot_acquired_after_wait", generation_id=generation_id)
+                        return self._hold(taken)
+                if not waited:
+                    log.info("pipeline.slot_wait", generation_id=generation_id, limit=self.limit, stream_seq=seq)
+                    waited = True
+                await asyncio.sleep(self.poll_s)
+        finally:
+            await asyncio.shield(self._leave(pk, generation_id))
+
+    def _hold(self, taken: tuple[str, int]) -> Slot:
+        slot = Slot(self, taken[0], taken[1])
+        slot.refresher = asyncio.create_task(self._refresh(slot), name=f"slot:{taken[0]}")
+        return slot
+
+    async def _held(self, pk: str, generation_id: str) -> tuple[str, int] | None:
+        """A slot this generation already holds (a redelivered run resuming)."""
+        for i in range(self.limit):
+            key = f"s.{pk}.{i}"
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                entry = await self.kv.get(key)
+                if entry.value and entry.value.decode() == generation_id:
+                    return key, int(entry.revision or 0)
+        return None
+
+    async def _take(self, pk: str, generation_id: str) -> tuple[str, int] | None:
+        for i in range(self.limit):
+            key = f"s.{pk}.{i}"
+            try:
+                revision = await self.kv.create(key, generation_id.encode())
+            except nats.js.errors.KeyWrongLastSequenceError:
+                continue
+            return key, int(revision)
+        return None
+
+    async def _refresh(self, slot: Slot) -> None:
+        """Rewrite the slot before the bucket TTL expires it, for as long as the run goes on."""
+        while slot.key is not None:
+            await asyncio.sleep(self.ttl_s / 3)
+            if slot.key is None:
+                return
+            try:
+                entry = await self.kv.get(slot.key)
+                slot.revision = int(await self.kv.update(slot.key, entry.value or b"", last=entry.revision))
+            except (nats.js.errors.NotFoundError, nats.js.errors.APIError) as exc:
+                log.warning("pipeline.slot_refresh_failed", key=slot.key, error=repr(exc))
+
+    async def free(self, key: str, generation_id: str) -> None:
+        """Delete the slot only while it still names this generation (never another run's)."""
+        with contextlib.suppress(nats.js.errors.NotFoundError, nats.js.errors.APIError):
+            entry = await self.kv.get(key)
+            if entry.value and entry.value.decode() == generation_id:
+                await self.kv.delete(key, last=entry.revision)
+
+    # ------------------------------------------------------------------ waiting list
+
+    async def _cas(self, key: str, change: dict[str, list[float]] | None, drop: str | None = None) -> None:
+        """Merge `change` into (or drop `drop` from) the list at `key`, retrying lost races."""
+        while True:
+            try:
+                entry = await self.kv.get(key)
+                current = orjson.loads(entry.value) if entry.value else {}
+                revision = int(entry.revision or 0)
+            except nats.js.errors.NotFoundError:
+                current, revision = {}, 0
+            if drop is not None and drop not in current:
+                return
+            updated = {k: v for k, v in current.items() if k != drop}
+            if change:
+                updated.update(change)
+            try:
+                if revision:
+                    await self.kv.update(key, orjson.dumps(updated), last=revision)
+                else:
+                    await self.kv.create(key, orjson.dumps(updated))
+                return
+            except nats.js.errors.KeyWrongLastSequenceError:
+                continue
+
+    async def _join(self, pk: str, generation_id: str, seq: int) -> None:
+        await self._cas(f"w.{pk}", {generation_id: [float(seq), time.time()]})
+
+    async def _leave(self, pk: str, generation_id: str) -> None:
+        with contextlib.suppress(nats.js.errors.Error, OSError):
+            await self._cas(f"w.{pk}", None, drop=generation_id)
+
+    async def _is_first(self, pk: str, generation_id: str) -> bool:
+        try:
+            entry = await self.kv.get(f"w.{pk}")
+        except nats.js.errors.NotFoundError:
+            return True
+        waiting = orjson.loads(entry.value) if entry.value else {}
+        now = time.time()
+        live = [(seq, gen) for gen, (seq, seen) in waiting.items() if now - seen < self.stale_s or gen == generation_id]
+        return not live or min(live)[1] == generation_id
