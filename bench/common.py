@@ -1,0 +1,107 @@
+"""What every figure shares: results, percentiles, a bus client, seeded customers, process CPU."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import resource
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from libs.bus import Bus
+from libs.schemas import CreditApplied, CreditApply
+from libs.settings import Settings
+
+
+def quiet_logs() -> None:
+    """The bench's own process logs errors only (migrations, bus connects and disconnects are expected)."""
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
+
+
+@dataclass
+class Figure:
+    """One printed line: value, the raw baseline and the target verdict (None = no target)."""
+
+    name: str
+    text: str
+    met: bool | None = None
+    why: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def line(self) -> str:
+        verdict = "" if self.met is None else ("  [target met]" if self.met else f"  [MISSED: {self.why}]")
+        return f"{self.name}: {self.text}{verdict}"
+
+
+def pct(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100); nan for no values."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return float(ordered[min(rank, len(ordered)) - 1])
+
+
+def ratio(value: float, base: float) -> float:
+    return value / base if base else math.nan
+
+
+def bench_settings(nats_url: str) -> Settings:
+    return Settings(_env_file=None, infra="external", nats_url=nats_url, log_level="WARNING")  # type: ignore[call-arg]
+
+
+async def connect(nats_url: str, name: str = "bench") -> Bus:
+    bus = await Bus.connect(bench_settings(nats_url), nats_url, name=name)
+    await bus.ensure_streams()
+    return bus
+
+
+def pass_id(i: int) -> str:
+    return f"pass:bench:{i}"
+
+
+async def seed_credits(bus: Bus, customers: int, credits: int, tag: str = "seed") -> None:
+    """Give `customers` pass ids `credits` each through the ledger's credit apply (idempotent per tag)."""
+    sem = asyncio.Semaphore(50)
+
+    async def one(i: int) -> CreditApplied:
+        async with sem:
+            return await bus.request(CreditApply(
+                pass_id=pass_id(i), delta=credits, ref=f"bench:{tag}:{i}", reason="bench", source="admin",
+            ), CreditApplied, timeout=30)
+
+    await asyncio.gather(*(one(i) for i in range(customers)))
+
+
+def run_child_measured(args: list[str], timeout_s: float, **kwargs: Any) -> tuple[int, float, bytes]:
+    """Run a child to completion; (returncode, its CPU seconds from wait4, its stdout)."""
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kwargs)
+    out = b""
+    try:
+        out, _ = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    return proc.returncode, children_cpu_delta_last(), out
+
+
+_children_cpu_seen = 0.0
+
+
+def children_cpu_delta_last() -> float:
+    """CPU seconds of children reaped since the previous call (RUSAGE_CHILDREN delta)."""
+    global _children_cpu_seen
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    total = usage.ru_utime + usage.ru_stime
+    delta, _children_cpu_seen = total - _children_cpu_seen, total
+    return delta
+
+
+def cpu_count() -> int:
+    return os.cpu_count() or 1

@@ -1,0 +1,114 @@
+"""Step overhead: a still create with the provider at 0 ms, request -> SSE `done`, per step.
+
+Baseline: what one step at least costs in this architecture, one JetStream publish
+plus one asyncpg upsert, awaited one after the other.
+"""
+
+from __future__ import annotations
+
+import time
+
+import asyncpg
+import httpx
+import orjson
+
+from bench.common import Figure, connect, pass_id, pct
+from bench.stack import Stack
+from libs.schemas import ListSteps, StepList
+
+RENDER_STEPS = ("seedream_generate", "kling_generate")
+
+
+async def _one(client: httpx.AsyncClient, i: int) -> tuple[float, str]:
+    body = {"passId": pass_id(i % 100), "inputs": {"userBrief": "a red glass bottle on a marble plinth"}}
+    started = time.perf_counter()
+    response = await client.post("/mma/still/create", json=body)
+    response.raise_for_status()
+    generation_id = response.json()["generation_id"]
+    async with client.stream("GET", f"/mma/stream/{generation_id}") as stream:
+        event = ""
+        async for line in stream.aiter_lines():
+            if line.startswith("event:"):
+                event = line.split(":", 1)[1].strip()
+            elif line.startswith("data:") and event in ("done", "error"):
+                if event == "error":
+                    raise RuntimeError(f"generation {generation_id} failed: {line}")
+                return time.perf_counter() - started, generation_id
+    raise RuntimeError(f"stream of {generation_id} ended without done")
+
+
+async def _steps(bus: object, generation_id: str, deadline_s: float = 10.0) -> StepList:
+    from libs.bus import Bus
+
+    assert isinstance(bus, Bus)
+    deadline = time.monotonic() + deadline_s
+    while True:
+        steps = await bus.request(ListSteps(generation_id=generation_id), StepList)
+        if steps.steps and all(s.status == "succeeded" for s in steps.steps) and len(steps.steps) >= 4:
+            return steps
+        if time.monotonic() > deadline:
+            return steps
+        await __import__("asyncio").sleep(0.05)
+
+
+async def _baseline(stack: Stack, count: int) -> list[float]:
+    bus = await connect(stack.nats_url, "bench-steps-base")
+    conn = await asyncpg.connect(stack.dsn)
+    try:
+        from nats.js import api
+
+        await bus.js.add_stream(api.StreamConfig(name="BENCH_RAW", subjects=["bench.raw.>"],
+                                                 storage=api.StorageType.FILE))
+        await conn.execute("create table if not exists bench_upsert (id text primary key, payload jsonb, "
+                           "updated_at timestamptz default now())")
+        payload = orjson.dumps({"input": {"prompt": "x" * 300}, "output": {"text": "y" * 300},
+                                "timing": {"duration_ms": 1}, "error": None})
+        text = payload.decode()
+        times = []
+        for i in range(count):
+            started = time.perf_counter()
+            await bus.js.publish(f"bench.raw.{i}", payload, headers={"Nats-Msg-Id": f"raw:{i}"})
+            await conn.execute("insert into bench_upsert (id, payload) values ($1, $2::jsonb) on conflict (id) do "
+                               "update set payload = excluded.payload, updated_at = now()", f"step:{i % 500}", text)
+            times.append(time.perf_counter() - started)
+        await bus.js.delete_stream("BENCH_RAW")
+        return times
+    finally:
+        await conn.close()
+        await bus.close()
+
+
+async def run(stack: Stack, count: int) -> Figure:
+    base = await _baseline(stack, max(200, count * 10))
+    bus = await connect(stack.nats_url, "bench-steps")
+    totals, per_step, net_per_step, step_counts = [], [], [], []
+    try:
+        async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=30) as client:
+            await _one(client, 0)  # warm-up (config seeded, connections open)
+            for i in range(count):
+                total, generation_id = await _one(client, i + 1)
+                steps = await _steps(bus, generation_id)
+                n = max(1, len(steps.steps))
+                render = sum((s.latency_ms or 0) for s in steps.steps if s.step_type.startswith(RENDER_STEPS))
+                totals.append(total)
+                step_counts.append(n)
+                per_step.append(total / n)
+                net_per_step.append(max(0.0, total - render / 1000) / n)
+    finally:
+        await bus.close()
+    b50, b99 = pct(base, 50) * 1000, pct(base, 99) * 1000
+    p50, p99 = pct(per_step, 50) * 1000, pct(per_step, 99) * 1000
+    n50, n99 = pct(net_per_step, 50) * 1000, pct(net_per_step, 99) * 1000
+    r = n50 / b50 if b50 else float("nan")
+    met = r <= 5 and n99 < 20
+    why = []
+    if r > 5:
+        why.append(f"p50 {r:.1f} x baseline > 5")
+    if not n99 < 20:
+        why.append(f"p99 {n99:.1f} ms >= 20")
+    steps_txt = "/".join(str(s) for s in sorted(set(step_counts)))
+    text = (f"per step p50 {n50:.1f} ms p99 {n99:.1f} ms without the offline render "
+            f"(with it: p50 {p50:.1f} / p99 {p99:.1f} ms; request->done p50 {pct(totals, 50) * 1000:.0f} ms over "
+            f"{steps_txt} steps, n={count}) vs publish+upsert p50 {b50:.2f} ms p99 {b99:.2f} ms "
+            f"-> ratio {r:.1f}x (target <= 5x, p99 < 20 ms)")
+    return Figure("step overhead", text, met, ", ".join(why))

@@ -1,0 +1,100 @@
+"""wrk as the HTTP load generator (C, epoll): POST bodies from a Lua script, its own CPU from rusage."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.common import children_cpu_delta_last
+
+SETUP = Path(__file__).resolve().parent / "setup.sh"
+
+LUA = """
+local counter = 0
+local thread_no = 0
+local threads = 0
+function setup(thread)
+  thread:set("thread_no", threads)
+  threads = threads + 1
+end
+function init(args)
+  counter = thread_no * 100003
+end
+request = function()
+  counter = counter + 1
+  local body = string.format('{"passId":"pass:bench:%d","inputs":{"userBrief":"a red glass bottle on a marble plinth",'
+    .. '"style":"editorial","aspect_ratio":"1:1"}}', counter % CUSTOMERS)
+  return wrk.format("POST", "/mma/still/create", {["Content-Type"] = "application/json"}, body)
+end
+"""
+
+
+@dataclass
+class WrkResult:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    non_2xx: int
+    errors: int
+    cpu_s: float
+    duration_s: float
+
+    @property
+    def cpu_pct(self) -> float:
+        return 100.0 * self.cpu_s / self.duration_s if self.duration_s else 0.0
+
+
+def ensure_wrk() -> str:
+    """The wrk binary; runs bench/setup.sh (apt-get, as root) when it is missing."""
+    found = shutil.which("wrk")
+    if found:
+        return found
+    subprocess.run(["bash", str(SETUP)], check=False)
+    found = shutil.which("wrk")
+    if not found:
+        raise SystemExit("wrk is not installed and bench/setup.sh could not install it (needs root and apt-get)")
+    return found
+
+
+def _ms(value: str, unit: str) -> float:
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+
+def parse(out: str, cpu_s: float, duration_s: float) -> WrkResult:
+    def latency(q: str) -> float:
+        m = re.search(rf"^\s*{q}%\s+([\d.]+)(us|ms|s|m)\s*$", out, re.M)
+        return _ms(m.group(1), m.group(2)) if m else float("nan")
+
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    total = re.search(r"(\d+) requests in", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errs = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    return WrkResult(
+        rps=float(rps.group(1)) if rps else 0.0, p50_ms=latency("50"), p99_ms=latency("99"),
+        requests=int(total.group(1)) if total else 0, non_2xx=int(non2xx.group(1)) if non2xx else 0,
+        errors=sum(int(g) for g in errs.groups()) if errs else 0, cpu_s=cpu_s, duration_s=duration_s,
+    )
+
+
+def run_wrk(url: str, *, connections: int, duration_s: float, customers: int, threads: int = 2) -> WrkResult:
+    """`wrk -t threads -c connections -d duration --latency` POSTing still creates (bounded by time)."""
+    binary = ensure_wrk()
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
+        fh.write(LUA.replace("CUSTOMERS", str(customers)))
+        script = fh.name
+    children_cpu_delta_last()
+    done = subprocess.run(
+        [binary, "-t", str(threads), "-c", str(connections), "-d", f"{duration_s:g}s", "--latency",
+         "--timeout", "5s", "-s", script, url],
+        capture_output=True, text=True, timeout=duration_s + 30, check=False,
+    )
+    cpu = children_cpu_delta_last()
+    Path(script).unlink(missing_ok=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"wrk failed: {done.stderr or done.stdout}")
+    return parse(done.stdout, cpu, duration_s)
