@@ -184,6 +184,7 @@ class Bus:
             max_age=float(self.settings.events_max_age_days * 86400) if is_events else None,
             duplicate_window=self.settings.dedupe_window_s,
             num_replicas=self.settings.stream_replicas,
+            max_consumers=self.settings.events_max_consumers if is_events else None,
             allow_direct=True,
         )
 
@@ -476,7 +477,7 @@ class Bus:
             config = api.ConsumerConfig(deliver_policy=api.DeliverPolicy.ALL)
         sub = await self.js.subscribe(
             filter_subject, stream=Stream.EVENTS.value, ordered_consumer=True, config=config,
-            inactive_threshold=30.0,
+            inactive_threshold=5.0,  # a live subscription is never idle: heartbeats
         )
         try:
             while True:

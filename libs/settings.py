@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     events_max_age_days: int = Field(7, description="how long the EVENTS stream keeps messages")
     rpc_timeout_s: float = Field(10.0, description="timeout of a request/reply call")
     stream_replicas: int = Field(1, description="replicas of the streams (3 on a production cluster)")
+    events_max_consumers: int = Field(
+        100_000, description="consumers the EVENTS stream allows (each SSE stream and create waits on one; the "
+        "server's default of 1,000 would refuse the 1,001st)")
     chaos_duplicate_publish: bool = Field(
         False, description="test mode: publish every bus message twice under different msg ids (fault suite)")
 

@@ -141,3 +141,14 @@ async def test_follow_replays_then_resumes_after_a_sequence(bus: Bus) -> None:
     assert [type(m).__name__ for _, m in everything] == ["ScanLine"] * 3 + ["StatusChanged"]
     resumed = await asyncio.wait_for(take(everything[1][0], 2), 10)
     assert [seq for seq, _ in resumed] == [everything[2][0], everything[3][0]]
+
+
+async def test_more_than_a_thousand_followers_at_once(bus: Bus) -> None:
+    """Each SSE stream follows on its own consumer; the server's default cap of 1,000 is lifted."""
+    await bus.publish(line("busy", 0))
+    followers = [bus.follow("mma.evt.busy.>") for _ in range(1100)]
+    try:
+        first = await asyncio.wait_for(asyncio.gather(*(f.__anext__() for f in followers)), 60)
+        assert len(first) == 1100 and all(seq == first[0][0] for seq, _ in first)
+    finally:
+        await asyncio.gather(*(f.aclose() for f in followers))
