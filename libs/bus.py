@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import nats
 import nats.errors
@@ -56,6 +56,8 @@ D = TypeVar("D")
 Handler = Callable[[Any, D], Awaitable[None]]
 RpcHandler = Callable[[Any, D], Awaitable[Model]]
 ExhaustedHook = Callable[[Any, BaseException, D], Awaitable[None]]
+# (message, its JetStream metadata) in stream order
+BatchHandler = Callable[[list[tuple[Any, Any]], D], Awaitable[None]]
 
 _TRANSIENT = (
     nats.errors.TimeoutError,
@@ -104,6 +106,55 @@ class Consumer:
             await asyncio.wait(self.inflight, timeout=grace_s)
         for task in self.inflight:
             task.cancel()
+
+
+@dataclass
+class _Spec(Generic[D]):
+    """What the per-message and batch paths of one durable consumer share."""
+
+    stream: Stream
+    durable: str
+    handlers: Mapping[type[BusMessage], Handler[D]]
+    deps: D
+    on_exhausted: ExhaustedHook[D] | None
+    max_deliver: int
+    ack_wait: float
+    consumer: Consumer
+
+    @property
+    def default_model(self) -> type[BusMessage] | None:
+        """A consumer of one message type reads messages without a type header as that type."""
+        return next(iter(self.handlers)) if len(self.handlers) == 1 else None
+
+    def exhausted(self, deliveries: int) -> bool:
+        return self.max_deliver > 0 and deliveries >= self.max_deliver
+
+
+class _Heartbeat:
+    """In-progress acks every `every_s` while a handler runs, for all of `raws`.
+
+    A loop timer rather than a task per message: arming it costs one heap push, and it
+    is re-armed only when it fires, i.e. only while a handler is still running.
+    """
+
+    def __init__(self, raws: Sequence[Msg], every_s: float) -> None:
+        self.raws = raws
+        self.every_s = every_s
+        self.loop = asyncio.get_running_loop()
+        self.beat: asyncio.Task[None] | None = None  # held so the task is not collected mid-send
+        self.timer = self.loop.call_later(every_s, self._fire)
+
+    def _fire(self) -> None:
+        self.beat = self.loop.create_task(self._send())
+        self.timer = self.loop.call_later(self.every_s, self._fire)
+
+    async def _send(self) -> None:
+        for raw in self.raws:
+            with contextlib.suppress(*_TRANSIENT, nats.errors.MsgAlreadyAckdError):
+                await raw.in_progress()
+
+    def cancel(self) -> None:
+        self.timer.cancel()
 
 
 class Bus:
@@ -311,116 +362,209 @@ class Bus:
         `max_deliver=-1` retries for ever (the ledger: nothing it projects may be dropped
         for a passing database outage); decode failures are dead-lettered at once.
         """
-        max_deliver = self.settings.max_deliveries if max_deliver is None else max_deliver
-        ack_wait = self.settings.ack_wait_s
-        config = api.ConsumerConfig(
-            durable_name=durable,
-            ack_policy=api.AckPolicy.EXPLICIT,
-            deliver_policy=api.DeliverPolicy.ALL,
-            ack_wait=ack_wait,
-            max_deliver=max_deliver,
-            max_ack_pending=max(concurrency * 2, 1000),
-            filter_subject=filter_subject,
-        )
-        psub = await self.js.pull_subscribe(filter_subject, durable=durable, stream=stream.value, config=config)
-        consumer = Consumer(name=durable)
-        default_model = next(iter(handlers)) if len(handlers) == 1 else None
+        spec = _Spec(stream, durable, handlers, deps, on_exhausted,
+                     self.settings.max_deliveries if max_deliver is None else max_deliver,
+                     self.settings.ack_wait_s, Consumer(name=durable))
+        psub = await self._pull_subscribe(spec, filter_subject, max_ack_pending=max(concurrency * 2, 1000))
+        consumer = spec.consumer
         slots = asyncio.Semaphore(concurrency)
-
-        async def keep_alive(raw: Msg) -> None:
-            while True:
-                await asyncio.sleep(ack_wait / 3)
-                with contextlib.suppress(*_TRANSIENT, nats.errors.MsgAlreadyAckdError):
-                    await raw.in_progress()
-
-        async def process(raw: Msg) -> None:
-            meta = raw.metadata
-            deliveries = meta.num_delivered
-            seq = meta.sequence.stream
-            started = time.perf_counter()
-            try:
-                msg = decode(raw, default_model)
-                handler = handlers.get(type(msg))
-                if handler is None:
-                    raise InvalidMessageError(f"no handler for {type(msg).__name__} on {durable}")
-            except InvalidMessageError as exc:
-                log.error("bus.message_invalid", subject=raw.subject, stream_seq=seq, reason=exc.message)
-                await self._dead_letter(raw, stream, seq, deliveries, exc.message)
-                await raw.term()
-                return
-            with structlog.contextvars.bound_contextvars(subject=raw.subject, stream_seq=seq, **msg.log_fields()):
-                heartbeat = asyncio.create_task(keep_alive(raw))
-                try:
-                    await handler(msg, deps)
-                except Exception as exc:  # the edge: decide nak or term, never swallow silently
-                    exhausted = max_deliver > 0 and deliveries >= max_deliver
-                    if is_retryable(exc) and not exhausted:
-                        delay = _retry_delay(deliveries)
-                        log.warning("bus.message_nak", error=repr(exc), deliveries=deliveries, delay_s=delay)
-                        with contextlib.suppress(*_TRANSIENT):
-                            await raw.nak(delay=delay)
-                        MESSAGES.labels(durable, "nak").inc()
-                        return
-                    log.error("bus.message_failed", error=repr(exc), deliveries=deliveries, exhausted=exhausted)
-                    if on_exhausted is not None:
-                        await on_exhausted(msg, exc, deps)
-                    await self._dead_letter(raw, stream, seq, deliveries, repr(exc))
-                    await raw.term()
-                    MESSAGES.labels(durable, "failed").inc()
-                    return
-                finally:
-                    heartbeat.cancel()
-                with contextlib.suppress(*_TRANSIENT):
-                    await raw.ack()
-                consumer.handled += 1
-                MESSAGES.labels(durable, "ok").inc()
-                CONSUMER_LAG.labels(durable).set(meta.num_pending)
-                log.debug("bus.message_handled", deliveries=deliveries,
-                          duration_ms=round((time.perf_counter() - started) * 1000, 2))
 
         async def run_one(raw: Msg) -> None:
             try:
-                await process(raw)
+                msg = await self._decode_or_reject(spec, raw)
+                if msg is not None:
+                    await self._handle_one(spec, raw, msg)
             except Exception:
                 # a failure while acking or dead-lettering: the message is redelivered
                 log.exception("bus.process_crashed", subject=raw.subject)
             finally:
                 slots.release()
 
-        async def loop() -> None:
-            try:
-                await fetch_until_stopped()
-            finally:
-                # an unsubscribed pull subscription lets the connection drain at once
-                with contextlib.suppress(Exception):
-                    await psub.unsubscribe()
+        async def want() -> int:
+            await slots.acquire()
+            slots.release()
+            return max(1, min(batch, concurrency - len(consumer.inflight)))
 
-        async def fetch_until_stopped() -> None:
-            while not consumer.stopping.is_set():
+        async def take(msgs: list[Msg]) -> None:
+            for raw in msgs:
                 await slots.acquire()
-                slots.release()
-                want = max(1, min(batch, concurrency - len(consumer.inflight)))
+                if concurrency == 1:
+                    await run_one(raw)
+                    continue
+                task = asyncio.create_task(run_one(raw))
+                consumer.inflight.add(task)
+                task.add_done_callback(consumer.inflight.discard)
+
+        return self._start(spec, filter_subject, self._pull_loop(spec, psub, want, take))
+
+    async def consume_batch(
+        self,
+        *,
+        stream: Stream,
+        durable: str,
+        filter_subject: str,
+        handlers: Mapping[type[BusMessage], Handler[D]],
+        batch_handler: BatchHandler[D],
+        deps: D,
+        max_deliver: int | None = None,
+        on_exhausted: ExhaustedHook[D] | None = None,
+        batch: int = 256,
+    ) -> Consumer:
+        """`consume` with concurrency 1, but up to `batch` messages go to ONE `batch_handler` call.
+
+        Stream order is kept. Undecodable messages are dead-lettered one by one and left out.
+        One heartbeat covers the batch; every message is acked after the handler returns.
+        A retryable failure naks the whole batch (each with its usual delay); any other
+        failure (bad data somewhere in it) re-runs the batch one message at a time through
+        `handlers`, so only the bad message is dead-lettered.
+        """
+        spec = _Spec(stream, durable, handlers, deps, on_exhausted,
+                     self.settings.max_deliveries if max_deliver is None else max_deliver,
+                     self.settings.ack_wait_s, Consumer(name=durable))
+        psub = await self._pull_subscribe(spec, filter_subject, max_ack_pending=max(batch * 2, 1000))
+
+        async def want() -> int:
+            return batch
+
+        async def take(raws: list[Msg]) -> None:
+            try:
+                await self._handle_batch(spec, raws, batch_handler)
+            except Exception:
+                # a failure while acking or dead-lettering: the unacked messages are redelivered
+                log.exception("bus.batch_crashed", durable=durable, count=len(raws))
+
+        return self._start(spec, filter_subject, self._pull_loop(spec, psub, want, take))
+
+    # ------------------------------------------------------------------ consumer internals
+
+    async def _pull_subscribe(self, spec: _Spec[Any], filter_subject: str, max_ack_pending: int) -> Any:
+        config = api.ConsumerConfig(
+            durable_name=spec.durable,
+            ack_policy=api.AckPolicy.EXPLICIT,
+            deliver_policy=api.DeliverPolicy.ALL,
+            ack_wait=spec.ack_wait,
+            max_deliver=spec.max_deliver,
+            max_ack_pending=max_ack_pending,
+            filter_subject=filter_subject,
+        )
+        return await self.js.pull_subscribe(filter_subject, durable=spec.durable, stream=spec.stream.value,
+                                            config=config)
+
+    def _start(self, spec: _Spec[Any], filter_subject: str, loop: Coroutine[Any, Any, None]) -> Consumer:
+        spec.consumer.task = asyncio.create_task(loop, name=f"consumer:{spec.durable}")
+        self._consumers.append(spec.consumer)
+        log.info("bus.consumer_started", durable=spec.durable, stream=spec.stream.value, filter=filter_subject)
+        return spec.consumer
+
+    async def _pull_loop(self, spec: _Spec[Any], psub: Any, want: Callable[[], Awaitable[int]],
+                         take: Callable[[list[Msg]], Awaitable[None]]) -> None:
+        """Fetch `await want()` messages at a time and hand them to `take` until stopped."""
+        try:
+            while not spec.consumer.stopping.is_set():
+                size = await want()
                 try:
-                    msgs = await psub.fetch(want, timeout=1.0)
+                    msgs = await psub.fetch(size, timeout=1.0)
                 except nats.errors.TimeoutError:
                     continue
                 except (*_TRANSIENT, nats.js.errors.APIError) as exc:
-                    log.warning("bus.fetch_failed", durable=durable, error=repr(exc))
+                    log.warning("bus.fetch_failed", durable=spec.durable, error=repr(exc))
                     await asyncio.sleep(0.5)
                     continue
-                for raw in msgs:
-                    await slots.acquire()
-                    if concurrency == 1:
-                        await run_one(raw)
-                        continue
-                    task = asyncio.create_task(run_one(raw))
-                    consumer.inflight.add(task)
-                    task.add_done_callback(consumer.inflight.discard)
+                await take(msgs)
+        finally:
+            # an unsubscribed pull subscription lets the connection drain at once
+            with contextlib.suppress(Exception):
+                await psub.unsubscribe()
 
-        consumer.task = asyncio.create_task(loop(), name=f"consumer:{durable}")
-        self._consumers.append(consumer)
-        log.info("bus.consumer_started", durable=durable, stream=stream.value, filter=filter_subject)
-        return consumer
+    async def _decode_or_reject(self, spec: _Spec[Any], raw: Msg) -> BusMessage | None:
+        """The typed message, or None once an undecodable/unhandled one is dead-lettered and termed."""
+        try:
+            msg = decode(raw, spec.default_model)
+            if type(msg) not in spec.handlers:
+                raise InvalidMessageError(f"no handler for {type(msg).__name__} on {spec.durable}")
+            return msg
+        except InvalidMessageError as exc:
+            meta = raw.metadata
+            log.error("bus.message_invalid", subject=raw.subject, stream_seq=meta.sequence.stream, reason=exc.message)
+            await self._reject(spec, raw, exc.message)
+            return None
+
+    async def _reject(self, spec: _Spec[Any], raw: Msg, reason: str) -> None:
+        """Dead-letter and term: this message is never redelivered."""
+        meta = raw.metadata
+        await self._dead_letter(raw, spec.stream, meta.sequence.stream, meta.num_delivered, reason)
+        await raw.term()
+
+    async def _ack(self, spec: _Spec[Any], raws: Sequence[Msg]) -> None:
+        for raw in raws:
+            with contextlib.suppress(*_TRANSIENT):
+                await raw.ack()
+        spec.consumer.handled += len(raws)
+        MESSAGES.labels(spec.durable, "ok").inc(len(raws))
+        CONSUMER_LAG.labels(spec.durable).set(raws[-1].metadata.num_pending)
+
+    async def _handle_one(self, spec: _Spec[Any], raw: Msg, msg: BusMessage) -> None:
+        """Run the message's handler with a heartbeat; ack, nak with a delay, or dead-letter."""
+        meta = raw.metadata
+        deliveries = meta.num_delivered
+        started = time.perf_counter()
+        with structlog.contextvars.bound_contextvars(subject=raw.subject, stream_seq=meta.sequence.stream,
+                                                     **msg.log_fields()):
+            heartbeat = _Heartbeat([raw], spec.ack_wait / 3)
+            try:
+                await spec.handlers[type(msg)](msg, spec.deps)
+            except Exception as exc:  # the edge: decide nak or term, never swallow silently
+                exhausted = spec.exhausted(deliveries)
+                if is_retryable(exc) and not exhausted:
+                    await self._nak(spec, [raw], exc)
+                    return
+                log.error("bus.message_failed", error=repr(exc), deliveries=deliveries, exhausted=exhausted)
+                if spec.on_exhausted is not None:
+                    await spec.on_exhausted(msg, exc, spec.deps)
+                await self._reject(spec, raw, repr(exc))
+                MESSAGES.labels(spec.durable, "failed").inc()
+                return
+            finally:
+                heartbeat.cancel()
+            await self._ack(spec, [raw])
+            log.debug("bus.message_handled", deliveries=deliveries,
+                      duration_ms=round((time.perf_counter() - started) * 1000, 2))
+
+    async def _nak(self, spec: _Spec[Any], raws: Sequence[Msg], exc: BaseException) -> None:
+        """Redeliver later, each message after its own growing delay."""
+        deliveries = max(raw.metadata.num_delivered for raw in raws)
+        log.warning("bus.message_nak", error=repr(exc), deliveries=deliveries, delay_s=_retry_delay(deliveries),
+                    count=len(raws))
+        for raw in raws:
+            with contextlib.suppress(*_TRANSIENT):
+                await raw.nak(delay=_retry_delay(raw.metadata.num_delivered))
+        MESSAGES.labels(spec.durable, "nak").inc(len(raws))
+
+    async def _handle_batch(self, spec: _Spec[Any], raws: list[Msg], batch_handler: BatchHandler[Any]) -> None:
+        good: list[tuple[Msg, BusMessage]] = []
+        for raw in raws:
+            msg = await self._decode_or_reject(spec, raw)
+            if msg is not None:
+                good.append((raw, msg))
+        if not good:
+            return
+        in_hand = [raw for raw, _ in good]
+        heartbeat = _Heartbeat(in_hand, spec.ack_wait / 3)
+        try:
+            await batch_handler([(msg, raw.metadata) for raw, msg in good], spec.deps)
+        except Exception as exc:  # the edge: nak all, or find the bad message one at a time
+            exhausted = any(spec.exhausted(raw.metadata.num_delivered) for raw in in_hand)
+            if is_retryable(exc) and not exhausted:
+                await self._nak(spec, in_hand, exc)
+                return
+            log.warning("bus.batch_failed", error=repr(exc), count=len(good), exhausted=exhausted)
+            heartbeat.cancel()  # each message gets its own from here on
+            for raw, msg in good:
+                await self._handle_one(spec, raw, msg)
+            return
+        finally:
+            heartbeat.cancel()
+        await self._ack(spec, in_hand)
 
     async def _dead_letter(self, raw: Msg, stream: Stream, seq: int, deliveries: int, reason: str) -> None:
         """Send the raw message to the dead-letter subject (the ledger makes it an error row)."""

@@ -10,7 +10,7 @@ from libs.schemas import EVENT_TYPES, EVENTS_ALL, Stream
 from libs.service import ServiceContext
 from services.ledger.adapters.pg import create_pool
 from services.ledger.deps import LedgerDeps
-from services.ledger.handlers import EVENT_HANDLERS
+from services.ledger.handlers import EVENT_HANDLERS, project_batch
 from services.ledger.migrate import apply_migrations
 from services.ledger.rpc import RPC_HANDLERS
 
@@ -18,6 +18,7 @@ log = structlog.get_logger("ledger")
 
 RPC_QUEUE = "ledger"
 DURABLE = "ledger"
+BATCH = 256
 
 
 async def setup(ctx: ServiceContext) -> None:
@@ -48,8 +49,9 @@ async def setup(ctx: ServiceContext) -> None:
         raise RuntimeError(f"no ledger handler for {sorted(m.__name__ for m in missing)}")
     for req_type, handler in RPC_HANDLERS.items():
         await ctx.bus.serve(req_type, handler, deps, queue=RPC_QUEUE)
-    await ctx.bus.consume(
-        stream=Stream.EVENTS, durable=DURABLE, filter_subject=EVENTS_ALL, handlers=EVENT_HANDLERS, deps=deps,
-        concurrency=1, max_deliver=-1,
+    # in stream order, up to 256 events per transaction; bad data falls back to one at a time
+    await ctx.bus.consume_batch(
+        stream=Stream.EVENTS, durable=DURABLE, filter_subject=EVENTS_ALL, handlers=EVENT_HANDLERS,
+        batch_handler=project_batch, deps=deps, max_deliver=-1, batch=BATCH,
     )
     log.info("ledger.wired", rpcs=len(RPC_HANDLERS), event_types=len(EVENT_HANDLERS))

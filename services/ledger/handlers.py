@@ -1,4 +1,4 @@
-"""Projection of EVENTS into MEGA: one idempotent handler per event type.
+"""Projection of EVENTS into MEGA: idempotent per event, and in batches of them.
 
 Each handler commits its transaction before it returns, and the bus acks only after
 that, so a crash redelivers instead of losing a row. Database outages raise (the bus
@@ -47,6 +47,7 @@ log = structlog.get_logger("ledger")
 
 M = TypeVar("M", bound=BusMessage)
 EventHandler = Callable[[M, LedgerDeps], Awaitable[None]]
+Rows = list[tuple[str, tuple[Any, ...]]]
 
 DEAD_LETTER_DATA_MAX = 4000
 SCAN_LINES_MAX = 1000
@@ -101,183 +102,65 @@ def _initial_vars(msg: GenerationAccepted) -> dict[str, Any]:
     }
 
 
-@projection
-async def on_generation_accepted(msg: GenerationAccepted, deps: LedgerDeps) -> None:
+# --------------------------------------------------------------------------- independent events
+# Each of these is a list of (statement, args) rows of idempotent statements. One event runs
+# its rows in one transaction; a batch runs them grouped by statement with `executemany`.
+
+
+def _accepted_rows(msg: GenerationAccepted) -> Rows:
     mode = msg.flow.mode
     meta: dict[str, Any] = {"flow": msg.flow.value, "price": msg.price, "request_id": msg.request_id}
     if msg.request.settings:
         meta["settings_overrides"] = msg.request.settings
     parent = f"generation:{msg.parent_generation_id}" if msg.parent_generation_id else None
-    async with deps.pool.acquire() as conn, conn.transaction():
-        await conn.execute(q.ENSURE_CUSTOMER, msg.pass_id)
-        await conn.execute(
-            q.UPSERT_ACCEPTED, msg.generation_id, msg.pass_id, msg.session_id, parent, msg.platform,
-            "image" if mode == "still" else "motion", "image" if mode == "still" else "video", mode,
-            _initial_vars(msg), meta, msg.at,
-        )
+    return [
+        (q.ENSURE_CUSTOMER, (msg.pass_id,)),
+        (q.UPSERT_ACCEPTED, (msg.generation_id, msg.pass_id, msg.session_id, parent, msg.platform,
+                             "image" if mode == "still" else "motion", "image" if mode == "still" else "video", mode,
+                             _initial_vars(msg), meta, msg.at)),
+    ]
 
 
-@projection
-async def on_status_changed(msg: StatusChanged, deps: LedgerDeps) -> None:
-    async with deps.pool.acquire() as conn, conn.transaction():
-        await conn.execute(q.ENSURE_CUSTOMER, msg.pass_id)
-        await conn.execute(q.MOVE_STATUS, msg.generation_id, msg.pass_id, msg.status.value,
-                           msg.status.mg_status, msg.at, q.STATUS_ORDER_VALUES)
+def _status_rows(msg: StatusChanged) -> Rows:
+    return [
+        (q.ENSURE_CUSTOMER, (msg.pass_id,)),
+        (q.MOVE_STATUS, (msg.generation_id, msg.pass_id, msg.status.value, msg.status.mg_status, msg.at,
+                         q.STATUS_ORDER_VALUES)),
+    ]
 
 
-@projection
-async def on_scan_line(msg: ScanLine, deps: LedgerDeps) -> None:
-    """Persisted at once, so a reload replays what the customer was told."""
-    if not 0 <= msg.index < SCAN_LINES_MAX:
-        raise InvalidMessageError(f"scan line index {msg.index} out of range")
-    async with deps.pool.acquire() as conn, conn.transaction():
-        await conn.execute(q.ENSURE_CUSTOMER, msg.pass_id)
-        await conn.execute(q.ENSURE_GENERATION, msg.generation_id, msg.pass_id, msg.at)
-        row = await conn.fetchrow(q.LOCK_GENERATION, msg.generation_id)
-        await conn.execute(q.SET_VARS, msg.generation_id, with_scan_line(row["mg_mma_vars"] or {}, msg.index, msg.text))
+def _step_rows(msg: StepRecorded) -> Rows:
+    return [
+        (q.ENSURE_CUSTOMER, (msg.pass_id,)),
+        (q.ENSURE_GENERATION, (msg.generation_id, msg.pass_id, msg.at)),
+        (q.UPSERT_STEP, (msg.generation_id, msg.pass_id, msg.step_no, msg.step_type, msg.provider, msg.model,
+                         msg.latency_ms, msg.payload, STEP_STATUS[msg.phase], msg.at)),
+    ]
 
 
-@projection
-async def on_step_recorded(msg: StepRecorded, deps: LedgerDeps) -> None:
-    async with deps.pool.acquire() as conn, conn.transaction():
-        await conn.execute(q.ENSURE_CUSTOMER, msg.pass_id)
-        await conn.execute(q.ENSURE_GENERATION, msg.generation_id, msg.pass_id, msg.at)
-        await conn.execute(
-            q.UPSERT_STEP, msg.generation_id, msg.pass_id, msg.step_no, msg.step_type, msg.provider, msg.model,
-            msg.latency_ms, msg.payload, STEP_STATUS[msg.phase], msg.at,
-        )
+def _session_rows(msg: SessionStarted) -> Rows:
+    return [
+        (q.ENSURE_CUSTOMER, (msg.pass_id,)),
+        (q.INSERT_SESSION, (msg.session_id, msg.pass_id, msg.platform, msg.title, msg.meta, msg.at)),
+    ]
 
 
-@projection
-async def on_generation_done(msg: GenerationDone, deps: LedgerDeps) -> None:
-    """Final row; the merge keeps scan lines already persisted, and status never moves back."""
-    async with deps.pool.acquire() as conn, conn.transaction():
-        await conn.execute(q.ENSURE_CUSTOMER, msg.pass_id)
-        await conn.execute(q.ENSURE_GENERATION, msg.generation_id, msg.pass_id, msg.at)
-        row = await conn.fetchrow(q.LOCK_GENERATION, msg.generation_id)
-        merged = merge_vars(row["mg_mma_vars"] or {}, msg.vars)
-        current = row["mg_mma_status"]
-        if current != msg.status.value and not status_can_move(current, msg.status.value):
-            await conn.execute(q.SET_VARS, msg.generation_id, merged)
-            return
-        content_type = {"image": "image", "motion": "video", "text": "text"}[msg.content_type]
-        await conn.execute(
-            q.FINISH_GENERATION, msg.generation_id, msg.status.value, msg.status.mg_status, merged,
-            msg.output_url, msg.output_key, msg.prompt, msg.provider, msg.model,
-            msg.output_url if msg.content_type == "image" else None,
-            msg.output_url if msg.content_type == "motion" else None,
-            content_type,
-        )
+def _feedback_rows(msg: FeedbackRecorded) -> Rows:
+    return [
+        (q.ENSURE_CUSTOMER, (msg.pass_id,)),
+        (q.INSERT_FEEDBACK, (msg.feedback_id, msg.pass_id, msg.generation_id, msg.session_id, msg.result_type,
+                             msg.platform, msg.prompt, msg.comment, msg.image_url, msg.video_url,
+                             {"liked": msg.liked}, msg.at)),
+    ]
 
 
-def _step_error(msg: GenerationFailed) -> dict[str, Any]:
-    error: dict[str, Any] = {"error_code": msg.code, "message": msg.message}
-    for key in ("provider_http_status", "retry"):
-        if msg.detail.get(key) is not None:
-            error[key] = msg.detail[key]
-    return error
-
-
-def _ops_detail(msg: GenerationFailed) -> dict[str, Any]:
-    detail: dict[str, Any] = {"level": "error", **msg.detail}
-    detail.update(generation_id=msg.generation_id, pass_id=msg.pass_id, error_code=msg.code,
-                  message=msg.message, step_type=msg.step_type)
-    return detail
-
-
-@projection
-async def on_generation_failed(msg: GenerationFailed, deps: LedgerDeps) -> None:
-    """Both log planes in one transaction: generation + step (run), error row (ops)."""
-    raw_http = msg.detail.get("http")
-    http: dict[str, Any] = raw_http if isinstance(raw_http, dict) else {}
-    route = msg.detail.get("route") or http.get("route")
-    http_status = http.get("status") if isinstance(http.get("status"), int) else None
-    async with deps.pool.acquire() as conn, conn.transaction():
-        await conn.execute(q.ENSURE_CUSTOMER, msg.pass_id)
-        await conn.execute(q.ENSURE_GENERATION, msg.generation_id, msg.pass_id, msg.at)
-        row = await conn.fetchrow(q.LOCK_GENERATION, msg.generation_id)
-        merged = merge_vars(row["mg_mma_vars"] or {}, msg.vars)
-        current = row["mg_mma_status"]
-        if current == msg.status.value or status_can_move(current, msg.status.value):
-            await conn.execute(q.FAIL_GENERATION, msg.generation_id, msg.status.value, msg.status.mg_status,
-                               merged, msg.message)
-        else:
-            await conn.execute(q.SET_VARS, msg.generation_id, merged)
-        if msg.step_no is not None:
-            await conn.execute(q.SET_STEP_ERROR, msg.generation_id, msg.step_no, _step_error(msg))
-        elif msg.step_type:
-            await conn.execute(q.SET_STEP_ERROR_BY_TYPE, msg.generation_id, msg.step_type, _step_error(msg))
-        await conn.execute(
-            q.INSERT_ADMIN_LOG, f"error:{msg.generation_id}", "error", msg.pass_id, route,
-            msg.detail.get("method"), http_status, _ops_detail(msg), msg.at,
-        )
-
-
-@projection
-async def on_generation_rejected(msg: GenerationRejected, deps: LedgerDeps) -> None:
-    """Nothing to project: no charge happened and no generation row exists."""
-
-
-@projection
-async def on_generation_refunded(msg: GenerationRefunded, deps: LedgerDeps) -> None:
-    """Nothing to project: the refund's credit row was written by CreditApply."""
-
-
-@projection
-async def on_cancel_requested(msg: CancelRequested, deps: LedgerDeps) -> None:
-    """Nothing to project: the pipeline answers with a `failed` event (status cancelled) that is."""
-
-
-@projection
-async def on_customer_event(msg: CustomerEventRecorded, deps: LedgerDeps) -> None:
-    """The preference delta applies only with the newly inserted event row: once per event id."""
-    hard_blocks = list(msg.add_hard_blocks)
-    payload_block = msg.payload.get("hard_block")
-    if msg.event_type == EventType.PREFERENCE_SET and isinstance(payload_block, str) and payload_block:
-        hard_blocks.append(payload_block)
-    meta = {"event_type": msg.event_type, "payload": msg.payload, "request_id": msg.request_id}
-    async with deps.pool.acquire() as conn, conn.transaction():
-        await conn.execute(q.ENSURE_CUSTOMER, msg.pass_id)
-        inserted = await conn.fetchval(q.INSERT_EVENT, msg.event_id, msg.pass_id, msg.generation_id, meta, msg.at)
-        if inserted is not None and (hard_blocks or msg.tag_weight_deltas):
-            await conn.execute(q.APPLY_PREFERENCE_DELTA, msg.pass_id, hard_blocks, dict(msg.tag_weight_deltas))
-
-
-@projection
-async def on_session_started(msg: SessionStarted, deps: LedgerDeps) -> None:
-    async with deps.pool.acquire() as conn, conn.transaction():
-        await conn.execute(q.ENSURE_CUSTOMER, msg.pass_id)
-        await conn.execute(q.INSERT_SESSION, msg.session_id, msg.pass_id, msg.platform, msg.title, msg.meta, msg.at)
-
-
-@projection
-async def on_feedback_recorded(msg: FeedbackRecorded, deps: LedgerDeps) -> None:
-    async with deps.pool.acquire() as conn, conn.transaction():
-        await conn.execute(q.ENSURE_CUSTOMER, msg.pass_id)
-        await conn.execute(
-            q.INSERT_FEEDBACK, msg.feedback_id, msg.pass_id, msg.generation_id, msg.session_id, msg.result_type,
-            msg.platform, msg.prompt, msg.comment, msg.image_url, msg.video_url, {"liked": msg.liked}, msg.at,
-        )
-
-
-@projection
-async def on_ops_logged(msg: OpsLogged, deps: LedgerDeps) -> None:
+def _ops_rows(msg: OpsLogged) -> Rows:
     detail: dict[str, Any] = {"level": msg.level, **msg.detail}
-    async with deps.pool.acquire() as conn:
-        await conn.execute(q.INSERT_ADMIN_LOG, msg.msg_id(), msg.level, msg.actor_pass_id, msg.route, msg.method,
-                           msg.http_status, detail, msg.at)
+    return [(q.INSERT_ADMIN_LOG, (msg.msg_id(), msg.level, msg.actor_pass_id, msg.route, msg.method,
+                                  msg.http_status, detail, msg.at))]
 
 
-def dead_letter_id(msg: DeadLettered) -> str:
-    """Deterministic: the same dead letter projected twice is one row."""
-    if msg.stream_seq is not None:
-        return f"error:dlq:{msg.original_stream}:{msg.stream_seq}"
-    digest = hashlib.sha256(f"{msg.original_subject}\n{msg.data}".encode()).hexdigest()[:24]
-    return f"error:dlq:{digest}"
-
-
-@projection
-async def on_dead_lettered(msg: DeadLettered, deps: LedgerDeps) -> None:
+def _dead_letter_rows(msg: DeadLettered) -> Rows:
     """A message nobody could take becomes an ops-plane error row: nothing silently lost.
 
     NUL characters are replaced: jsonb refuses them, and a dead letter cannot be dead-lettered.
@@ -298,23 +181,214 @@ async def on_dead_lettered(msg: DeadLettered, deps: LedgerDeps) -> None:
         "data": data,
         "data_truncated": len(msg.data) > DEAD_LETTER_DATA_MAX,
     }
-    async with deps.pool.acquire() as conn:
-        await conn.execute(q.INSERT_ADMIN_LOG, dead_letter_id(msg), "error", None, None, None, None, detail, msg.at)
+    return [(q.INSERT_ADMIN_LOG, (dead_letter_id(msg), "error", None, None, None, None, detail, msg.at))]
+
+
+# --------------------------------------------------------------------------- order-sensitive events
+# Read-modify-write of a generation's vars, or a conditional effect: run one by one, in stream order.
+
+
+async def _apply_scan_line(conn: q.Conn, msg: ScanLine) -> None:
+    """Persisted at once, so a reload replays what the customer was told."""
+    if not 0 <= msg.index < SCAN_LINES_MAX:
+        raise InvalidMessageError(f"scan line index {msg.index} out of range")
+    await conn.execute(q.ENSURE_CUSTOMER, msg.pass_id)
+    await conn.execute(q.ENSURE_GENERATION, msg.generation_id, msg.pass_id, msg.at)
+    row = await conn.fetchrow(q.LOCK_GENERATION, msg.generation_id)
+    await conn.execute(q.SET_VARS, msg.generation_id, with_scan_line(row["mg_mma_vars"] or {}, msg.index, msg.text))
+
+
+async def _apply_done(conn: q.Conn, msg: GenerationDone) -> None:
+    """Final row; the merge keeps scan lines already persisted, and status never moves back."""
+    await conn.execute(q.ENSURE_CUSTOMER, msg.pass_id)
+    await conn.execute(q.ENSURE_GENERATION, msg.generation_id, msg.pass_id, msg.at)
+    row = await conn.fetchrow(q.LOCK_GENERATION, msg.generation_id)
+    merged = merge_vars(row["mg_mma_vars"] or {}, msg.vars)
+    current = row["mg_mma_status"]
+    if current != msg.status.value and not status_can_move(current, msg.status.value):
+        await conn.execute(q.SET_VARS, msg.generation_id, merged)
+        return
+    content_type = {"image": "image", "motion": "video", "text": "text"}[msg.content_type]
+    await conn.execute(
+        q.FINISH_GENERATION, msg.generation_id, msg.status.value, msg.status.mg_status, merged,
+        msg.output_url, msg.output_key, msg.prompt, msg.provider, msg.model,
+        msg.output_url if msg.content_type == "image" else None,
+        msg.output_url if msg.content_type == "motion" else None,
+        content_type,
+    )
+
+
+def _step_error(msg: GenerationFailed) -> dict[str, Any]:
+    error: dict[str, Any] = {"error_code": msg.code, "message": msg.message}
+    for key in ("provider_http_status", "retry"):
+        if msg.detail.get(key) is not None:
+            error[key] = msg.detail[key]
+    return error
+
+
+def _ops_detail(msg: GenerationFailed) -> dict[str, Any]:
+    detail: dict[str, Any] = {"level": "error", **msg.detail}
+    detail.update(generation_id=msg.generation_id, pass_id=msg.pass_id, error_code=msg.code,
+                  message=msg.message, step_type=msg.step_type)
+    return detail
+
+
+async def _apply_failed(conn: q.Conn, msg: GenerationFailed) -> None:
+    """Both log planes in one transaction: generation + step (run), error row (ops)."""
+    raw_http = msg.detail.get("http")
+    http: dict[str, Any] = raw_http if isinstance(raw_http, dict) else {}
+    route = msg.detail.get("route") or http.get("route")
+    http_status = http.get("status") if isinstance(http.get("status"), int) else None
+    await conn.execute(q.ENSURE_CUSTOMER, msg.pass_id)
+    await conn.execute(q.ENSURE_GENERATION, msg.generation_id, msg.pass_id, msg.at)
+    row = await conn.fetchrow(q.LOCK_GENERATION, msg.generation_id)
+    merged = merge_vars(row["mg_mma_vars"] or {}, msg.vars)
+    current = row["mg_mma_status"]
+    if current == msg.status.value or status_can_move(current, msg.status.value):
+        await conn.execute(q.FAIL_GENERATION, msg.generation_id, msg.status.value, msg.status.mg_status,
+                           merged, msg.message)
+    else:
+        await conn.execute(q.SET_VARS, msg.generation_id, merged)
+    if msg.step_no is not None:
+        await conn.execute(q.SET_STEP_ERROR, msg.generation_id, msg.step_no, _step_error(msg))
+    elif msg.step_type:
+        await conn.execute(q.SET_STEP_ERROR_BY_TYPE, msg.generation_id, msg.step_type, _step_error(msg))
+    await conn.execute(
+        q.INSERT_ADMIN_LOG, f"error:{msg.generation_id}", "error", msg.pass_id, route,
+        msg.detail.get("method"), http_status, _ops_detail(msg), msg.at,
+    )
+
+
+async def _apply_customer_event(conn: q.Conn, msg: CustomerEventRecorded) -> None:
+    """The preference delta applies only with the newly inserted event row: once per event id."""
+    hard_blocks = list(msg.add_hard_blocks)
+    payload_block = msg.payload.get("hard_block")
+    if msg.event_type == EventType.PREFERENCE_SET and isinstance(payload_block, str) and payload_block:
+        hard_blocks.append(payload_block)
+    meta = {"event_type": msg.event_type, "payload": msg.payload, "request_id": msg.request_id}
+    await conn.execute(q.ENSURE_CUSTOMER, msg.pass_id)
+    inserted = await conn.fetchval(q.INSERT_EVENT, msg.event_id, msg.pass_id, msg.generation_id, meta, msg.at)
+    if inserted is not None and (hard_blocks or msg.tag_weight_deltas):
+        await conn.execute(q.APPLY_PREFERENCE_DELTA, msg.pass_id, hard_blocks, dict(msg.tag_weight_deltas))
+
+
+def dead_letter_id(msg: DeadLettered) -> str:
+    """Deterministic: the same dead letter projected twice is one row."""
+    if msg.stream_seq is not None:
+        return f"error:dlq:{msg.original_stream}:{msg.stream_seq}"
+    digest = hashlib.sha256(f"{msg.original_subject}\n{msg.data}".encode()).hexdigest()[:24]
+    return f"error:dlq:{digest}"
+
+
+# --------------------------------------------------------------------------- one event, or a batch
+
+ROWS: dict[type[BusMessage], Callable[[Any], Rows]] = {
+    GenerationAccepted: _accepted_rows,
+    StatusChanged: _status_rows,
+    StepRecorded: _step_rows,
+    SessionStarted: _session_rows,
+    FeedbackRecorded: _feedback_rows,
+    OpsLogged: _ops_rows,
+    DeadLettered: _dead_letter_rows,
+}
+APPLY: dict[type[BusMessage], Callable[[q.Conn, Any], Awaitable[None]]] = {
+    ScanLine: _apply_scan_line,
+    GenerationDone: _apply_done,
+    GenerationFailed: _apply_failed,
+    CustomerEventRecorded: _apply_customer_event,
+}
+# Nothing to project: no charge happened (rejected), the refund's credit row was written by
+# CreditApply, and a cancel is answered by a `failed` event (status cancelled) that is.
+NOTHING: tuple[type[BusMessage], ...] = (GenerationRejected, GenerationRefunded, CancelRequested)
+
+
+async def project_one(msg: BusMessage, deps: LedgerDeps) -> None:
+    """One event in its own transaction: the per-message path, and the fallback of a refused batch."""
+    rows_of, apply = ROWS.get(type(msg)), APPLY.get(type(msg))
+    if rows_of is None and apply is None:
+        return
+    async with deps.pool.acquire() as conn, conn.transaction():
+        if apply is not None:
+            await apply(conn, msg)
+        elif rows_of is not None:
+            for statement, args in rows_of(msg):
+                await conn.execute(statement, *args)
 
 
 EVENT_HANDLERS: dict[type[BusMessage], EventHandler[Any]] = {
-    GenerationAccepted: on_generation_accepted,
-    GenerationRejected: on_generation_rejected,
-    StatusChanged: on_status_changed,
-    ScanLine: on_scan_line,
-    StepRecorded: on_step_recorded,
-    GenerationDone: on_generation_done,
-    GenerationFailed: on_generation_failed,
-    GenerationRefunded: on_generation_refunded,
-    CancelRequested: on_cancel_requested,
-    CustomerEventRecorded: on_customer_event,
-    SessionStarted: on_session_started,
-    FeedbackRecorded: on_feedback_recorded,
-    OpsLogged: on_ops_logged,
-    DeadLettered: on_dead_lettered,
+    msg_type: projection(project_one) for msg_type in (*ROWS, *APPLY, *NOTHING)
 }
+
+# The statement groups of a batch, in the order they run; each keeps stream order inside.
+GROUP_ORDER = (q.ENSURE_CUSTOMER, q.INSERT_SESSION, q.UPSERT_ACCEPTED, q.MOVE_STATUS, q.ENSURE_GENERATION,
+               q.UPSERT_STEP, q.INSERT_FEEDBACK, q.INSERT_ADMIN_LOG)
+# Statements that can create a generation row, by group rank. Whichever comes first creates
+# it (its created-at, status, pass id), so a later-ranked one must never jump ahead of an
+# earlier-ranked one for the same generation: that ends the run.
+CREATES_GENERATION = {q.UPSERT_ACCEPTED: 0, q.MOVE_STATUS: 1, q.ENSURE_GENERATION: 2}
+# Insert-if-missing keyed by their first argument: only the first per key can do anything.
+FIRST_ONLY = (q.ENSURE_CUSTOMER, q.ENSURE_GENERATION)
+
+
+class _Run:
+    """Independent events gathered for `executemany`, flushed before anything order-sensitive.
+
+    Their statements touch disjoint rows or commute (forward-only status, step-rank guard,
+    `on conflict do nothing`), except row creation of a generation, which `conflicts` guards.
+    """
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.rows: dict[str, list[tuple[Any, ...]]] = {statement: [] for statement in GROUP_ORDER}
+        self.first: set[tuple[str, Any]] = set()  # (statement, key) of FIRST_ONLY rows taken
+        self.gen_rank: dict[str, int] = {}  # generation id -> highest CREATES_GENERATION rank in the run
+
+    def conflicts(self, rows: Rows) -> bool:
+        return any(CREATES_GENERATION[st] < self.gen_rank.get(args[0], -1)
+                   for st, args in rows if st in CREATES_GENERATION)
+
+    def add(self, rows: Rows) -> None:
+        for statement, args in rows:
+            if statement in CREATES_GENERATION:
+                self.gen_rank[args[0]] = max(self.gen_rank.get(args[0], -1), CREATES_GENERATION[statement])
+            if statement in FIRST_ONLY:
+                if (statement, args[0]) in self.first:
+                    continue
+                self.first.add((statement, args[0]))
+            self.rows[statement].append(args)
+
+    async def flush(self, conn: q.Conn) -> None:
+        for statement, rows in self.rows.items():
+            if rows:
+                await conn.executemany(statement, rows)
+        self.reset()
+
+
+async def project_batch(batch: list[tuple[BusMessage, Any]], deps: LedgerDeps) -> None:
+    """A batch in ONE transaction, leaving exactly the rows projecting its events one by one leaves.
+
+    Runs of independent events become one `executemany` per statement; order-sensitive ones
+    (done, failed, scan lines, customer events) run one by one in stream order in between.
+    Bad data anywhere rolls back the whole batch: the bus then re-runs it one event at a time.
+    """
+    started = time.perf_counter()
+    run = _Run()
+    try:
+        async with deps.pool.acquire() as conn, conn.transaction():
+            for msg, _meta in batch:
+                rows_of, apply = ROWS.get(type(msg)), APPLY.get(type(msg))
+                if rows_of is not None:
+                    rows = rows_of(msg)
+                    if run.conflicts(rows):
+                        await run.flush(conn)
+                    run.add(rows)
+                elif apply is not None:
+                    await run.flush(conn)
+                    await apply(conn, msg)
+            await run.flush(conn)
+    except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as exc:
+        raise InvalidMessageError(f"a batch of {len(batch)} refused by Postgres: {type(exc).__name__}: {exc}") from exc
+    log.info("ledger.batch_projected", count=len(batch),
+             duration_ms=round((time.perf_counter() - started) * 1000, 2))
