@@ -13,6 +13,7 @@ from datetime import UTC
 
 import structlog
 
+from libs.metrics import CREDITS, GENERATIONS
 from libs.schemas import (
     CreditApply,
     CreditOutcome,
@@ -70,6 +71,7 @@ async def on_generation_requested(cmd: GenerationRequested, deps: BillingDeps) -
             generation_id=cmd.generation_id, pass_id=cmd.pass_id, flow=cmd.flow,
             code="DEADLINE_EXCEEDED", message=DEADLINE_MESSAGE, price=price,
         ))
+        GENERATIONS.labels(flow=cmd.flow.value, status="rejected").inc()
         log.info("billing.generation_rejected", code="DEADLINE_EXCEEDED", price=price, flow=cmd.flow.value,
                  deadline=cmd.deadline.isoformat() if cmd.deadline else None)
         return
@@ -83,6 +85,7 @@ async def on_generation_requested(cmd: GenerationRequested, deps: BillingDeps) -
             generation_id=cmd.generation_id,
         ))
         outcome, balance = applied.outcome, applied.balance
+        CREDITS.labels(kind="debit", outcome=outcome.value).inc()
 
     if outcome is CreditOutcome.INSUFFICIENT:
         await deps.bus.publish(GenerationRejected(
@@ -90,6 +93,7 @@ async def on_generation_requested(cmd: GenerationRequested, deps: BillingDeps) -
             code="INSUFFICIENT_CREDITS", message=insufficient_message(price, balance),
             balance=balance, price=price,
         ))
+        GENERATIONS.labels(flow=cmd.flow.value, status="rejected").inc()
         log.info("billing.generation_rejected", code="INSUFFICIENT_CREDITS", price=price, balance=balance,
                  flow=cmd.flow.value, duration_ms=_ms(started))
         return
@@ -122,16 +126,19 @@ async def on_generation_failed(evt: GenerationFailed, deps: BillingDeps) -> None
                  cancelled_phase=evt.detail.get("cancelled_phase"),
                  refund_after_provider_start=deps.settings.cancel_refund_after_provider_start)
         if not refund:
+            CREDITS.labels(kind="refund", outcome="skipped").inc()
             return
     txns = await deps.ledger.generation_credits(evt.generation_id)
     debited = -sum(t.delta for t in txns.txns if t.delta < 0)
     if debited <= 0:
+        CREDITS.labels(kind="refund", outcome="skipped").inc()
         log.info("billing.refund_skipped", reason="no_debit", code=evt.code)
         return
     applied = await deps.ledger.apply(CreditApply(
         pass_id=evt.pass_id, delta=debited, ref=f"refund:generation:{evt.generation_id}", reason="refund",
         source="mma", ref_type="generation", ref_id=evt.generation_id, generation_id=evt.generation_id,
     ))
+    CREDITS.labels(kind="refund", outcome=applied.outcome.value).inc()
     await deps.bus.publish(GenerationRefunded(
         generation_id=evt.generation_id, pass_id=evt.pass_id, amount=debited, balance=applied.balance,
     ))

@@ -12,6 +12,7 @@ from datetime import timedelta
 import structlog
 
 from libs.errors import InvalidInputError
+from libs.metrics import CREDITS
 from libs.schemas import (
     AdjustResult,
     AdminAdjust,
@@ -46,6 +47,7 @@ async def ensure_with_welcome(req: EnsureCustomer, deps: BillingDeps) -> Custome
         pass_id=req.pass_id, delta=welcome, ref=f"welcome:{req.pass_id}", reason="welcome", source="welcome",
         ref_type="welcome", ref_id=req.pass_id,
     ))
+    CREDITS.labels(kind="welcome", outcome=applied.outcome.value).inc()
     if applied.outcome is CreditOutcome.APPLIED:
         log.info("billing.welcome_applied", pass_id=req.pass_id, amount=welcome, balance=applied.balance)
     return view.model_copy(update={"credits": applied.balance})
@@ -80,6 +82,7 @@ async def on_shopify_order(req: ShopifyOrder, deps: BillingDeps) -> ShopifyOrder
         pass_id=order.pass_id, delta=order.credits, ref=f"topup:shopify:{order.order_id}", reason="shopify_topup",
         source="shopify", ref_type="shopify_order", ref_id=order.order_id, expires_at=expires_at,
     ))
+    CREDITS.labels(kind="topup", outcome=applied.outcome.value).inc()
     if applied.outcome is CreditOutcome.DUPLICATE:
         bound.info("billing.topup_duplicate", balance=applied.balance)
         return ShopifyOrderResult(order_id=order.order_id, already_processed=True, pass_id=order.pass_id,
@@ -100,6 +103,7 @@ async def on_admin_adjust(req: AdminAdjust, deps: BillingDeps) -> AdjustResult:
         audit={"actor": req.actor, "reason": req.reason, "delta": req.delta, "pass_id": req.pass_id,
                "request_id": req.request_id},
     ))
+    CREDITS.labels(kind="admin", outcome=applied.outcome.value).inc()
     if applied.outcome is CreditOutcome.INSUFFICIENT:
         raise InvalidInputError(
             f"This adjustment would take the balance below 0 (balance {applied.balance}).",

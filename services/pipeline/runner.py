@@ -5,6 +5,10 @@ the run's checkpoint as an outbox, then published with deterministic msg ids. A
 redelivered job republishes the outbox as it was (never different content), then
 continues after the last completed step. Failure is a result: the failing step and
 the generation are recorded failed, and the job is acked.
+
+Fewer round trips per step: the next step's status change rides in the same checkpoint
+as the previous transition (one KV write per step), and an outbox's messages are
+published pipelined (written in outbox order on one connection, acks awaited together).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any, TypeVar
 import structlog
 
 from libs.errors import ConfigError, GptSchemaError, MmaError, ProviderError, ServiceUnavailableError
+from libs.metrics import GENERATIONS, STEP_LATENCY
 from libs.schemas import (
     MESSAGE_TYPES,
     BusMessage,
@@ -33,6 +38,7 @@ from libs.schemas import (
     status_can_move,
     utcnow,
 )
+from services.pipeline.adapters.retry import count_provider_error
 from services.pipeline.checkpoint import RunState
 from services.pipeline.config import ActiveConfig
 from services.pipeline.deps import PipelineDeps
@@ -164,8 +170,36 @@ class Run:
         await self.flush()
 
     async def flush(self) -> None:
-        for item in self.state.outbox:
-            await self.deps.bus.publish(MESSAGE_TYPES[item["type"]].model_validate(item["data"]))
+        """Publish the outbox pipelined: every publish is written to the connection in outbox order
+        before the first ack is awaited (so stream order is outbox order), then the acks are awaited
+        together. All are awaited even when one fails; then the first error is raised."""
+        messages = [MESSAGE_TYPES[item["type"]].model_validate(item["data"]) for item in self.state.outbox]
+        if len(messages) == 1:
+            await self.deps.bus.publish(messages[0])
+            return
+        results = await asyncio.gather(*(self.deps.bus.publish(m) for m in messages), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    def status_move(self, step_no: int) -> list[BusMessage]:
+        """The status change of step `step_no` (1-based) of the plan, applied to the state, as the
+        message to commit with the current transition; [] when there is no such step or no move."""
+        plan = self.state.prep.get("plan") or []
+        if step_no > len(plan):
+            return []
+        status = status_for(plan[step_no - 1][0])
+        if not status_can_move(self.state.status, status.value):
+            return []
+        self.state.status = status.value
+        return [StatusChanged(**self.ids, status=status)]
+
+    @staticmethod
+    def observe_step(step_type: str, seconds: float) -> None:
+        STEP_LATENCY.labels(step_type=step_type).observe(seconds)
+
+    def count_generation(self, status: str) -> None:
+        GENERATIONS.labels(flow=self.job.command.flow.value, status=status).inc()
 
     # ------------------------------------------------------------------ flow
 
@@ -229,7 +263,11 @@ class Run:
                 await self.fail(exc, None, None, None)
                 return
             self.state.prep, self.state.vars = prep, vars
-            await self.deps.checkpoints.save(self.state)
+            first_status = self.status_move(1)  # folded into the prep checkpoint
+            if first_status:
+                await self.commit(first_status)
+            else:
+                await self.deps.checkpoints.save(self.state)
         plan = self.state.prep["plan"]
         config = ActiveConfig.from_json(self.state.prep["config"])
         while self.state.step_count < len(plan):
@@ -268,7 +306,7 @@ class Run:
         if self.cancel_requested_by is not None:
             await self.end_cancelled(None, None, None)
             return False
-        await self.advance(status_for(step_type))
+        await self.advance(status_for(step_type))  # a no-op unless the previous commit could not carry it
         ctx = StepContext(self.deps, self.job, self.state, config, step_no, step_type, arg, self.on_started)
         started_at, started = utcnow(), time.perf_counter()
         try:
@@ -287,6 +325,7 @@ class Run:
             log.exception("pipeline.step_crashed", step_type=step_type, step_no=step_no, **self.ids)
             await self.fail(exc, ctx, started_at, started)
             return False
+        elapsed = time.perf_counter() - started
         timing = _timing(started_at, started)
         messages: list[BusMessage] = []
         for line in ctx.lines:
@@ -300,7 +339,9 @@ class Run:
         ))
         self.state.step_count = step_no
         self.state.pending = None
+        messages += self.status_move(step_no + 1)  # the next step's status, in this same checkpoint
         await self.commit(messages)
+        self.observe_step(step_type, elapsed)
         log.info("pipeline.step_completed", step_type=step_type, step_no=step_no, provider=ctx.provider,
                  duration_ms=timing["duration_ms"], **self.ids)
         return True
@@ -326,6 +367,7 @@ class Run:
         self.state.terminal = True
         self.state.status = done.status.value
         await self.commit([done])
+        self.count_generation(done.status.value)
         log.info("pipeline.generation_done", status=done.status.value, steps=self.state.step_count, **self.ids)
 
     async def fail(self, exc: BaseException, ctx: StepContext | None, started_at: datetime | None,
@@ -334,7 +376,10 @@ class Run:
         error = error_payload(exc)
         code = str(error["error_code"])
         category = category_of(exc, code)
+        if isinstance(exc, ProviderError):  # not already counted at the retry edge (e.g. a schema error)
+            count_provider_error(ctx.provider if ctx and ctx.provider else "unknown", exc)
         messages: list[BusMessage] = []
+        elapsed = time.perf_counter() - started if started is not None else None
         step_no = ctx.step_no if ctx else None
         step_type = ctx.step_type if ctx else None
         if ctx is not None and started_at is not None and started is not None:
@@ -362,6 +407,9 @@ class Run:
         self.state.terminal = True
         self.state.status = MmaStatus.ERROR.value
         await self.commit(messages)
+        if ctx is not None and elapsed is not None:
+            self.observe_step(ctx.step_type, elapsed)
+        self.count_generation(MmaStatus.ERROR.value)
         log.warning("pipeline.generation_failed", error_code=code, category=category, step_type=step_type,
                     step_no=step_no, **self.ids)
 
@@ -395,6 +443,7 @@ class Run:
                 log.warning("pipeline.prediction_cancel_failed", prediction_id=prediction_id, error=exc.message,
                             **self.ids)
         messages: list[BusMessage] = []
+        elapsed = time.perf_counter() - started if started is not None else None
         error = {"error_code": CANCELLED_CODE, "message": "cancelled on request"}
         if ctx is not None and started_at is not None and started is not None:
             messages.append(StepRecorded(
@@ -415,5 +464,8 @@ class Run:
         self.state.status = MmaStatus.CANCELLED.value
         self.state.pending = None
         await self.commit(messages)
+        if ctx is not None and elapsed is not None:
+            self.observe_step(ctx.step_type, elapsed)
+        self.count_generation(MmaStatus.CANCELLED.value)
         log.info("pipeline.generation_cancelled", cancelled_phase=phase, provider_started=detail["provider_started"],
                  prediction_cancelled=detail.get("prediction_cancelled"), **self.ids)

@@ -74,3 +74,21 @@ def test_hard_blocks_map_to_constraints_idempotently():
     assert "avoid glitter dust" in constraints
     once = with_constraints("a candle", constraints)
     assert with_constraints(once, constraints) == once
+
+
+async def test_every_failed_provider_attempt_is_counted_once(openai_server):
+    """mina_provider_errors_total counts each failed attempt at the retry edge, retried ones included."""
+    from prometheus_client import REGISTRY
+
+    labels = {"provider": "openai", "code": "OPENAI_ERROR"}
+    before = REGISTRY.get_sample_value("mina_provider_errors_total", labels) or 0.0
+    openai_server.malformed("chat_completion", 2)
+    with pytest.raises(ProviderError) as caught:
+        await writer(openai_server, attempts=2).complete(system="s", user="u", schema=ReaderAnswer)
+    assert caught.value.details["retry"] == {"attempt": 2, "max": 2}
+    assert REGISTRY.get_sample_value("mina_provider_errors_total", labels) == before + 2
+
+    from services.pipeline.adapters.retry import count_provider_error
+
+    count_provider_error("openai", caught.value)  # the runner's fallback: already counted, no double count
+    assert REGISTRY.get_sample_value("mina_provider_errors_total", labels) == before + 2

@@ -68,7 +68,8 @@ class OpenAIWriter:
     async def complete(
         self, *, system: str, user: str, schema: type[A], image_urls: list[str] | None = None
     ) -> Completion:
-        (text, usage), attempts = await with_retries(lambda: self._ask(system, user, image_urls or []), self.attempts)
+        (text, usage), attempts = await with_retries(lambda: self._ask(system, user, image_urls or []), self.attempts,
+                                                     provider=self.provider)
         try:
             data = json.loads(text)
         except ValueError as exc:

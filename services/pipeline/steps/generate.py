@@ -109,7 +109,8 @@ async def generate(ctx: StepContext) -> None:
 
     label = provider.upper()
     try:
-        (out, data, content_type), attempts = await with_retries(attempt, settings.provider_max_attempts)
+        (out, data, content_type), attempts = await with_retries(attempt, settings.provider_max_attempts,
+                                                                     provider=provider)
     except ProviderError as exc:
         exc.instance_code = f"{label}_TIMEOUT" if "TIMEOUT" in exc.instance_code else f"{label}_FAILED"
         raise
