@@ -63,7 +63,7 @@ async def connect(nats_url: str, name: str = "bench") -> Bus:
 
 
 def pass_id(i: int) -> str:
-    return f"pass:bench:{i}"
+    return f"pass:anon:bench-{i}"
 
 
 async def seed_credits(bus: Bus, customers: int, credits: int, tag: str = "seed") -> None:

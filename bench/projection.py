@@ -36,7 +36,7 @@ def _events(count: int) -> list[StepRecorded]:
     for i in range(count):
         g = generations[i // STEPS_PER_GENERATION]
         events.append(StepRecorded(
-            generation_id=g, pass_id=f"pass:bench:proj:{i % CUSTOMERS}", step_no=i % STEPS_PER_GENERATION + 1,
+            generation_id=g, pass_id=f"pass:anon:bench-proj:{i % CUSTOMERS}", step_no=i % STEPS_PER_GENERATION + 1,
             step_type="gpt_reader", phase=StepPhase.SUCCEEDED, provider="offline", model="offline-writer-1",
             latency_ms=12,
             payload={"input": {"userBrief": "a red glass bottle on a marble plinth", "style": "editorial"},

@@ -33,7 +33,7 @@ async def _publish_all(bus: object, messages: list[object]) -> None:
 async def run(stack: Stack, streams: int, lines: int, window_s: float, clients: int, root: Path) -> Figure:
     bus = await connect(stack.nats_url, "bench-sse")
     ids = [uuid.uuid4().hex for _ in range(streams)]
-    owner = {g: f"pass:bench:sse:{i % 100}" for i, g in enumerate(ids)}
+    owner = {g: f"pass:anon:bench-sse:{i % 100}" for i, g in enumerate(ids)}
     gen_file = root / "sse-ids.txt"
     gen_file.write_text("\n".join(ids))
     timeout_s = window_s + 90

@@ -26,7 +26,7 @@ function init(args)
 end
 request = function()
   counter = counter + 1
-  local body = string.format('{"passId":"pass:bench:%d","inputs":{"userBrief":"a red glass bottle on a marble plinth",'
+  local body = string.format('{"passId":"pass:anon:bench-%d","inputs":{"userBrief":"a red glass bottle on marble",'
     .. '"style":"editorial","aspect_ratio":"1:1"}}', counter % CUSTOMERS)
   return wrk.format("POST", "/mma/still/create", {["Content-Type"] = "application/json"}, body)
 end

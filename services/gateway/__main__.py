@@ -31,6 +31,7 @@ async def setup(ctx: ServiceContext) -> None:
         idempotency=await IdempotencyStore.open(ctx.bus, replicas=settings.stream_replicas),
         limiter=RateLimiter(settings.rate_limit_per_minute),
     )
+    await deps.decisions.start(ctx.bus)  # one subscription for every create's accept/reject
     app = create_app(deps)
     server = uvicorn.Server(uvicorn.Config(
         app, host=settings.gateway_host, port=settings.gateway_port, log_config=None, lifespan="on",

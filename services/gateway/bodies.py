@@ -9,15 +9,58 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from libs.schemas import Assets, Feedback, GenerationRequest, Inputs
 
 ASPECT_RATIOS = ("9:16", "3:4", "2:3", "1:1", "3:2", "16:9")
 
 
+INT64 = 2**63
+
+
+def storable_problem(value: Any) -> str | None:
+    """Why `value` could not be stored as Postgres text/jsonb or sent as UTF-8 JSON (None when it can).
+
+    NUL is refused by text and jsonb, a lone surrogate by every UTF-8 encoder, and an
+    integer past 64 bits by the JSON codec of the ledger: each would fail far from the
+    request, as a 500 or a dead-lettered event, so the edge answers 400 instead.
+    """
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return "text must not contain NUL characters"
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return "text must be valid Unicode (no lone surrogates)"
+        elif isinstance(item, bool):
+            continue
+        elif isinstance(item, int):
+            if not -INT64 <= item < INT64:
+                return "integers must fit in 64 bits"
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    return None
+
+
 class Body(BaseModel):
+    """Every JSON body: unknown fields kept, nothing that could not be stored let through."""
+
     model_config = ConfigDict(extra="allow")
+
+    @model_validator(mode="before")
+    @classmethod
+    def storable(cls, data: Any) -> Any:
+        problem = storable_problem(data)
+        if problem is not None:
+            raise ValueError(problem)
+        return data
 
 
 class PassFields(Body):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from libs.assets import AssetStore
 from libs.bus import Bus
 from libs.settings import Settings
+from services.gateway.decisions import Decisions
+from services.gateway.ensured import EnsuredPasses
 from services.gateway.idempotency import IdempotencyStore
 from services.gateway.ratelimit import RateLimiter
 
@@ -19,3 +21,5 @@ class GatewayDeps:
     idempotency: IdempotencyStore
     limiter: RateLimiter
     sse_ping_s: float = 25.0
+    decisions: Decisions = field(default_factory=Decisions)
+    ensured: EnsuredPasses = field(default_factory=EnsuredPasses)

@@ -8,6 +8,7 @@ exception is a 500 with the route's failure code, never a traceback.
 
 from __future__ import annotations
 
+import traceback
 from typing import Any
 
 import structlog
@@ -52,6 +53,22 @@ def error_response(path: str, status: int, code: str, message: str, request_id: 
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+STACK_FRAMES = 8
+
+
+def short_stack(exc: BaseException, frames: int = STACK_FRAMES) -> list[str]:
+    """`file:line in function` of the innermost frames, read from the traceback alone.
+
+    `log.exception` formats the whole chain and, on Python 3.11+, re-reads and parses
+    the source of every frame for its caret positions: under a failure storm that
+    formatting was most of the gateway's CPU (docs/bench.md). File, line and name are
+    enough to find the fault.
+    """
+    summary = traceback.StackSummary.extract(traceback.walk_tb(exc.__traceback__), limit=-frames,
+                                             lookup_lines=False)
+    return [f"{frame.filename}:{frame.lineno} in {frame.name}" for frame in summary]
+
+
 def _describe(exc: RequestValidationError) -> str:
     parts = []
     for err in exc.errors()[:5]:
@@ -91,7 +108,7 @@ def install(app: FastAPI) -> None:
                               headers=dict(exc.headers or {}))
 
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("gateway.unhandled_exception", path=request.url.path)
+        log.error("gateway.unhandled_exception", path=request.url.path, error=repr(exc), stack=short_stack(exc))
         code = getattr(request.state, "failure_code", None) or "INTERNAL_ERROR"
         return error_response(request.url.path, 500, code, "Something went wrong on our side.",
                               request_id_of(request))

@@ -8,6 +8,7 @@ A JWT is only ever trusted after its HS256 signature checks out.
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -16,11 +17,14 @@ import jwt
 import orjson
 from fastapi import Request
 
+from libs.errors import InvalidInputError
 from libs.settings import Settings
 
 PASS_HEADER = "X-Mina-Pass-Id"
 BODY_KEYS = ("customerId", "passId", "pass_id", "customer_id")
 QUERY_KEYS = ("customerId", "passId")
+# MEGA.md forms; ASCII only, so the id is safe in a response header, a subject and a Postgres text column
+PASS_ID_FORM = re.compile(r"pass:(?:anon|user|shopify|email):[A-Za-z0-9._@+=:-]{1,200}")
 
 
 @dataclass(frozen=True)
@@ -38,15 +42,20 @@ class Identity:
 
 
 def normalize_pass_id(value: Any) -> str | None:
-    """A client value as a pass id: `pass:*` as is, another id (legacy Shopify) as `pass:shopify:<id>`."""
+    """A client value as a pass id: `pass:*` as is, another id (legacy Shopify) as `pass:shopify:<id>`.
+
+    A value that is present but not one of the MEGA.md forms (odd characters, NUL, too long)
+    is a 400 `INVALID_PASS_ID` here, before it can reach a header, a subject or the database.
+    """
     if value is None or isinstance(value, bool | dict | list):
         return None
     text = str(value).strip()
     if not text or text.lower() in ("anonymous", "null", "undefined"):
         return None
-    if text.startswith("pass:"):
-        return text
-    return f"pass:shopify:{text}"
+    pass_id = text if text.startswith("pass:") else f"pass:shopify:{text}"
+    if PASS_ID_FORM.fullmatch(pass_id) is None:
+        raise InvalidInputError("The pass id is not a valid Mina pass id.", code="INVALID_PASS_ID")
+    return pass_id
 
 
 def bearer_token(request: Request) -> str | None:

@@ -75,6 +75,16 @@ class GatewayMiddleware:
             self._observe(scope, method, 204, started)
             return
 
+        if "\x00" in path or b"%00" in scope.get("query_string", b"") or b"\x00" in scope.get("query_string", b""):
+            # NUL cannot be stored or matched anywhere downstream (Postgres text refuses it): one 400 here
+            message = "The URL must not contain NUL characters."
+            body = (mma_body("INVALID_INPUT", message) if is_mma_path(path)
+                    else legacy_body("INVALID_INPUT", message, request_id))
+            await self._reply(send, 400, orjson.dumps(body), {**cors, "Content-Type": "application/json",
+                                                               "X-Request-Id": request_id})
+            self._observe(scope, method, 400, started)
+            return
+
         length = headers.get("content-length")
         if length and length.isdigit() and int(length) > self.settings.max_body_bytes:
             message = f"The request body is larger than {self.settings.max_body_bytes} bytes."
@@ -92,7 +102,7 @@ class GatewayMiddleware:
                 out = MutableHeaders(scope=message)
                 out["X-Request-Id"] = request_id
                 pass_id = state.get("pass_id")
-                if pass_id:
+                if pass_id and str(pass_id).isascii():  # validated ids always are; never fail a reply on it
                     out["X-Mina-Pass-Id"] = str(pass_id)
                 for key, value in cors.items():
                     out[key] = value

@@ -1,9 +1,11 @@
 """The create path shared by MMA and legacy routes: one command, then the bus tells.
 
-The gateway publishes `GenerationRequested` and follows the generation's subject on
-the EVENTS stream (an ordered consumer replaying from the start, so an event that
-arrived before the follow began is never missed) until billing's decision, and for
-legacy routes until the terminal event.
+The gateway publishes `GenerationRequested` and waits for billing's decision on the
+process-wide broadcast (`Decisions`: a future registered before the publish, so the
+decision cannot be missed). It follows the generation's subject on the EVENTS stream (an
+ordered consumer replaying from the start) only where the broadcast cannot answer: an
+idempotent replay (the decision may be long past), a broadcast that stayed silent (a
+reconnect), and legacy routes that wait for the terminal event.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from libs.schemas import (
     generation_events,
     new_id,
 )
+from services.gateway.decisions import Decision
 from services.gateway.deps import GatewayDeps
 
 log = structlog.get_logger("gateway")
@@ -75,19 +78,46 @@ async def submit(deps: GatewayDeps, cmd: CreateCommand, terminal_timeout_s: floa
     else:
         generation_id, is_new = new_id(), True
     bound = log.bind(generation_id=generation_id, pass_id=cmd.pass_id, flow=cmd.flow.value)
-    # a replay whose first request never reached the bus publishes again (the msg id dedupes the rest)
-    if is_new or await deps.bus.last_seq(generation_events(generation_id)) == 0:
-        await deps.bus.publish(GenerationRequested(
-            generation_id=generation_id, pass_id=cmd.pass_id, flow=cmd.flow,
-            parent_generation_id=cmd.parent_generation_id, request=cmd.request, request_id=cmd.request_id,
-            session_id=cmd.session_id, platform=cmd.platform or "web",
-            source="legacy" if cmd.source == "legacy" else "mma", deadline=cmd.deadline,
-        ))
-        bound.info("gateway.generation_requested", replay=not is_new)
-    outcome = await follow_outcome(deps.bus, generation_id, deps.settings.decision_timeout_s, terminal_timeout_s)
+    use_broadcast = is_new and terminal_timeout_s is None and deps.decisions.is_listening
+    with contextlib.ExitStack() as stack:
+        # registered before the publish: billing cannot decide before someone waits
+        decision = stack.enter_context(deps.decisions.expect(generation_id)) if use_broadcast else None
+        # a replay whose first request never reached the bus publishes again (the msg id dedupes the rest)
+        if is_new or await deps.bus.last_seq(generation_events(generation_id)) == 0:
+            await deps.bus.publish(GenerationRequested(
+                generation_id=generation_id, pass_id=cmd.pass_id, flow=cmd.flow,
+                parent_generation_id=cmd.parent_generation_id, request=cmd.request, request_id=cmd.request_id,
+                session_id=cmd.session_id, platform=cmd.platform or "web",
+                source="legacy" if cmd.source == "legacy" else "mma", deadline=cmd.deadline,
+            ))
+            bound.info("gateway.generation_requested", replay=not is_new)
+        if decision is not None:
+            outcome = await await_decision(deps.bus, generation_id, decision, deps.settings.decision_timeout_s)
+        else:
+            outcome = await follow_outcome(deps.bus, generation_id, deps.settings.decision_timeout_s,
+                                           terminal_timeout_s)
     bound.info("gateway.generation_decided", accepted=outcome.accepted is not None,
                rejected=outcome.rejected.code if outcome.rejected else None,
                terminal=type(outcome.terminal).__name__ if outcome.terminal else None)
+    return outcome
+
+
+REPLAY_WINDOW_S = 1.0
+
+
+async def await_decision(bus: Bus, generation_id: str, decision: asyncio.Future[Decision],
+                         decision_timeout_s: float) -> Outcome:
+    """The broadcast decision; on silence, the stream tells whether one was missed (a reconnect).
+
+    With nothing on the generation's subject the outcome is undecided after the same
+    `decision_timeout_s` as before; otherwise a short replay reads what is stored.
+    """
+    outcome = Outcome(generation_id)
+    try:
+        _apply(outcome, await asyncio.wait_for(decision, decision_timeout_s))
+    except TimeoutError:
+        if await bus.last_seq(generation_events(generation_id)) > 0:
+            return await follow_outcome(bus, generation_id, min(decision_timeout_s, REPLAY_WINDOW_S))
     return outcome
 
 

@@ -13,11 +13,15 @@ import uvicorn
 from libs.assets import build_asset_store
 from libs.bus import Bus
 from libs.devinfra import free_port
-from libs.errors import RateLimitedError
-from libs.schemas import Flow, GenerationAccepted, ScanLine
+from libs.errors import InvalidInputError, RateLimitedError
+from libs.schemas import Flow, GenerationAccepted, GenerationRejected, ScanLine
 from libs.settings import Settings
 from services.gateway.app import create_app
+from services.gateway.bodies import storable_problem
+from services.gateway.decisions import Decisions
 from services.gateway.deps import GatewayDeps
+from services.gateway.ensured import EnsuredPasses
+from services.gateway.errors import short_stack
 from services.gateway.idempotency import IdempotencyStore, generation_id_for
 from services.gateway.identity import normalize_pass_id
 from services.gateway.images import sniff
@@ -101,3 +105,91 @@ def test_sniff_and_rate_limit() -> None:
     assert info.value.details["retry_after"] == 60
     now[0] = 61.0
     limiter.check("p")
+
+
+@pytest.mark.parametrize("value", ["pass:anon:\u00e9", "pass:user:\U0001f600", "pass:anon:a\x00b", "c\U00023fd6",
+                                   "pass:bench:1", "pass:anon:", "pass:anon:a b", "pass:email:" + "a" * 201])
+def test_pass_ids_outside_the_mega_forms_are_refused(value: str) -> None:
+    """A pass id that is not an ASCII MEGA.md form is a 400 INVALID_PASS_ID before it reaches a header or a row."""
+    with pytest.raises(InvalidInputError) as info:
+        normalize_pass_id(value)
+    assert info.value.instance_code == "INVALID_PASS_ID"
+    assert normalize_pass_id("pass:email:ana+mina@example.com") == "pass:email:ana+mina@example.com"
+
+
+def test_storable_problem_finds_what_postgres_or_utf8_would_refuse() -> None:
+    """NUL, lone surrogates and integers past 64 bits are found at any depth, keys included; the rest passes."""
+    assert storable_problem({"a": ["x", {"b": "ok \U0001f9f4 \u202e"}], "n": 2**63 - 1, "t": True}) is None
+    assert storable_problem({"a": [{"b": "x\x00"}]}) == "text must not contain NUL characters"
+    assert storable_problem({"k\x00": 1}) == "text must not contain NUL characters"
+    assert storable_problem(["\ud800"]) == "text must be valid Unicode (no lone surrogates)"
+    assert storable_problem({"meta": {"n": -(2**63) - 1}}) == "integers must fit in 64 bits"
+
+
+async def test_bad_input_is_a_400_in_the_route_shape(gateway: str) -> None:
+    """Odd pass ids, NUL in the URL and unstorable bodies answer 400 in the route's shape, never 500."""
+    async with httpx.AsyncClient(base_url=gateway, timeout=30) as client:
+        mma = await client.post("/mma/still/create", json={"passId": "pass:anon:\U0001f600", "inputs": {}})
+        assert mma.status_code == 400 and mma.json()["error"] == "INVALID_PASS_ID" and "ok" not in mma.json()
+        history = await client.get("/history/pass/c\U00023fd6\u00eb")
+        assert history.status_code == 400 and history.json()["ok"] is False
+        assert history.json()["error"] == "INVALID_PASS_ID" and "x-mina-pass-id" not in history.headers
+        nul = await client.get("/mma/generations/abc%00def")
+        assert nul.status_code == 400 and nul.json()["error"] == "INVALID_INPUT" and "ok" not in nul.json()
+        query = await client.get("/history", params={"customerId": "pass:anon:a\x00"})
+        assert query.status_code == 400 and query.json()["ok"] is False
+        body = await client.post("/sessions/start", content=b'{"title": "a\\u0000b"}',
+                                 headers={"Content-Type": "application/json"})
+        assert body.status_code == 400 and body.json()["ok"] is False and "NUL" in body.json()["message"]
+        lone = await client.post("/feedback/like", content=b'{"prompt": "\\ud800"}',
+                                 headers={"Content-Type": "application/json"})
+        assert lone.status_code == 400 and lone.json()["ok"] is False
+        put = await client.put("/api/r2/put/x.png", params={"expires": 1, "content_type": "image/png",
+                                                             "sig": "\U000210c7"})
+        assert put.status_code == 403 and put.json()["error"] == "INVALID_SIGNATURE"
+        crash = await client.post("/api/log-error", json={"passId": "pass:anon:\u00e9", "message": "boom"})
+        assert crash.status_code == 200 and crash.json()["ok"] is True
+
+
+async def test_decisions_resolve_the_waiting_create_from_the_broadcast(bus: Bus) -> None:
+    """One subscription resolves each registered generation's future with its accept or reject, nothing else."""
+    decisions = Decisions()
+    await decisions.start(bus)
+    await decisions.start(bus)  # idempotent: still one subscription per subject
+    with decisions.expect("b" * 32) as accepted, decisions.expect("c" * 32) as rejected:
+        await bus.publish(GenerationAccepted(generation_id="b" * 32, pass_id="pass:anon:u", flow=Flow.STILL_CREATE,
+                                             price=1, balance=3))
+        await bus.publish(GenerationRejected(generation_id="c" * 32, pass_id="pass:anon:u", flow=Flow.STILL_CREATE,
+                                             code="INSUFFICIENT_CREDITS", message="no", price=1, balance=0))
+        got = await asyncio.wait_for(accepted, 10)
+        refused = await asyncio.wait_for(rejected, 10)
+    assert isinstance(got, GenerationAccepted) and got.balance == 3
+    assert isinstance(refused, GenerationRejected) and refused.code == "INSUFFICIENT_CREDITS"
+    assert decisions.pending == 0
+
+
+def test_ensured_passes_are_bounded_and_expire() -> None:
+    """Entries leave after the TTL, and the longest-ensured leave first past the capacity."""
+    now = [0.0]
+    ensured = EnsuredPasses(capacity=2, ttl_s=300.0, clock=lambda: now[0])
+    ensured.add("pass:anon:a")
+    ensured.add("pass:anon:b")
+    now[0] = 10.0
+    ensured.add("pass:anon:a")  # ensured again: its age restarts
+    ensured.add("pass:anon:c")  # evicts b, now the oldest
+    assert "pass:anon:b" not in ensured and "pass:anon:a" in ensured and len(ensured) == 2
+    now[0] = 310.0
+    assert "pass:anon:a" not in ensured and "pass:anon:c" not in ensured
+
+
+def test_short_stack_keeps_the_innermost_frames_without_source() -> None:
+    """The unexpected-exception log carries file:line of the last frames only."""
+    def dive(n: int) -> None:
+        if n == 0:
+            raise ValueError("deep")
+        dive(n - 1)
+
+    with pytest.raises(ValueError) as info:
+        dive(20)
+    stack = short_stack(info.value)
+    assert len(stack) == 8 and all(" in dive" in line for line in stack)

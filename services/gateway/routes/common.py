@@ -36,12 +36,30 @@ async def identity(request: Request, deps: GatewayDeps = Depends(get_deps)) -> I
     return await resolve(request, deps.settings)
 
 
+def _ensured_key(who: Identity) -> str:
+    """A pass id ensured anonymously is ensured again once a user comes with it (that links them)."""
+    user = who.user
+    return f"{who.pass_id}\n{user.user_id}\n{user.email or ''}" if user else who.pass_id
+
+
 async def ensure_customer(deps: GatewayDeps, who: Identity) -> CustomerView:
     """The customer row (billing grants the welcome credits once)."""
-    return await deps.bus.request(EnsureWelcome(
+    view = await deps.bus.request(EnsureWelcome(
         pass_id=who.pass_id, user_id=who.user.user_id if who.user else None,
         email=who.user.email if who.user else None,
     ), CustomerView)
+    deps.ensured.add(_ensured_key(who))
+    return view
+
+
+async def ensure_customer_once(deps: GatewayDeps, who: Identity) -> None:
+    """`ensure_customer` unless this process did it for the same caller in the last minutes.
+
+    For routes that need the row to exist but not its contents: a repeat create skips the
+    gateway -> billing -> ledger round trip (billing still refuses a create without credit).
+    """
+    if _ensured_key(who) not in deps.ensured:
+        await ensure_customer(deps, who)
 
 
 def mma_identity() -> Callable[..., Coroutine[Any, Any, Identity]]:
@@ -50,7 +68,7 @@ def mma_identity() -> Callable[..., Coroutine[Any, Any, Identity]]:
     async def dep(request: Request, deps: GatewayDeps = Depends(get_deps)) -> Identity:
         who = await resolve(request, deps.settings)
         try:
-            await ensure_customer(deps, who)
+            await ensure_customer_once(deps, who)
         except MmaError as exc:
             raise MmaError(f"Could not resolve the customer: {exc.message}", code="MMA_PASSID_MW_FAILED") from exc
         return who

@@ -283,7 +283,10 @@ class LogErrorBody(Body):
 async def log_error(request: Request, deps: GatewayDeps = Depends(get_deps)) -> dict[str, Any]:
     """A frontend crash report: an ops-plane row (🖥️ FRONTEND_CRASH). Always `{ok:true}`."""
     raw = await json_body(request)
-    who = await resolve(request, deps.settings)
+    try:
+        who = await resolve(request, deps.settings)
+    except InvalidInputError:  # a crash report with a malformed pass id is still worth keeping
+        who = Identity(pass_id=f"pass:anon:{new_id()}", source="minted")
     try:
         body = LogErrorBody.model_validate(raw)
     except ValueError:

@@ -26,7 +26,7 @@ from services.gateway.deps import GatewayDeps
 from services.gateway.errors import legacy_body
 from services.gateway.idempotency import body_hash
 from services.gateway.identity import Identity, json_body
-from services.gateway.routes.common import ensure_customer, get_deps, identity, request_id
+from services.gateway.routes.common import ensure_customer_once, get_deps, identity, request_id
 from services.gateway.submit import CreateCommand, Outcome, submit
 from services.gateway.views import as_dict
 
@@ -97,9 +97,11 @@ def failure(outcome: Outcome, request: Request, code: str) -> JSONResponse | Non
         return JSONResponse(legacy_body(outcome.rejected.code, outcome.rejected.message, rid,
                                         generationId=outcome.generation_id), status_code=409)
     if isinstance(outcome.terminal, GenerationFailed):
+        # the request itself could not be used (e.g. an image URL that is no asset): the client's fault, not ours
+        client_fault = outcome.terminal.detail.get("category") == "VALIDATION_ERROR"
         return JSONResponse(legacy_body(code, outcome.terminal.message, rid, generationId=outcome.generation_id,
                                         detail={"code": outcome.terminal.code, "step": outcome.terminal.step_type}),
-                            status_code=500)
+                            status_code=400 if client_fault else 500)
     if outcome.terminal is None:
         return JSONResponse(legacy_body(code, "The generation is still running; check its status later.", rid,
                                         generationId=outcome.generation_id,
@@ -110,7 +112,7 @@ def failure(outcome: Outcome, request: Request, code: str) -> JSONResponse | Non
 async def run_legacy(request: Request, deps: GatewayDeps, who: Identity, flow: Flow, req: GenerationRequest,
                      body: LegacyCommon) -> Outcome:
     request.state.pass_id = who.pass_id
-    await ensure_customer(deps, who)
+    await ensure_customer_once(deps, who)
     key = request.headers.get("idempotency-key") or first(body.idempotency_key)
     digest = body_hash(orjson.dumps({"flow": flow.value, "body": await json_body(request)},
                                     option=orjson.OPT_SORT_KEYS)) if key else ""

@@ -82,7 +82,7 @@ async def presigned_put(key: str, request: Request, expires: int = 0, content_ty
     store = deps.store
     if not isinstance(store, LocalAssetStore):
         raise NotFoundError("Uploads go to the bucket directly.", code="NOT_FOUND")
-    if not sig or not store.verify_put(key, content_type, expires, sig):
+    if not sig or not sig.isascii() or not store.verify_put(key, content_type, expires, sig):
         raise ForbiddenError("The upload URL is invalid or expired.", code="INVALID_SIGNATURE")
     data = await request.body()
     if len(data) > deps.settings.upload_max_bytes:
