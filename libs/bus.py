@@ -433,7 +433,7 @@ class Bus:
                 # a failure while acking or dead-lettering: the unacked messages are redelivered
                 log.exception("bus.batch_crashed", durable=durable, count=len(raws))
 
-        return self._start(spec, filter_subject, self._pull_loop(spec, psub, want, take))
+        return self._start(spec, filter_subject, self._pull_loop(spec, psub, want, take, overlap=True))
 
     # ------------------------------------------------------------------ consumer internals
 
@@ -457,8 +457,14 @@ class Bus:
         return spec.consumer
 
     async def _pull_loop(self, spec: _Spec[Any], psub: Any, want: Callable[[], Awaitable[int]],
-                         take: Callable[[list[Msg]], Awaitable[None]]) -> None:
-        """Fetch `await want()` messages at a time and hand them to `take` until stopped."""
+                         take: Callable[[list[Msg]], Coroutine[Any, Any, None]], overlap: bool = False) -> None:
+        """Fetch `await want()` messages at a time and hand them to `take` until stopped.
+
+        With `overlap`, the next fetch runs while `take` handles the previous messages (the
+        fetch round trip hides behind the batch's transaction); `take` calls still run one
+        after the other, in stream order.
+        """
+        taking: asyncio.Task[None] | None = None
         try:
             while not spec.consumer.stopping.is_set():
                 size = await want()
@@ -470,8 +476,16 @@ class Bus:
                     log.warning("bus.fetch_failed", durable=spec.durable, error=repr(exc))
                     await asyncio.sleep(0.5)
                     continue
-                await take(msgs)
+                if taking is not None:
+                    await taking
+                    taking = None
+                if overlap:
+                    taking = asyncio.create_task(take(msgs))
+                else:
+                    await take(msgs)
         finally:
+            if taking is not None:
+                await taking
             # an unsubscribed pull subscription lets the connection drain at once
             with contextlib.suppress(Exception):
                 await psub.unsubscribe()

@@ -18,7 +18,7 @@ log = structlog.get_logger("ledger")
 
 RPC_QUEUE = "ledger"
 DURABLE = "ledger"
-BATCH = 256
+BATCH = 500
 
 
 async def setup(ctx: ServiceContext) -> None:
