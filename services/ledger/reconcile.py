@@ -42,12 +42,17 @@ CHECKS: dict[str, str] = {
     "multiple_debits": f"""
         select gid as generation_id, debits from ({_GEN_CREDITS}) x where debits > 1
     """,
-    # a debited generation that failed has exactly one refund
+    # a debited generation that failed has exactly one refund; a cancel after the generator
+    # started may have none (MMA_CANCEL_REFUND_AFTER_PROVIDER_START, docs/control.md)
     "failed_refund_count": f"""
         select g.mg_generation_id as generation_id, x.refunds
         from mega_generations g join ({_GEN_CREDITS}) x on x.gid = g.mg_generation_id
         where g.mg_record_type = 'generation' and g.mg_mma_status in ('error', 'cancelled')
           and x.debits > 0 and x.refunds <> 1
+          and not (x.refunds = 0 and g.mg_mma_status = 'cancelled' and exists (
+                select 1 from mega_admin a
+                where a.mg_record_type = 'error' and a.mg_detail->>'generation_id' = g.mg_generation_id
+                  and a.mg_detail->>'provider_started' = 'true'))
     """,
     "refund_without_failure": f"""
         select x.gid as generation_id, g.mg_mma_status as status

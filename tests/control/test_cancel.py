@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from libs.bus import Bus
-from libs.schemas import MmaStatus
+from libs.schemas import MmaStatus, Reconcile, ReconcileReport
 from tests.conftest import ADMIN_TOKEN, Services
 from tests.control.support import create, credit_deltas, failed_event, new_pass, reached, sse_of, upload_product
 from tests.gateway.support import read_sse
@@ -121,6 +121,10 @@ async def test_cancel_while_generating_cancels_the_prediction_and_follows_the_re
         sse = await sse_of(client, generation_id)
         assert sse.events[-1].event == "cancelled"
         assert await _deltas_are(db, generation_id, expected)
+    # either way the ledger is consistent: a cancel after the generator started may keep its debit
+    report = await bus.request(Reconcile(stuck_after_s=900, public_base=services.settings.assets_base_url),
+                               ReconcileReport, timeout=30)
+    assert report.ok, report.breaches
 
 
 async def test_cancel_of_a_finished_generation_is_409_and_of_another_customer_403(services: Services, bus: Bus):
