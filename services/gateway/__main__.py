@@ -16,6 +16,7 @@ from libs.errors import ServiceUnavailableError
 from libs.service import ServiceContext, run_service
 from services.gateway.app import create_app
 from services.gateway.deps import GatewayDeps
+from services.gateway.fanout import fanout_for
 from services.gateway.idempotency import IdempotencyStore
 from services.gateway.ratelimit import RateLimiter
 
@@ -32,6 +33,9 @@ async def setup(ctx: ServiceContext) -> None:
         limiter=RateLimiter(settings.rate_limit_per_minute),
     )
     await deps.decisions.start(ctx.bus)  # one subscription for every create's accept/reject
+    sse_fanout = fanout_for(ctx.bus)
+    await sse_fanout.start()  # one subscription for every SSE stream's live events
+    ctx.stack.push_async_callback(sse_fanout.stop)  # after uvicorn stopped (callbacks run last-in first-out)
     app = create_app(deps)
     server = uvicorn.Server(uvicorn.Config(
         app, host=settings.gateway_host, port=settings.gateway_port, log_config=None, lifespan="on",

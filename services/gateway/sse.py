@@ -3,6 +3,9 @@
 Every event carries `id:` = its stream sequence, so a reconnect with `Last-Event-ID`
 resumes right after it (no repeats) and a reconnect without it replays everything
 said so far. The stream closes right after a terminal event.
+
+Streams do not open a consumer each: they replay with message gets, then share the
+gateway's one live subscription (`services.gateway.fanout`).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from libs.schemas import (
     generation_events,
 )
 from services.gateway.control import queue_info
-from services.gateway.submit import follow
+from services.gateway.fanout import fanout_for
 from services.gateway.views import as_dict
 
 log = structlog.get_logger("gateway")
@@ -120,7 +123,7 @@ async def stream_generation(bus: Bus, generation_id: str, last_event_id: int,
             yield event
         if view.status in TERMINAL_STATES:
             return
-    async with contextlib.aclosing(follow(bus, generation_events(generation_id), last_event_id)) as events:
+    async with contextlib.aclosing(fanout_for(bus).follow(generation_id, last_event_id)) as events:
         queued = True  # until a status beyond `queued` (or the end) is seen
         next_msg: asyncio.Future[tuple[int, BusMessage]] = asyncio.ensure_future(anext(events))
         try:

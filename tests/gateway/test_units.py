@@ -14,7 +14,7 @@ from libs.assets import build_asset_store
 from libs.bus import Bus
 from libs.devinfra import free_port
 from libs.errors import InvalidInputError, RateLimitedError
-from libs.schemas import Flow, GenerationAccepted, GenerationRejected, ScanLine
+from libs.schemas import Flow, GenerationAccepted, GenerationDone, GenerationRejected, ScanLine
 from libs.settings import Settings
 from services.gateway.app import create_app
 from services.gateway.bodies import storable_problem
@@ -62,6 +62,31 @@ async def test_sse_sends_keepalives_and_live_lines(gateway: str, bus: Bus) -> No
     assert [e.event for e in sse.events] == ["status", "scan_line"]
     assert sse.events[1].data == {"index": 0, "text": "Looking closely."}
     assert sse.comments >= 2
+
+
+async def test_many_streams_of_one_generation_each_get_every_line_once(gateway: str, bus: Bus) -> None:
+    """200 concurrent streams, opened while lines are being published: each gets every event once, ids ascending."""
+    gid = "b" * 32
+    owner = "pass:anon:fan"
+    streams, lines = 200, 20
+    await bus.publish(GenerationAccepted(generation_id=gid, pass_id=owner, flow=Flow.STILL_CREATE, price=1, balance=3))
+    limits = httpx.Limits(max_connections=streams + 10, max_keepalive_connections=streams + 10)
+    async with httpx.AsyncClient(base_url=gateway, limits=limits) as client:
+        readers: list[asyncio.Task[SseRead]] = []
+        for index in range(lines):  # streams open in between the lines: some replay them, some get them live
+            readers += [asyncio.create_task(read_sse(client, f"/mma/stream/{gid}", timeout=60))
+                        for _ in range(streams // lines)]
+            await asyncio.sleep(0.005)
+            await bus.publish(ScanLine(generation_id=gid, pass_id=owner, index=index, text=f"line {index}"))
+        await bus.publish(GenerationDone(generation_id=gid, pass_id=owner, vars={}))
+        reads = await asyncio.gather(*readers)
+    assert len(reads) == streams
+    for sse in reads:
+        assert sse.closed
+        assert [e.event for e in sse.events] == ["status"] + ["scan_line"] * lines + ["done"]
+        assert [e.data["index"] for e in sse.named("scan_line")] == list(range(lines))
+        ids = [int(e.id or 0) for e in sse.events]
+        assert ids == sorted(set(ids)) and ids[0] > 0, ids
 
 
 async def test_errors_are_in_the_route_shape_without_a_stack(gateway: str) -> None:
