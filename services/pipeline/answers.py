@@ -8,6 +8,7 @@ offline provider gives, from the same user text the real model would read.
 from __future__ import annotations
 
 import re
+from abc import abstractmethod
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -32,9 +33,13 @@ def _compose(user: str, keys: tuple[str, ...], lead: str) -> str:
 class Answer(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
+
+class WrittenAnswer(Answer):
+    """An answer the offline writer can compose from the prompt text alone (scans need pixels)."""
+
     @classmethod
-    def offline(cls, user: str) -> Answer:
-        raise NotImplementedError
+    @abstractmethod
+    def offline(cls, user: str) -> WrittenAnswer: ...
 
 
 class ScanAnswer(Answer):
@@ -43,7 +48,7 @@ class ScanAnswer(Answer):
     userMessage_line: str = Field(min_length=1)
 
 
-class ReaderAnswer(Answer):
+class ReaderAnswer(WrittenAnswer):
     clean_prompt: str = Field(min_length=1)
     userMessage_final: str = Field(min_length=1)
 
@@ -57,7 +62,7 @@ class ReaderAnswer(Answer):
         return cls(clean_prompt=prompt, userMessage_final="Composing your image now, light first, then detail.")
 
 
-class FeedbackStillAnswer(Answer):
+class FeedbackStillAnswer(WrittenAnswer):
     prompt: str = Field(min_length=1)
     userMessage_final: str = "Reworking your image with your notes."
 
@@ -67,7 +72,7 @@ class FeedbackStillAnswer(Answer):
         return cls(prompt=prompt)
 
 
-class MotionAnswer(Answer):
+class MotionAnswer(WrittenAnswer):
     motion_prompt: str = Field(min_length=1)
 
     @classmethod
@@ -78,7 +83,7 @@ class MotionAnswer(Answer):
         return cls(motion_prompt=prompt)
 
 
-class MotionSuggestionAnswer(Answer):
+class MotionSuggestionAnswer(WrittenAnswer):
     motion_sugg_prompt: str = Field(min_length=1)
 
     @classmethod
@@ -89,7 +94,7 @@ class MotionSuggestionAnswer(Answer):
         return cls(motion_sugg_prompt=prompt)
 
 
-class FeedbackMotionAnswer(Answer):
+class FeedbackMotionAnswer(WrittenAnswer):
     motion_prompt: str = Field(min_length=1)
 
     @classmethod

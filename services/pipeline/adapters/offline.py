@@ -24,7 +24,7 @@ from pydantic import BaseModel
 from libs.assets import AssetStore
 from libs.errors import ProviderError
 from services.pipeline.adapters.protocols import Completion, PredictionOutput, ScanResult
-from services.pipeline.answers import Answer
+from services.pipeline.answers import WrittenAnswer
 
 A = TypeVar("A", bound=BaseModel)
 
@@ -106,7 +106,7 @@ class OfflineCompleter:
         self, *, system: str, user: str, schema: type[A], image_urls: list[str] | None = None
     ) -> Completion:
         await _latency(self.latency_ms)
-        if not issubclass(schema, Answer):
+        if not issubclass(schema, WrittenAnswer):
             raise ProviderError(f"offline writer cannot answer {schema.__name__}", code="OFFLINE_ERROR")
         return Completion(answer=schema.offline(user), input_tokens=len(user.split()), output_tokens=40)
 
