@@ -24,6 +24,7 @@ import httpx
 
 from libs.settings import Settings
 from tests.conftest import ROOT
+from tests.helpers import wait_for
 
 WELCOME = 50
 TERMINAL = ("done", "error", "cancelled")
@@ -99,14 +100,11 @@ class Driver:
             delay = min(delay * 2, 1.0)
 
     async def status_of(self, db: DbReader, gid: str, timeout: float) -> str:
-        deadline = time.monotonic() + timeout
-        while True:
+        async def terminal() -> str | None:
             status = (await db.statuses([gid])).get(gid)
-            if status in TERMINAL:
-                return status
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{self.kind}: generation {gid} not terminal after {timeout}s ({status})")
-            await asyncio.sleep(0.1)
+            return status if status in TERMINAL else None
+
+        return str(await wait_for(terminal, timeout, interval=0.1, what=f"{self.kind}: generation {gid} terminal"))
 
     async def chain(self, client: httpx.AsyncClient, db: DbReader, i: int) -> None:
         pass_id = self.pass_id(i)
@@ -137,11 +135,8 @@ class Driver:
 
     async def submitted(self, count: int, timeout: float = 60.0) -> None:
         """Wait until at least `count` generations were accepted by the gateway."""
-        deadline = time.monotonic() + timeout
-        while len(self.generations) < count:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{self.kind}: only {len(self.generations)} of {count} generations submitted")
-            await asyncio.sleep(0.05)
+        await wait_for(lambda: len(self.generations) >= count, timeout,
+                       what=f"{self.kind}: {count} generations submitted")
 
 
 class DbReader:
@@ -159,17 +154,19 @@ class DbReader:
             await self.conn.close()
 
     async def fetch(self, sql: str, *args: Any) -> list[Any]:
-        for _ in range(600):
+        async def attempt() -> tuple[list[Any]] | None:
             try:
                 if self.conn is None or self.conn.is_closed():
                     self.conn = await asyncpg.connect(self.url, timeout=2)
-                return list(await self.conn.fetch(sql, *args))
+                return (list(await self.conn.fetch(sql, *args)),)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
                 if self.conn is not None and not self.conn.is_closed():
                     self.conn.terminate()
                 self.conn = None
-                await asyncio.sleep(0.1)
-        raise AssertionError("the database never came back")
+                return None
+
+        rows = await wait_for(attempt, timeout=60, interval=0.1, what="the database to answer")
+        return list(rows[0])
 
     async def statuses(self, gids: list[str]) -> dict[str, str | None]:
         rows = await self.fetch("select mg_generation_id, mg_mma_status from mega_generations "
@@ -205,8 +202,13 @@ async def settle_and_check(driver: Driver, settings: Settings, *, timeout: float
     pass_ids = sorted({g.pass_id for g in gens})
     assert len(set(gids)) == len(gids), "one generation id answered to two intents"
     async with DbReader(driver.database_url) as db:
-        deadline = time.monotonic() + timeout
-        while True:
+        statuses: dict[str, str | None] = {}
+        debits: Counter[str] = Counter()
+        refunds: Counter[str] = Counter()
+        pending: list[str] = []
+
+        async def settled() -> bool:
+            nonlocal statuses, debits, refunds, pending
             statuses = await db.statuses(gids)
             rows = await db.credits(pass_ids)
             debits = Counter(r["mg_generation_id"] for r in rows if r["mg_delta"] < 0)
@@ -214,13 +216,14 @@ async def settle_and_check(driver: Driver, settings: Settings, *, timeout: float
                               and r["mg_generation_id"] is not None)
             pending = [g for g in gids if statuses.get(g) not in TERMINAL
                        or (statuses.get(g) != "done" and refunds[g] < debits[g])]
-            if not pending:
-                break
-            if time.monotonic() > deadline:
-                TALLY.lost += len(pending)
-                raise AssertionError(f"{driver.kind}: {len(pending)} generations not settled after {timeout}s: "
-                                     f"{[(g, statuses.get(g), debits[g], refunds[g]) for g in pending[:10]]}")
-            await asyncio.sleep(0.2)
+            return not pending
+
+        try:
+            await wait_for(settled, timeout, interval=0.2, what=f"{driver.kind}: every generation settled")
+        except AssertionError:
+            TALLY.lost += len(pending)
+            raise AssertionError(f"{driver.kind}: {len(pending)} generations not settled after {timeout}s: "
+                                 f"{[(g, statuses.get(g), debits[g], refunds[g]) for g in pending[:10]]}") from None
         generation_rows = await db.fetch("select mg_generation_id from mega_generations "
                                          "where mg_record_type = 'generation' and mg_pass_id = any($1)", pass_ids)
         balances = {r["mg_pass_id"]: r["mg_credits"] for r in await db.fetch(

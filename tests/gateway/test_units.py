@@ -39,9 +39,8 @@ async def gateway(settings: Settings, bus: Bus) -> AsyncIterator[str]:
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(deps), host="127.0.0.1", port=port, log_config=None))
     task = asyncio.create_task(server.serve())
-    while not server.started:
-        assert not task.done()
-        await asyncio.sleep(0.01)
+    await wait_for(lambda: server.started or task.done(), 10, what="the in-test gateway to listen")
+    assert server.started, task.result()
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     with contextlib.suppress(asyncio.CancelledError):
@@ -76,7 +75,6 @@ async def test_many_streams_of_one_generation_each_get_every_line_once(gateway: 
         for index in range(lines):  # streams open in between the lines: some replay them, some get them live
             readers += [asyncio.create_task(read_sse(client, f"/mma/stream/{gid}", timeout=60))
                         for _ in range(streams // lines)]
-            await asyncio.sleep(0.005)
             await bus.publish(ScanLine(generation_id=gid, pass_id=owner, index=index, text=f"line {index}"))
         await bus.publish(GenerationDone(generation_id=gid, pass_id=owner, vars={}))
         reads = await asyncio.gather(*readers)

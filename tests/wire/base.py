@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
-import time
 from collections import defaultdict, deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -38,6 +37,7 @@ class WireServer:
         self._latency: dict[str, float] = {}
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._stopped = threading.Event()  # injected latency and hangs end when the server stops
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -48,6 +48,7 @@ class WireServer:
         return f"http://{host!s}:{port}"
 
     def start(self) -> WireServer:
+        self._stopped.clear()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -81,6 +82,7 @@ class WireServer:
         return self
 
     def stop(self) -> None:
+        self._stopped.set()
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()
@@ -139,7 +141,7 @@ class WireServer:
             fault = self._faults[name].popleft() if self._faults[name] else None
             delay = self._latency.get(name, 0.0)
         if delay:
-            time.sleep(delay)
+            self._stopped.wait(delay)
         if fault is not None:
             kind, value = fault
             if kind == "status":
@@ -148,5 +150,5 @@ class WireServer:
             if kind == "malformed":
                 return 200, {"Content-Type": "application/json"}, b'{"this is": not json'
             if kind == "hang":
-                time.sleep(float(value))
+                self._stopped.wait(float(value))
         return self.handle(name, method, path.split("?", 1)[0], body)
