@@ -121,16 +121,24 @@ def _amount(value: Any) -> int:
     return int(number)
 
 
+async def _adjust(request: Request, deps: GatewayDeps, body: AdjustBody, value: Any,
+                  default_reason: str) -> tuple[str, AdjustResult]:
+    """Billing's audited credit change for the body's pass id (the one path of both admin credit routes)."""
+    target = _target(request, body)
+    result = await deps.bus.request(AdminAdjust(pass_id=target, delta=_amount(value),
+                                                reason=body.reason or default_reason, actor="admin_token",
+                                                request_id=request_id(request)), AdjustResult)
+    return target, result
+
+
 @router.post("/admin/credits/adjust")
 async def admin_adjust(request: Request, body: AdjustBody | None = None,
                        deps: GatewayDeps = Depends(get_deps)) -> dict[str, Any]:
     """A credit change with its `admin_audit` row (billing asks the ledger)."""
     request.state.failure_code = "ADJUST_FAILED"
     body = body or AdjustBody()
-    target = _target(request, body)
-    delta = _amount(body.delta if body.delta is not None else body.amount)
-    result = await deps.bus.request(AdminAdjust(pass_id=target, delta=delta, reason=body.reason or "admin_adjust",
-                                                actor="admin_token", request_id=request_id(request)), AdjustResult)
+    target, result = await _adjust(request, deps, body, body.delta if body.delta is not None else body.amount,
+                                   "admin_adjust")
     return {"ok": True, "requestId": request_id(request), "passId": target, "creditsBefore": result.credits_before,
             "creditsAfter": result.credits_after, "expiresAt": iso(result.expires_at), "customerId": target,
             "balance": result.credits_after, "source": "mega"}
@@ -142,10 +150,8 @@ async def credits_add(request: Request, body: AdjustBody | None = None,
     """E2's credit grant, now admin-only."""
     request.state.failure_code = "CREDITS_ADD_FAILED"
     body = body or AdjustBody()
-    target = _target(request, body)
-    delta = _amount(body.amount if body.amount is not None else body.delta)
-    result = await deps.bus.request(AdminAdjust(pass_id=target, delta=delta, reason=body.reason or "credits_add",
-                                                actor="admin_token", request_id=request_id(request)), AdjustResult)
+    target, result = await _adjust(request, deps, body, body.amount if body.amount is not None else body.delta,
+                                   "credits_add")
     return {"ok": True, "requestId": request_id(request), "customerId": target, "newBalance": result.credits_after,
             "source": "mega", "passId": target}
 

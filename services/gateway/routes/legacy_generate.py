@@ -109,6 +109,19 @@ def failure(outcome: Outcome, request: Request, code: str) -> JSONResponse | Non
     return None
 
 
+async def run_to_done(request: Request, deps: GatewayDeps, who: Identity, flow: Flow, req: GenerationRequest,
+                      body: LegacyCommon, failure_code: str) -> tuple[Outcome, GenerationDone] | JSONResponse:
+    """Submit and wait for the result; the legacy error answer (402, 409, 400, 500) when it is not done."""
+    outcome = await run_legacy(request, deps, who, flow, req, body)
+    if outcome.rejected is not None and outcome.rejected.code == "INSUFFICIENT_CREDITS":
+        return insufficient(outcome, request, who.pass_id)
+    failed = failure(outcome, request, failure_code)
+    if failed is not None:
+        return failed
+    assert isinstance(outcome.terminal, GenerationDone)
+    return outcome, outcome.terminal
+
+
 async def run_legacy(request: Request, deps: GatewayDeps, who: Identity, flow: Flow, req: GenerationRequest,
                      body: LegacyCommon) -> Outcome:
     request.state.pass_id = who.pass_id
@@ -138,14 +151,10 @@ async def editorial_generate(request: Request, body: EditorialBody | None = None
                       aspect_ratio=aspect_of(body.aspectRatio), platform=first(body.platform)),
         vision_intelligence=body.minaVisionEnabled is not False,
     )
-    outcome = await run_legacy(request, deps, who, Flow.STILL_CREATE, req, body)
-    if outcome.rejected is not None and outcome.rejected.code == "INSUFFICIENT_CREDITS":
-        return insufficient(outcome, request, who.pass_id)
-    failed = failure(outcome, request, "EDITORIAL_GENERATION_ERROR")
-    if failed is not None:
-        return failed
-    done = outcome.terminal
-    assert isinstance(done, GenerationDone)
+    result = await run_to_done(request, deps, who, Flow.STILL_CREATE, req, body, "EDITORIAL_GENERATION_ERROR")
+    if isinstance(result, JSONResponse):
+        return result
+    outcome, done = result
     balance = outcome.accepted.balance if outcome.accepted else None
     cost = outcome.accepted.price if outcome.accepted else deps.settings.price_still_create
     return {"ok": True, "message": "Image generated.", "requestId": request_id(request), "prompt": done.prompt,
@@ -169,14 +178,10 @@ async def motion_suggest(request: Request, body: MotionBody | None = None, deps:
                       suggest_only=True, aspect_ratio=aspect_of(body.aspectRatio), platform=first(body.platform),
                       style=style_of(body.tone, body.stylePresetKey, body.stylePresetKeys)),
     )
-    outcome = await run_legacy(request, deps, who, Flow.VIDEO_ANIMATE, req, body)
-    if outcome.rejected is not None and outcome.rejected.code == "INSUFFICIENT_CREDITS":
-        return insufficient(outcome, request, who.pass_id)
-    failed = failure(outcome, request, "MOTION_SUGGESTION_ERROR")
-    if failed is not None:
-        return failed
-    done = outcome.terminal
-    assert isinstance(done, GenerationDone)
+    result = await run_to_done(request, deps, who, Flow.VIDEO_ANIMATE, req, body, "MOTION_SUGGESTION_ERROR")
+    if isinstance(result, JSONResponse):
+        return result
+    outcome, done = result
     prompts = as_dict(done.vars.get("prompts"))
     suggestion = first(prompts.get("suggested_prompt"), prompts.get("motion_sugg_prompt"), done.prompt) or ""
     return {"ok": True, "requestId": request_id(request), "suggestion": suggestion, "motionPrompt": suggestion,
@@ -203,14 +208,10 @@ async def motion_generate(request: Request, body: MotionBody | None = None, deps
                       duration_s=max(1, min(10, duration)),
                       style=style_of(body.tone, body.stylePresetKey, body.stylePresetKeys)),
     )
-    outcome = await run_legacy(request, deps, who, Flow.VIDEO_ANIMATE, req, body)
-    if outcome.rejected is not None and outcome.rejected.code == "INSUFFICIENT_CREDITS":
-        return insufficient(outcome, request, who.pass_id)
-    failed = failure(outcome, request, "MOTION_GENERATION_ERROR")
-    if failed is not None:
-        return failed
-    done = outcome.terminal
-    assert isinstance(done, GenerationDone)
+    result = await run_to_done(request, deps, who, Flow.VIDEO_ANIMATE, req, body, "MOTION_GENERATION_ERROR")
+    if isinstance(result, JSONResponse):
+        return result
+    outcome, done = result
     balance = outcome.accepted.balance if outcome.accepted else None
     cost = outcome.accepted.price if outcome.accepted else deps.settings.price_video_animate
     return {"ok": True, "message": "Video generated.", "requestId": request_id(request), "prompt": done.prompt,

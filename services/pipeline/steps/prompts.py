@@ -102,26 +102,23 @@ def _motion_fields(ctx: StepContext) -> list[tuple[str, Any]]:
             ("Still caption", ctx.vars["scans"]["still_crt"])]
 
 
-async def motion_suggestion(ctx: StepContext) -> None:
+async def _motion_from_still(ctx: StepContext, ctx_name: str, schema: type[Answer], key: str) -> None:
+    """Brief + movement style + still caption (and the still itself) -> a motion prompt at `key`."""
     text = render_input(_motion_fields(ctx), ctx.constraints)
     still = ctx.vars["assets"]["input_still_image_id"]
-    ctx.input.update(input_motion_suggestion=text, still_image_url=still)
-    answer = await _ask(ctx, "motion_suggestion", text, MotionSuggestionAnswer, _http_urls(still))
-    assert isinstance(answer, MotionSuggestionAnswer)
-    prompt = with_constraints(answer.motion_sugg_prompt, ctx.constraints)
-    ctx.output["motion_sugg_prompt"] = prompt
-    ctx.vars["prompts"]["motion_sugg_prompt"] = prompt
+    ctx.input.update({f"input_{ctx_name}": text, "still_image_url": still})
+    answer = await _ask(ctx, ctx_name, text, schema, _http_urls(still))
+    prompt = with_constraints(str(getattr(answer, key)), ctx.constraints)
+    ctx.output[key] = prompt
+    ctx.vars["prompts"][key] = prompt
+
+
+async def motion_suggestion(ctx: StepContext) -> None:
+    await _motion_from_still(ctx, "motion_suggestion", MotionSuggestionAnswer, "motion_sugg_prompt")
 
 
 async def gpt_reader_motion(ctx: StepContext) -> None:
-    text = render_input(_motion_fields(ctx), ctx.constraints)
-    still = ctx.vars["assets"]["input_still_image_id"]
-    ctx.input.update(input_gpt_reader_motion=text, still_image_url=still)
-    answer = await _ask(ctx, "gpt_reader_motion", text, MotionAnswer, _http_urls(still))
-    assert isinstance(answer, MotionAnswer)
-    prompt = with_constraints(answer.motion_prompt, ctx.constraints)
-    ctx.output["motion_prompt"] = prompt
-    ctx.vars["prompts"]["motion_prompt"] = prompt
+    await _motion_from_still(ctx, "gpt_reader_motion", MotionAnswer, "motion_prompt")
 
 
 async def gpt_feedback_motion(ctx: StepContext) -> None:
