@@ -102,10 +102,18 @@ def _outputs(view: GenerationView) -> Outputs:
     )
 
 
+async def current_view(bus: Bus, generation_id: str) -> GenerationView:
+    """The ledger's row, with the stream's terminal event laid over it until the ledger has projected it."""
+    view = await bus.request(GetGeneration(generation_id=generation_id), GenerationView)
+    if view.status not in TERMINAL:
+        view = await _overlay_terminal(bus, view)
+    return view
+
+
 async def generation_out(bus: Bus, generation_id: str) -> GenerationOut:
     """The ROUTES.md shape of a generation; NotFoundError when neither ledger nor stream knows it."""
     try:
-        view = await bus.request(GetGeneration(generation_id=generation_id), GenerationView)
+        view = await current_view(bus, generation_id)
     except NotFoundError:
         accepted = await last_event(bus, f"mma.evt.{generation_id}.accepted")
         if not isinstance(accepted, GenerationAccepted):
@@ -115,8 +123,6 @@ async def generation_out(bus: Bus, generation_id: str) -> GenerationOut:
             still_engine="seedream", outputs=Outputs(), prompt=None, error=None,
             mode=accepted.flow.mode, parent_generation_id=accepted.parent_generation_id,
         )
-    if view.status not in TERMINAL:
-        view = await _overlay_terminal(bus, view)
     error = None
     if view.status in ("error", "cancelled") or view.error:
         failed = await last_event(bus, f"mma.evt.{generation_id}.failed")

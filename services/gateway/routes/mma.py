@@ -20,7 +20,6 @@ from libs.schemas import (
     GenerationRequest,
     GenerationView,
     GetCustomer,
-    GetGeneration,
     new_id,
 )
 from services.gateway.bodies import CreateCommon, EventBody, StillCreateBody, TweakBody, VideoAnimateBody
@@ -32,7 +31,7 @@ from services.gateway.identity import Identity, json_body
 from services.gateway.routes.common import get_deps, identity, mma_identity, request_id, require_admin
 from services.gateway.sse import parse_last_event_id, stream_generation
 from services.gateway.submit import CreateCommand, Outcome, follow_outcome, submit
-from services.gateway.views import TERMINAL, GenerationOut, generation_out
+from services.gateway.views import TERMINAL, GenerationOut, current_view, generation_out
 
 router = APIRouter(tags=["mma"])
 
@@ -128,8 +127,9 @@ def decision_response(request: Request, deps: GatewayDeps, outcome: Outcome, fai
 
 
 async def parent_of(deps: GatewayDeps, generation_id: str, failed_code: str) -> GenerationView:
+    """The parent as the customer last saw it: done on SSE counts even before the ledger projected it."""
     try:
-        return await deps.bus.request(GetGeneration(generation_id=generation_id), GenerationView)
+        return await current_view(deps.bus, generation_id)
     except NotFoundError as exc:
         raise NotFoundError("PARENT_GENERATION_NOT_FOUND", code=failed_code) from exc
 
