@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import httpx
 import pytest
@@ -82,9 +83,14 @@ async def test_cancel_while_scanning_refunds_in_full(services: Services, bus: Bu
 
         sse = await sse_of(client, generation_id)
         assert [e.event for e in sse.events][-2:] == ["error", "cancelled"]
-        step = await db.fetchrow("select mg_payload from mega_generations where mg_generation_id = $1"
-                                 " and mg_record_type = 'mma_step' and mg_step_no = 1", generation_id)
-        assert step is not None and json.loads(step["mg_payload"])["error"]["error_code"] == "CANCELLED"
+
+        async def failed_step() -> Any:  # the ledger projects the step a moment after SSE ends
+            return await db.fetchrow("select mg_payload from mega_generations where mg_generation_id = $1"
+                                     " and mg_record_type = 'mma_step' and mg_step_no = 1 and mg_status = 'failed'",
+                                     generation_id)
+
+        step = await wait_for(failed_step, 15, what="the cancelled step row")
+        assert json.loads(step["mg_payload"])["error"]["error_code"] == "CANCELLED"
 
 
 @pytest.mark.parametrize("refund_after_start", [False, True])
