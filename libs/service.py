@@ -13,12 +13,14 @@ import asyncio
 import contextlib
 import json
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import structlog
+import uvloop
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from libs.bus import Bus
@@ -123,4 +125,13 @@ def run_service(name: str, setup: Callable[[ServiceContext], Awaitable[None]]) -
     settings = Settings()
     configure_logging(settings, name)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(name, setup, settings))
+        run_loop(serve(name, setup, settings), settings)
+
+
+def run_loop(main: Coroutine[Any, Any, None], settings: Settings) -> None:
+    """Run `main` on the configured loop: uvloop by default (a C event loop; a socket write, a
+    timer or a future costs a fraction of the stdlib's, and every service is I/O-bound)."""
+    if settings.event_loop == "uvloop":
+        uvloop.run(main)
+    else:
+        asyncio.run(main)

@@ -16,6 +16,7 @@ InfraMode = Literal["embedded", "external", "containers"]
 LogFormat = Literal["auto", "json", "console"]
 AssetStoreKind = Literal["local", "s3"]
 ProviderChoice = Literal["auto", "offline", "openai", "replicate"]
+EventLoop = Literal["uvloop", "asyncio"]
 
 
 class Settings(BaseSettings):
@@ -64,6 +65,7 @@ class Settings(BaseSettings):
     # logging
     log_format: LogFormat = Field("auto", description="auto: console on a TTY, JSON otherwise")
     log_level: str = Field("INFO", description="minimum log level")
+    event_loop: EventLoop = Field("uvloop", description="the services' event loop: uvloop (libuv, C) or the stdlib's")
 
     # assets
     asset_store: AssetStoreKind = Field("local", description="local filesystem or an S3-compatible bucket")
