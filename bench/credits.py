@@ -1,7 +1,8 @@
 """Credit applies: concurrent debits across 100 customers through the ledger's RPC, vs the same SQL raw.
 
-Both sides run the ledger's own statements (services/ledger/queries.py) in one
-transaction per debit, with the same concurrency and the ledger's pool size.
+Both sides run the ledger's own statement (services/ledger/queries.py CREDIT_APPLY: the
+`mega_credit_apply` function, one transaction per debit) with the same concurrency and the
+ledger's pool size; the product adds the NATS request/reply and the ledger's Python.
 """
 
 from __future__ import annotations
@@ -72,12 +73,8 @@ async def run(stack: Stack, duration_s: float, limit: int) -> Figure:
     async def raw(i: int) -> None:
         ref = f"bench:raw:{run_id}:{i}"
         who = pass_id(i % CUSTOMERS)
-        async with pool.acquire() as conn, conn.transaction():
-            await conn.execute(q.ENSURE_CUSTOMER, who)
-            inserted = await conn.fetchval(q.INSERT_CREDIT_TXN, ref, who, None, -1, "bench", "mma", "bench", ref)
-            if inserted is not None:
-                await conn.fetchrow(q.APPLY_BALANCE, who, -1, None)
-            await conn.fetchrow(q.EFFECTIVE_CREDITS, who)
+        async with pool.acquire() as conn:
+            await conn.fetchrow(q.CREDIT_APPLY, ref, who, None, -1, "bench", "mma", "bench", ref, None)
 
     try:
         await _drive(raw, 1.0, limit)

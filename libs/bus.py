@@ -289,6 +289,18 @@ class Bus:
                                   timeout=5)
         return ack
 
+    async def publish_all(self, messages: Sequence[BusMessage]) -> None:
+        """Publish pipelined: every message is written to the connection, in order, before the
+        first ack is awaited (stream order is list order), then the acks are awaited together.
+        All are awaited even when one fails; then the first error is raised."""
+        if len(messages) == 1:
+            await self.publish(messages[0])
+            return
+        results = await asyncio.gather(*(self.publish(m) for m in messages), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
     async def publish_raw(self, subject: str, data: bytes, headers: dict[str, str] | None = None) -> None:
         """Publish bytes as they are (tests, tools); production code uses `publish`."""
         await self.js.publish(subject, data, headers=headers)

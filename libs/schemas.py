@@ -537,6 +537,22 @@ class CreditApplied(Model):
     txn_id: str
 
 
+class CreditApplyBatch(RpcRequest):
+    """Several credit applies in one ledger transaction (billing batches its debits).
+
+    Each item keeps the single apply's rules (its ref at most once, never below zero);
+    results come back in the same order. Items with `audit` are refused: admin changes
+    go one at a time through `CreditApply`.
+    """
+
+    rpc_subject: ClassVar[str] = "mma.rpc.ledger.credit.apply_batch"
+    items: list[CreditApply] = Field(max_length=1000)
+
+
+class CreditAppliedBatch(Model):
+    results: list[CreditApplied]
+
+
 # ---- ledger: customers
 
 

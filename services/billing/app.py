@@ -18,11 +18,12 @@ from libs.schemas import (
 )
 from libs.service import ServiceContext
 from services.billing.deps import BillingDeps
-from services.billing.handlers import on_generation_failed, on_generation_requested
+from services.billing.handlers import on_generation_failed, on_generation_requested, on_generation_requests
 from services.billing.rpc import on_admin_adjust, on_ensure_welcome, on_price_list, on_shopify_order
 from services.billing.sweeper import run_sweeper
 
 QUEUE = "billing"
+COMMAND_BATCH = 128  # commands per ledger transaction (a CreditApplyBatch stays well under 1 MB)
 
 
 async def setup(ctx: ServiceContext) -> None:
@@ -35,9 +36,12 @@ async def setup(ctx: ServiceContext) -> None:
     # command's own deadline bounds how late it may still run) nor a refund (a failed
     # generation is terminal, so the sweeper would never find it again). Messages
     # that can never succeed are still dead-lettered at once (non-retryable errors).
-    await ctx.bus.consume(
+    # Commands come in batches (one ledger transaction for all their debits); a batch that
+    # fails on bad data is re-run one command at a time through `on_generation_requested`.
+    await ctx.bus.consume_batch(
         stream=Stream.COMMANDS, durable="billing", filter_subject=GENERATION_COMMANDS,
-        handlers={GenerationRequested: on_generation_requested}, deps=deps, concurrency=64, max_deliver=-1,
+        handlers={GenerationRequested: on_generation_requested}, batch_handler=on_generation_requests, deps=deps,
+        max_deliver=-1, batch=COMMAND_BATCH,
     )
     await ctx.bus.consume(
         stream=Stream.EVENTS, durable="billing-refunds", filter_subject=FAILED_EVENTS,

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import time
 from datetime import UTC
+from typing import Any
 
 import structlog
 
 from libs.metrics import CREDITS, GENERATIONS
 from libs.schemas import (
+    BusMessage,
     CreditApply,
     CreditOutcome,
     GenerationAccepted,
@@ -57,6 +59,42 @@ async def _already_debited(cmd: GenerationRequested, deps: BillingDeps) -> bool:
     return any(t.delta < 0 for t in txns.txns)
 
 
+def _debit(cmd: GenerationRequested, price: int) -> CreditApply:
+    return CreditApply(
+        pass_id=cmd.pass_id, delta=-price, ref=f"debit:generation:{cmd.generation_id}", reason=cmd.flow.value,
+        source="mma", ref_type="generation", ref_id=cmd.generation_id, generation_id=cmd.generation_id,
+    )
+
+
+def _decided(cmd: GenerationRequested, price: int, outcome: CreditOutcome, balance: int,
+             started: float) -> tuple[BusMessage, GenerationJob | None]:
+    """The decision to broadcast and, when accepted, the job to hand to the pipeline."""
+    if outcome is CreditOutcome.INSUFFICIENT:
+        GENERATIONS.labels(flow=cmd.flow.value, status="rejected").inc()
+        log.info("billing.generation_rejected", code="INSUFFICIENT_CREDITS", price=price, balance=balance,
+                 flow=cmd.flow.value, generation_id=cmd.generation_id, duration_ms=_ms(started))
+        return GenerationRejected(
+            generation_id=cmd.generation_id, pass_id=cmd.pass_id, flow=cmd.flow,
+            code="INSUFFICIENT_CREDITS", message=insufficient_message(price, balance), balance=balance, price=price,
+        ), None
+    log.info("billing.debit_applied", outcome=outcome.value, price=price, balance=balance, flow=cmd.flow.value,
+             generation_id=cmd.generation_id, duration_ms=_ms(started))
+    accepted = GenerationAccepted(
+        generation_id=cmd.generation_id, pass_id=cmd.pass_id, flow=cmd.flow,
+        parent_generation_id=cmd.parent_generation_id, price=price, balance=balance, request=cmd.request,
+        session_id=cmd.session_id, platform=cmd.platform, request_id=cmd.request_id,
+    )
+    return accepted, GenerationJob(command=cmd, price=price)
+
+
+async def _announce(decisions: list[tuple[BusMessage, GenerationJob | None]], deps: BillingDeps) -> None:
+    """Decisions first, then the jobs: a generation is `accepted` on the stream before it can run."""
+    await deps.bus.publish_all([decision for decision, _ in decisions])
+    jobs = [job for _, job in decisions if job is not None]
+    if jobs:
+        await deps.bus.publish_all(jobs)
+
+
 async def on_generation_requested(cmd: GenerationRequested, deps: BillingDeps) -> None:
     """Charge, then hand the job over; or refuse with no charge and no job.
 
@@ -79,33 +117,37 @@ async def on_generation_requested(cmd: GenerationRequested, deps: BillingDeps) -
     if price == 0:
         outcome, balance = CreditOutcome.APPLIED, await deps.ledger.balance(cmd.pass_id)
     else:
-        applied = await deps.ledger.apply(CreditApply(
-            pass_id=cmd.pass_id, delta=-price, ref=f"debit:generation:{cmd.generation_id}",
-            reason=cmd.flow.value, source="mma", ref_type="generation", ref_id=cmd.generation_id,
-            generation_id=cmd.generation_id,
-        ))
+        applied = await deps.ledger.apply(_debit(cmd, price))
         outcome, balance = applied.outcome, applied.balance
         CREDITS.labels(kind="debit", outcome=outcome.value).inc()
+    await _announce([_decided(cmd, price, outcome, balance, started)], deps)
 
-    if outcome is CreditOutcome.INSUFFICIENT:
-        await deps.bus.publish(GenerationRejected(
-            generation_id=cmd.generation_id, pass_id=cmd.pass_id, flow=cmd.flow,
-            code="INSUFFICIENT_CREDITS", message=insufficient_message(price, balance),
-            balance=balance, price=price,
-        ))
-        GENERATIONS.labels(flow=cmd.flow.value, status="rejected").inc()
-        log.info("billing.generation_rejected", code="INSUFFICIENT_CREDITS", price=price, balance=balance,
-                 flow=cmd.flow.value, duration_ms=_ms(started))
+
+async def on_generation_requests(batch: list[tuple[GenerationRequested, Any]], deps: BillingDeps) -> None:
+    """A batch of commands (as they queue up under load): ONE ledger transaction for all
+    their debits, then their decisions and jobs published pipelined.
+
+    Each command is decided exactly as `on_generation_requested` decides it alone; the
+    rare ones (free, or past their deadline) simply go through it. A failure naks the
+    whole batch and a redelivery finds each debit already applied (DUPLICATE), so it
+    republishes the same messages (same msg ids) and nothing is charged twice.
+    """
+    started = time.perf_counter()
+    charged: list[tuple[GenerationRequested, int]] = []
+    for cmd, _meta in batch:
+        price = price_of(cmd, deps)
+        if price == 0 or _deadline_passed(cmd, deps):
+            await on_generation_requested(cmd, deps)
+        else:
+            charged.append((cmd, price))
+    if not charged:
         return
-
-    await deps.bus.publish(GenerationAccepted(
-        generation_id=cmd.generation_id, pass_id=cmd.pass_id, flow=cmd.flow,
-        parent_generation_id=cmd.parent_generation_id, price=price, balance=balance, request=cmd.request,
-        session_id=cmd.session_id, platform=cmd.platform, request_id=cmd.request_id,
-    ))
-    await deps.bus.publish(GenerationJob(command=cmd, price=price))
-    log.info("billing.debit_applied", outcome=outcome.value, price=price, balance=balance,
-             flow=cmd.flow.value, duration_ms=_ms(started))
+    applied = await deps.ledger.apply_batch([_debit(cmd, price) for cmd, price in charged])
+    decisions = []
+    for (cmd, price), result in zip(charged, applied.results, strict=True):
+        CREDITS.labels(kind="debit", outcome=result.outcome.value).inc()
+        decisions.append(_decided(cmd, price, result.outcome, result.balance, started))
+    await _announce(decisions, deps)
 
 
 def cancel_refunded(evt: GenerationFailed, deps: BillingDeps) -> bool:

@@ -42,38 +42,19 @@ select * from mega_customers where mg_deleted_at is null
 order by mg_created_at desc, mg_pass_id limit $1
 """
 
-# Effective balance: expired credits read as 0 (the stored balance stays the sum of deltas).
-EFFECTIVE_CREDITS = """
-select case when mg_expires_at is not null and mg_expires_at < now() then 0 else mg_credits end as credits,
-       mg_expires_at
-from mega_customers where mg_pass_id = $1
-"""
-
 # --------------------------------------------------------------------------- credits
 
-INSERT_CREDIT_TXN = """
-insert into mega_generations (
-    mg_id, mg_record_type, mg_pass_id, mg_generation_id, mg_delta, mg_reason, mg_source,
-    mg_ref_type, mg_ref_id, mg_meta, mg_source_system
-) values (
-    'credit_transaction:' || $1, 'credit_transaction', $2, $3, $4, $5, $6, $7, $8,
-    jsonb_build_object('ref', $1::text), 'mma'
-)
-on conflict (mg_id) do nothing
-returning mg_id
+# The credit apply is a database function (supabase/migrations/20261124000000_mega_credit_apply.sql):
+# one round trip, the customer row locked, the ref row at most once, never below zero.
+CREDIT_APPLY = """
+select outcome, credits, expires_at
+from mega_credit_apply($1, $2, $3, $4, $5, $6, $7, $8, $9)
 """
 
-# A debit needs enough unexpired credit; the balance never goes below zero.
-APPLY_BALANCE = """
-update mega_customers set
-    mg_credits = coalesce(mg_credits, 0) + $2,
-    mg_expires_at = coalesce($3, mg_expires_at),
-    mg_last_topup_at = case when $2 > 0 then now() else mg_last_topup_at end,
-    mg_updated_at = now()
-where mg_pass_id = $1
-  and coalesce(mg_credits, 0) + $2 >= 0
-  and ($2 >= 0 or mg_expires_at is null or mg_expires_at >= now())
-returning mg_credits, mg_expires_at
+CREDIT_APPLY_MANY = """
+select idx, outcome, credits, expires_at
+from mega_credit_apply_many($1::text[], $2::text[], $3::text[], $4::integer[], $5::text[], $6::text[],
+                            $7::text[], $8::text[], $9::timestamptz[])
 """
 
 INSERT_AUDIT = """

@@ -7,12 +7,12 @@ generation raises NotFoundError, which the bus carries back to the caller.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import structlog
 
-from libs.errors import NotFoundError
+from libs.errors import InvalidInputError, NotFoundError
 from libs.schemas import (
     AddConfigVersion,
     AdminSummary,
@@ -22,7 +22,9 @@ from libs.schemas import (
     ConfigEntry,
     ConfigMap,
     CreditApplied,
+    CreditAppliedBatch,
     CreditApply,
+    CreditApplyBatch,
     CreditOutcome,
     CreditTxnList,
     CustomerEvents,
@@ -78,10 +80,6 @@ log = structlog.get_logger("ledger")
 MAX_PAGE = 500
 
 
-class _Insufficient(Exception):
-    """Raised inside the credit transaction to roll all of it back."""
-
-
 def _page(limit: int) -> int:
     return max(1, min(int(limit), MAX_PAGE))
 
@@ -102,43 +100,59 @@ def credit_ref_parts(req: CreditApply) -> tuple[str | None, str | None, str | No
     return ref_type, ref_id, generation_id
 
 
-async def on_credit_apply(req: CreditApply, deps: LedgerDeps) -> CreditApplied:
-    """The money path, in one transaction: the ref row first (at most once), then the balance.
+def _applied(req: CreditApply, row: Mapping[str, Any]) -> CreditApplied:
+    outcome = CreditOutcome(row["outcome"])
+    log.info("ledger.credit_applied", pass_id=req.pass_id, ref=req.ref, delta=req.delta, outcome=outcome.value,
+             balance=row["credits"])
+    return CreditApplied(outcome=outcome, balance=row["credits"], delta=req.delta, expires_at=row["expires_at"],
+                         txn_id=req.ref)
 
-    The conditional update never takes the balance below zero (nor debits expired
-    credits); when it refuses, the whole transaction rolls back, ref row included, so
-    the same ref may be applied later once there is credit.
+
+async def on_credit_apply(req: CreditApply, deps: LedgerDeps) -> CreditApplied:
+    """The money path: `mega_credit_apply` (supabase/migrations) in one statement.
+
+    The ref row is written at most once; the conditional update never takes the balance
+    below zero (nor debits expired credits); a refused change writes nothing, so the same
+    ref may be applied later once there is credit. An audited change (admin) writes its
+    admin_audit row in the same transaction, only when the change was applied.
     """
     ref_type, ref_id, generation_id = credit_ref_parts(req)
-    outcome = CreditOutcome.APPLIED
-    balance, expires_at = 0, None
+    args = (req.ref, req.pass_id, generation_id, req.delta, req.reason, req.source, ref_type, ref_id, req.expires_at)
     async with deps.pool.acquire() as conn:
-        try:
+        if req.audit is None:
+            row = await conn.fetchrow(q.CREDIT_APPLY, *args)
+        else:
             async with conn.transaction():
-                await conn.execute(q.ENSURE_CUSTOMER, req.pass_id)
-                inserted = await conn.fetchval(
-                    q.INSERT_CREDIT_TXN, req.ref, req.pass_id, generation_id, req.delta, req.reason, req.source,
-                    ref_type, ref_id,
-                )
-                if inserted is None:
-                    outcome = CreditOutcome.DUPLICATE
-                else:
-                    row = await conn.fetchrow(q.APPLY_BALANCE, req.pass_id, req.delta, req.expires_at)
-                    if row is None:
-                        raise _Insufficient
-                    if req.audit is not None:
-                        detail = {**req.audit, "ref": req.ref, "delta": req.delta, "pass_id": req.pass_id,
-                                  "balance_after": row["mg_credits"]}
-                        await conn.execute(q.INSERT_AUDIT, req.ref, req.audit.get("actor"),
-                                           str(req.audit.get("action") or "credit_apply"), detail)
-        except _Insufficient:
-            outcome = CreditOutcome.INSUFFICIENT
-        current = await conn.fetchrow(q.EFFECTIVE_CREDITS, req.pass_id)
-    if current is not None:
-        balance, expires_at = current["credits"], current["mg_expires_at"]
-    log.info("ledger.credit_applied", pass_id=req.pass_id, ref=req.ref, delta=req.delta, outcome=outcome.value,
-             balance=balance)
-    return CreditApplied(outcome=outcome, balance=balance, delta=req.delta, expires_at=expires_at, txn_id=req.ref)
+                row = await conn.fetchrow(q.CREDIT_APPLY, *args)
+                if row is not None and row["outcome"] == CreditOutcome.APPLIED.value:
+                    detail = {**req.audit, "ref": req.ref, "delta": req.delta, "pass_id": req.pass_id,
+                              "balance_after": row["credits"]}
+                    await conn.execute(q.INSERT_AUDIT, req.ref, req.audit.get("actor"),
+                                       str(req.audit.get("action") or "credit_apply"), detail)
+    assert row is not None  # the function returns exactly one row
+    return _applied(req, row)
+
+
+async def on_credit_apply_batch(req: CreditApplyBatch, deps: LedgerDeps) -> CreditAppliedBatch:
+    """Many applies in ONE statement and transaction (`mega_credit_apply_many`).
+
+    The function takes customers in pass id order, so concurrent batches never deadlock;
+    each item is decided exactly as `on_credit_apply` would decide it alone.
+    """
+    if any(item.audit is not None for item in req.items):
+        raise InvalidInputError("an audited credit change must be applied alone (CreditApply)")
+    if not req.items:
+        return CreditAppliedBatch(results=[])
+    parts = [credit_ref_parts(item) for item in req.items]
+    async with deps.pool.acquire() as conn:
+        rows = await conn.fetch(
+            q.CREDIT_APPLY_MANY,
+            [i.ref for i in req.items], [i.pass_id for i in req.items], [p[2] for p in parts],
+            [i.delta for i in req.items], [i.reason for i in req.items], [i.source for i in req.items],
+            [p[0] for p in parts], [p[1] for p in parts], [i.expires_at for i in req.items],
+        )
+    by_idx = {row["idx"]: row for row in rows}
+    return CreditAppliedBatch(results=[_applied(item, by_idx[n]) for n, item in enumerate(req.items, start=1)])
 
 
 def _uuid_or_none(value: str | None) -> str | None:
@@ -326,6 +340,7 @@ async def on_add_config_version(req: AddConfigVersion, deps: LedgerDeps) -> Conf
 
 RPC_HANDLERS: dict[type[RpcRequest], Callable[[Any, LedgerDeps], Awaitable[Model]]] = {
     CreditApply: on_credit_apply,
+    CreditApplyBatch: on_credit_apply_batch,
     EnsureCustomer: on_ensure_customer,
     GetCustomer: on_get_customer,
     GetGeneration: on_get_generation,

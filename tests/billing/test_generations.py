@@ -150,3 +150,31 @@ async def test_a_command_waits_for_the_ledger_instead_of_being_lost(bus, service
     assert isinstance(accepted, GenerationAccepted) and accepted.balance == 1
     assert await wait_for(lambda: job_of(bus, cmd.generation_id), 10, what="the job")
     assert [r["mg_delta"] for r in await credit_rows(db, pass_id)] == [2, -1]
+
+
+async def test_a_backlog_of_commands_is_charged_exactly_within_each_balance(bus, services, ledger, db):
+    """40 commands queued before billing starts (so they arrive as batches) for two customers with
+    10 and 5 credits: exactly 10 + 5 accepted with a job each, the rest rejected, balances 0."""
+    first, second = new_pass(), new_pass()
+    await give_credits(bus, first, 10)
+    await give_credits(bus, second, 5)
+    cmds = [command(first if i % 2 else second, "still_create") for i in range(40)]
+    for cmd in cmds:
+        await bus.publish(cmd)
+    await services.start("billing")
+
+    decisions = {cmd.generation_id: await next_event(bus, cmd.generation_id, {"accepted", "rejected"})
+                 for cmd in cmds}
+    accepted = {gid for gid, msg in decisions.items() if isinstance(msg, GenerationAccepted)}
+    by_customer = {who: sum(1 for c in cmds if c.pass_id == who and c.generation_id in accepted)
+                   for who in (first, second)}
+    assert by_customer == {first: 10, second: 5}
+    for gid, msg in decisions.items():
+        if gid not in accepted:
+            assert isinstance(msg, GenerationRejected) and msg.code == "INSUFFICIENT_CREDITS"
+            assert msg.balance == 0
+    for gid in accepted:
+        assert await wait_for(lambda gid=gid: job_of(bus, gid), 10, what="the job")
+    assert await balance_of(db, first) == 0 and await balance_of(db, second) == 0
+    debits = [r for who in (first, second) for r in await credit_rows(db, who) if r["mg_delta"] < 0]
+    assert sorted(r["mg_generation_id"] for r in debits) == sorted(accepted)

@@ -6,17 +6,21 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from libs.bus import Bus
+from libs.errors import InvalidInputError
 from libs.schemas import (
     CreditApplied,
     CreditApply,
+    CreditApplyBatch,
     CreditOutcome,
     CustomerView,
     GenerationCredits,
     GetCustomer,
 )
 from services.ledger.deps import LedgerDeps
-from services.ledger.rpc import on_credit_apply, on_generation_credits, on_get_customer
+from services.ledger.rpc import on_credit_apply, on_credit_apply_batch, on_generation_credits, on_get_customer
 from tests.conftest import Services
 
 PASS = "pass:shopify:777"
@@ -94,3 +98,61 @@ async def test_audit_row_written_with_the_credit(deps: LedgerDeps, pool: Any) ->
     async with pool.acquire() as conn:
         rows = await conn.fetch("select * from mega_admin where mg_record_type = 'admin_audit'")
     assert len(rows) == 1 and rows[0]["mg_detail"]["delta"] == 2 and rows[0]["mg_action"] == "adjust"
+
+
+async def test_a_batch_decides_each_item_as_alone(deps: LedgerDeps, pool: Any) -> None:
+    """One batch over three customers: in-order results, a refused debit, a repeated ref, an unknown customer."""
+    await on_credit_apply(CreditApply(pass_id="pass:b:1", delta=2, ref="topup:test:b1"), deps)
+    await on_credit_apply(CreditApply(pass_id="pass:b:2", delta=1, ref="topup:test:b2"), deps)
+    items = [
+        CreditApply(pass_id="pass:b:2", delta=-1, ref="debit:generation:b2-1"),
+        CreditApply(pass_id="pass:b:1", delta=-1, ref="debit:generation:b1-1"),
+        CreditApply(pass_id="pass:b:2", delta=-1, ref="debit:generation:b2-2"),  # nothing left
+        CreditApply(pass_id="pass:b:1", delta=-1, ref="debit:generation:b1-1"),  # same ref again
+        CreditApply(pass_id="pass:b:3", delta=-1, ref="debit:generation:b3-1"),  # never seen before
+        CreditApply(pass_id="pass:b:1", delta=-1, ref="debit:generation:b1-2"),
+    ]
+    out = await on_credit_apply_batch(CreditApplyBatch(items=items), deps)
+    assert [(r.txn_id, r.outcome, r.balance) for r in out.results] == [
+        ("debit:generation:b2-1", CreditOutcome.APPLIED, 0),
+        ("debit:generation:b1-1", CreditOutcome.APPLIED, 1),
+        ("debit:generation:b2-2", CreditOutcome.INSUFFICIENT, 0),
+        ("debit:generation:b1-1", CreditOutcome.DUPLICATE, 1),
+        ("debit:generation:b3-1", CreditOutcome.INSUFFICIENT, 0),
+        ("debit:generation:b1-2", CreditOutcome.APPLIED, 0),
+    ]
+    assert await balance_and_sum(pool, "pass:b:1") == (0, 0, 3)
+    assert await balance_and_sum(pool, "pass:b:2") == (0, 0, 2)
+    assert await balance_and_sum(pool, "pass:b:3") == (0, 0, 0)
+    # the refused ref applies later, once there is credit
+    await on_credit_apply(CreditApply(pass_id="pass:b:2", delta=1, ref="topup:test:b2-again"), deps)
+    again = await on_credit_apply_batch(CreditApplyBatch(items=[items[2]]), deps)
+    assert (again.results[0].outcome, again.results[0].balance) == (CreditOutcome.APPLIED, 0)
+
+
+async def test_concurrent_batches_in_opposite_orders_neither_deadlock_nor_overspend(
+        deps: LedgerDeps, pool: Any) -> None:
+    """20 batches at once, each over the same 10 customers (half of them listed in reverse):
+    no deadlock error, every customer ends at exactly 0 with one debit row per credit."""
+    customers = [f"pass:dl:{i}" for i in range(10)]
+    for who in customers:
+        await on_credit_apply(CreditApply(pass_id=who, delta=15, ref=f"topup:test:{who}"), deps)
+
+    def batch(n: int) -> CreditApplyBatch:
+        order = customers if n % 2 else list(reversed(customers))
+        return CreditApplyBatch(items=[CreditApply(pass_id=who, delta=-1, ref=f"debit:generation:{who}:{n}")
+                                       for who in order])
+
+    results = await asyncio.gather(*(on_credit_apply_batch(batch(n), deps) for n in range(20)))
+    outcomes = [r.outcome for out in results for r in out.results]
+    assert outcomes.count(CreditOutcome.APPLIED) == 150
+    assert outcomes.count(CreditOutcome.INSUFFICIENT) == 50
+    for who in customers:
+        assert await balance_and_sum(pool, who) == (0, 0, 16)
+
+
+async def test_an_audited_change_is_refused_in_a_batch(deps: LedgerDeps) -> None:
+    """Admin changes write an audit row with the change: they must go through CreditApply alone."""
+    audited = CreditApply(pass_id=PASS, delta=5, ref="admin:test:1", audit={"actor": "ops"})
+    with pytest.raises(InvalidInputError):
+        await on_credit_apply_batch(CreditApplyBatch(items=[audited]), deps)

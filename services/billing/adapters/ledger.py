@@ -12,7 +12,9 @@ from libs.schemas import (
     ChargedList,
     ChargedUnfinished,
     CreditApplied,
+    CreditAppliedBatch,
     CreditApply,
+    CreditApplyBatch,
     CreditTxnList,
     CustomerView,
     EnsureCustomer,
@@ -28,6 +30,10 @@ class LedgerClient:
     async def apply(self, req: CreditApply) -> CreditApplied:
         """Atomic balance change; the ledger applies `req.ref` at most once (DUPLICATE after)."""
         return await self._bus.request(req, CreditApplied)
+
+    async def apply_batch(self, items: list[CreditApply]) -> CreditAppliedBatch:
+        """Many applies in one ledger transaction; results in the same order."""
+        return await self._bus.request(CreditApplyBatch(items=items), CreditAppliedBatch)
 
     async def ensure_customer(self, req: EnsureCustomer) -> CustomerView:
         return await self._bus.request(req, CustomerView)

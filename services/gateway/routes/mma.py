@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sse_starlette import EventSourceResponse
 
-from libs.errors import ForbiddenError, InvalidInputError, MmaError, NotFoundError
+from libs.errors import ForbiddenError, InvalidInputError, NotFoundError
 from libs.schemas import (
     CancelRequested,
     CustomerEventRecorded,
@@ -28,7 +28,7 @@ from services.gateway.deps import GatewayDeps
 from services.gateway.errors import mma_body
 from services.gateway.idempotency import body_hash
 from services.gateway.identity import Identity, json_body
-from services.gateway.routes.common import get_deps, identity, mma_identity, request_id, require_admin
+from services.gateway.routes.common import admin_token_ok, get_deps, identity, mma_identity, request_id
 from services.gateway.sse import parse_last_event_id, stream_generation
 from services.gateway.submit import CreateCommand, Outcome, follow_outcome, submit
 from services.gateway.views import TERMINAL, GenerationOut, current_view, generation_out
@@ -208,14 +208,6 @@ class CancelOut(BaseModel):
     status: str
 
 
-def is_admin(request: Request, deps: GatewayDeps) -> bool:
-    try:
-        require_admin(request, deps)
-    except MmaError:
-        return False
-    return True
-
-
 @router.post("/mma/generations/{generation_id}/cancel", response_model=CancelOut,
              responses={202: {"model": CancelOut, "description": "cancel requested, the run is stopping"},
                         403: {"model": ErrorBody}, 404: {"model": ErrorBody},
@@ -229,7 +221,7 @@ async def cancel_generation(generation_id: str, request: Request, deps: GatewayD
         owner, state = await owner_and_state(deps.bus, generation_id)
     except NotFoundError as exc:
         raise NotFoundError("Unknown generation.", generation_id=generation_id) from exc
-    admin = is_admin(request, deps)
+    admin = admin_token_ok(request, deps)
     if not admin and who.pass_id != owner:
         raise ForbiddenError("This generation belongs to another customer.", code="FORBIDDEN")
     if state in TERMINAL:
