@@ -224,6 +224,27 @@ class Stack:
             svc.stop()
             self.rss.track(name, None)
 
+    def cpu_seconds(self) -> dict[str, float]:
+        """User + system CPU so far of each running service, nats-server and Postgres (with its backends)."""
+        procs: dict[str, list[psutil.Process]] = {}
+        for name, svc in self.services.items():
+            if svc.pid is not None:
+                procs[name] = [psutil.Process(svc.pid)]
+        if self.nats is not None and self.nats.pid:
+            procs["nats-server"] = [psutil.Process(self.nats.pid)]
+        if self.pg is not None and self.pg.pid:
+            postmaster = psutil.Process(self.pg.pid)
+            procs["postgres"] = [postmaster, *postmaster.children(recursive=True)]
+        spent: dict[str, float] = {}
+        for name, group in procs.items():
+            total = 0.0
+            for proc in group:
+                with contextlib.suppress(psutil.Error):
+                    times = proc.cpu_times()
+                    total += times.user + times.system
+            spent[name] = total
+        return spent
+
     def pid(self, name: str) -> int:
         svc = self.services[name]
         assert svc.pid is not None

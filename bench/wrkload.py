@@ -43,6 +43,7 @@ class WrkResult:
     errors: int
     cpu_s: float
     duration_s: float
+    server_cpu_s: float = 0.0  # filled in by callers that watch the server
 
     @property
     def cpu_pct(self) -> float:
