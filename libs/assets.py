@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import ipaddress
 import mimetypes
+import socket
 import time
 import uuid
 from dataclasses import dataclass
@@ -68,12 +70,39 @@ class AssetStore(Protocol):
     def is_ours(self, url: str) -> bool: ...
 
 
-async def fetch_url(url: str, max_bytes: int = MAX_REMOTE_BYTES, timeout_s: float = 60.0) -> tuple[bytes, str]:
-    """Download a remote file (bytes, content type), refusing anything larger than `max_bytes`."""
+async def ensure_public_host(url: str) -> None:
+    """Refuse a URL whose host is, or resolves to, a loopback, private, link-local or otherwise
+    non-public address: a customer's link must not make the gateway fetch from inside our
+    network (cloud metadata at 169.254.169.254, NATS monitoring, Postgres...). Checked again
+    on every redirect hop."""
+    host = urlparse(url).hostname
+    if not host:
+        raise InvalidInputError("the URL has no host", code="INVALID_URL")
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise InvalidInputError(f"the host {host!r} does not resolve", code="FETCH_FAILED") from exc
+    for info in infos:
+        address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
+        if not address.is_global:
+            raise InvalidInputError(f"the host {host!r} is not a public address", code="URL_NOT_ALLOWED")
+
+
+async def fetch_url(url: str, max_bytes: int = MAX_REMOTE_BYTES, timeout_s: float = 60.0,
+                    public_only: bool = False) -> tuple[bytes, str]:
+    """Download a remote file (bytes, content type), refusing anything larger than `max_bytes`.
+
+    `public_only` (links sent by customers) refuses hosts inside our network, redirects included.
+    """
     parsed = urlparse(url)
     if parsed.scheme not in ("http", "https"):
         raise InvalidInputError(f"unsupported URL scheme {parsed.scheme!r}", code="INVALID_URL")
-    async with httpx.AsyncClient(timeout=timeout_s, follow_redirects=True) as client:
+
+    async def check_hop(request: httpx.Request) -> None:
+        await ensure_public_host(str(request.url))
+
+    hooks = {"request": [check_hop]} if public_only else {}
+    async with httpx.AsyncClient(timeout=timeout_s, follow_redirects=True, event_hooks=hooks) as client:
         try:
             async with client.stream("GET", url) as response:
                 if response.status_code >= 400:
@@ -90,9 +119,10 @@ async def fetch_url(url: str, max_bytes: int = MAX_REMOTE_BYTES, timeout_s: floa
             raise ServiceUnavailableError(f"download failed: {type(exc).__name__}") from exc
 
 
-async def copy_from_url(store: AssetStore, url: str, *, folder: str, max_bytes: int = MAX_REMOTE_BYTES) -> StoredAsset:
+async def copy_from_url(store: AssetStore, url: str, *, folder: str, max_bytes: int = MAX_REMOTE_BYTES,
+                        public_only: bool = False) -> StoredAsset:
     """Re-host a remote file (a provider output, a customer's link) in the store."""
-    data, content_type = await fetch_url(url, max_bytes=max_bytes)
+    data, content_type = await fetch_url(url, max_bytes=max_bytes, public_only=public_only)
     if content_type in ("application/octet-stream", "binary/octet-stream", ""):
         content_type = mimetypes.guess_type(urlparse(url).path)[0] or content_type
     return await store.put_bytes(data, folder=folder, content_type=content_type)

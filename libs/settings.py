@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     health_port: int = Field(0, description="health/metrics HTTP port of a non-gateway service (0 = none)")
     max_body_bytes: int = Field(25 * 1024 * 1024, description="largest accepted request body")
     upload_max_bytes: int = Field(15 * 1024 * 1024, description="largest accepted image upload")
+    remote_fetch_allow_private: bool = Field(
+        False, description="let store-remote routes fetch from loopback/private hosts (local testing only)")
     decision_timeout_s: float = Field(5.0, description="how long a create waits for the billing decision")
     legacy_wait_timeout_s: float = Field(600.0, description="how long /editorial/generate waits for the result")
     rate_limit_per_minute: int = Field(60, description="creates per pass id per minute (0 = unlimited)")

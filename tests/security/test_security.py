@@ -86,3 +86,24 @@ async def test_secrets_never_reach_a_log_line_or_a_mega_row(services: Services, 
                     assert value not in row["row"], f"a secret ({value[:6]}...) is in {table}"
     finally:
         await conn.close()
+
+
+async def test_store_remote_refuses_hosts_inside_our_network(services: Services) -> None:
+    """A customer's link must not make the gateway fetch from loopback, private or link-local
+    addresses (cloud metadata, NATS monitoring): 400 URL_NOT_ALLOWED, nothing stored. The
+    local-testing switch MMA_REMOTE_FETCH_ALLOW_PRIVATE lets the same loopback fetch through."""
+    procs = await services.start_all()
+    inside = [f"{services.gateway_url}/healthz", "http://localhost:9/x.png", "http://169.254.169.254/latest/meta-data/",
+              "http://10.0.0.7/x.png", "http://[::1]:9/x.png", "http://0.0.0.0:9/x.png"]
+    async with httpx.AsyncClient(base_url=services.gateway_url, timeout=30) as client:
+        for url in inside:
+            for route in ("/api/r2/store-remote-signed", "/store-remote-generation"):
+                r = await client.post(route, json={"url": url, "passId": "pass:anon:ssrf"})
+                assert r.status_code == 400, (route, url, r.text)
+                assert r.json()["error"] == "URL_NOT_ALLOWED", (route, url, r.text)
+    await procs["gateway"].stop()
+    await services.start("gateway", remote_fetch_allow_private=True)
+    async with httpx.AsyncClient(base_url=services.gateway_url, timeout=30) as client:
+        r = await client.post("/api/r2/store-remote-signed",
+                              json={"url": f"{services.gateway_url}/healthz", "passId": "pass:anon:ssrf"})
+        assert r.status_code == 200 and r.json()["publicUrl"], r.text

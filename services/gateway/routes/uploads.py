@@ -107,8 +107,8 @@ async def _copy(deps: GatewayDeps, url: str, folder: str) -> StoredAsset:
     if deps.store.is_ours(url):
         key = url[len(deps.store.public_base) + 1:]
         return StoredAsset(key=key, url=url, content_type=mimetypes.guess_type(url)[0] or "", bytes=0)
-    asset = await copy_from_url(deps.store, url, folder=folder, max_bytes=deps.settings.upload_max_bytes)
-    return asset
+    return await copy_from_url(deps.store, url, folder=folder, max_bytes=deps.settings.upload_max_bytes,
+                               public_only=not deps.settings.remote_fetch_allow_private)
 
 
 @router.post("/api/r2/store-remote-signed")
