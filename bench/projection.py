@@ -132,12 +132,11 @@ async def run(stack: Stack, count: int, cap_s: float, out_dir: Path, do_profile:
     rate = projected / elapsed
     prof = None
     if do_profile:
-        if remaining < 2000:
-            stack.stop("ledger")
-            await _publish(stack, _events(5000))
-            stack.start("ledger")
-        recorder = Recorder("ledger (projection)", stack.pid("ledger"), 8, out_dir)
-        await asyncio.sleep(9)
+        # the same backlog again, recorded while it drains (a fixed window would be mostly idle)
+        stack.stop("ledger")
+        await _publish(stack, _events(count))
+        stack.start("ledger")
+        recorder = Recorder("ledger (projection)", stack.pid("ledger"), max(1, int(elapsed)), out_dir, rate=250)
         prof = await asyncio.to_thread(recorder.result)
     bulk, loop = await _raw(stack, events, min(5000, count))
     r = ratio(rate, bulk)

@@ -49,7 +49,7 @@ async def setup(ctx: ServiceContext) -> None:
         raise RuntimeError(f"no ledger handler for {sorted(m.__name__ for m in missing)}")
     for req_type, handler in RPC_HANDLERS.items():
         await ctx.bus.serve(req_type, handler, deps, queue=RPC_QUEUE)
-    # in stream order, up to 256 events per transaction; bad data falls back to one at a time
+    # in stream order, up to BATCH (500) events per transaction; bad data falls back to one at a time
     await ctx.bus.consume_batch(
         stream=Stream.EVENTS, durable=DURABLE, filter_subject=EVENTS_ALL, handlers=EVENT_HANDLERS,
         batch_handler=project_batch, deps=deps, max_deliver=-1, batch=BATCH,

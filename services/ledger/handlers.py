@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, TypeVar
 
 import asyncpg
@@ -41,6 +41,7 @@ from libs.schemas import (
 )
 from services.ledger import queries as q
 from services.ledger.deps import LedgerDeps
+from services.ledger.staging import SET_FORMS
 from services.ledger.views import merge_vars, with_scan_line
 
 log = structlog.get_logger("ledger")
@@ -104,7 +105,7 @@ def _initial_vars(msg: GenerationAccepted) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- independent events
 # Each of these is a list of (statement, args) rows of idempotent statements. One event runs
-# its rows in one transaction; a batch runs them grouped by statement with `executemany`.
+# its rows in one transaction; a batch runs them grouped by statement, set-based (`staging`).
 
 
 def _accepted_rows(msg: GenerationAccepted) -> Rows:
@@ -331,18 +332,22 @@ FIRST_ONLY = (q.ENSURE_CUSTOMER, q.ENSURE_GENERATION)
 
 
 class _Run:
-    """Independent events gathered for `executemany`, flushed before anything order-sensitive.
+    """Independent events gathered per statement, flushed before anything order-sensitive.
 
     Their statements touch disjoint rows or commute (forward-only status, step-rank guard,
     `on conflict do nothing`), except row creation of a generation, which `conflicts` guards.
+    A flush writes each statement's first row per key in one set-based statement (`staging`);
+    a key's later rows (a status moving on, a step finishing, a redelivery) follow with
+    `executemany`, in stream order.
     """
 
     def __init__(self) -> None:
         self.reset()
 
     def reset(self) -> None:
-        self.rows: dict[str, list[tuple[Any, ...]]] = {statement: [] for statement in GROUP_ORDER}
-        self.first: set[tuple[str, Any]] = set()  # (statement, key) of FIRST_ONLY rows taken
+        self.firsts: dict[str, list[tuple[Any, ...]]] = {statement: [] for statement in GROUP_ORDER}
+        self.later: dict[str, list[tuple[Any, ...]]] = {statement: [] for statement in GROUP_ORDER}
+        self.keys: dict[str, set[Hashable]] = {statement: set() for statement in GROUP_ORDER}
         self.gen_rank: dict[str, int] = {}  # generation id -> highest CREATES_GENERATION rank in the run
 
     def conflicts(self, rows: Rows) -> bool:
@@ -353,25 +358,31 @@ class _Run:
         for statement, args in rows:
             if statement in CREATES_GENERATION:
                 self.gen_rank[args[0]] = max(self.gen_rank.get(args[0], -1), CREATES_GENERATION[statement])
-            if statement in FIRST_ONLY:
-                if (statement, args[0]) in self.first:
-                    continue
-                self.first.add((statement, args[0]))
-            self.rows[statement].append(args)
+            key = SET_FORMS[statement].key(args)
+            if key not in self.keys[statement]:
+                self.keys[statement].add(key)
+                self.firsts[statement].append(args)
+            elif statement not in FIRST_ONLY:
+                self.later[statement].append(args)
 
     async def flush(self, conn: q.Conn) -> None:
-        for statement, rows in self.rows.items():
+        for statement, rows in self.firsts.items():
             if rows:
-                await conn.executemany(statement, rows)
+                form = SET_FORMS[statement]
+                await conn.execute(form.sql, *form.params(rows))
+            if self.later[statement]:
+                await conn.executemany(statement, self.later[statement])
         self.reset()
 
 
 async def project_batch(batch: list[tuple[BusMessage, Any]], deps: LedgerDeps) -> None:
     """A batch in ONE transaction, leaving exactly the rows projecting its events one by one leaves.
 
-    Runs of independent events become one `executemany` per statement; order-sensitive ones
-    (done, failed, scan lines, customer events) run one by one in stream order in between.
-    Bad data anywhere rolls back the whole batch: the bus then re-runs it one event at a time.
+    Runs of independent events become one set-based statement per statement (see `_Run`);
+    order-sensitive ones (done, failed, scan lines, customer events) run one by one in stream
+    order in between. Bad data anywhere rolls back the whole batch: the bus then re-runs it one
+    event at a time, with the per-event statements (so does a key collision `_Run` should have
+    prevented: Postgres refuses a statement that updates one row twice).
     """
     started = time.perf_counter()
     run = _Run()
@@ -388,7 +399,7 @@ async def project_batch(batch: list[tuple[BusMessage, Any]], deps: LedgerDeps) -
                     await run.flush(conn)
                     await apply(conn, msg)
             await run.flush(conn)
-    except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as exc:
+    except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, asyncpg.CardinalityViolationError) as exc:
         raise InvalidMessageError(f"a batch of {len(batch)} refused by Postgres: {type(exc).__name__}: {exc}") from exc
     log.info("ledger.batch_projected", count=len(batch),
              duration_ms=round((time.perf_counter() - started) * 1000, 2))

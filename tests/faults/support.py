@@ -140,11 +140,15 @@ class Driver:
 
 
 class DbReader:
-    """asyncpg reads that survive a Postgres restart (reconnect on every failure)."""
+    """asyncpg reads that survive a Postgres restart (reconnect on every failure).
+
+    One connection, shared by concurrent checks: a lock keeps them one at a time (asyncpg
+    refuses a second query on a busy connection: "another operation is in progress")."""
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.conn: asyncpg.Connection | None = None
+        self.lock = asyncio.Lock()
 
     async def __aenter__(self) -> DbReader:
         return self
@@ -156,9 +160,10 @@ class DbReader:
     async def fetch(self, sql: str, *args: Any) -> list[Any]:
         async def attempt() -> tuple[list[Any]] | None:
             try:
-                if self.conn is None or self.conn.is_closed():
-                    self.conn = await asyncpg.connect(self.url, timeout=2)
-                return (list(await self.conn.fetch(sql, *args)),)
+                async with self.lock:
+                    if self.conn is None or self.conn.is_closed():
+                        self.conn = await asyncpg.connect(self.url, timeout=2)
+                    return (list(await self.conn.fetch(sql, *args)),)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
                 if self.conn is not None and not self.conn.is_closed():
                     self.conn.terminate()

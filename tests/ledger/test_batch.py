@@ -5,10 +5,25 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import pytest
+
 from libs.bus import Bus
-from libs.schemas import BusMessage, MmaStatus, SessionStarted, StatusChanged, StepPhase, StepRecorded
+from libs.errors import InvalidMessageError
+from libs.schemas import (
+    BusMessage,
+    Flow,
+    GenerationAccepted,
+    MmaStatus,
+    OpsLogged,
+    SessionStarted,
+    StatusChanged,
+    StepPhase,
+    StepRecorded,
+)
+from services.ledger import queries as q
 from services.ledger.deps import LedgerDeps
 from services.ledger.handlers import EVENT_HANDLERS, project_batch
+from services.ledger.staging import SetForm
 from tests.conftest import Services
 from tests.helpers import wait_for
 from tests.ledger.conftest import snapshot
@@ -71,6 +86,73 @@ async def test_batches_leave_exactly_the_rows_of_one_by_one(deps: LedgerDeps, po
             await project_batch([(m, None) for m in events[i:i + size]], deps)
             i += size
         assert await rows(pool) == expected, f"seed {seed}"
+
+
+def backlog(generations: int) -> list[BusMessage]:
+    """What a ledger restart finds: lifecycles interleaved, every step started then finished, redeliveries."""
+    rnd = random.Random(generations)
+    events: list[BusMessage] = []
+    for g in range(generations):
+        gen, pass_id = f"g-{g}", f"pass:anon:backlog-{g % 7}"
+        events.append(GenerationAccepted(generation_id=gen, pass_id=pass_id, flow=Flow.STILL_CREATE, price=1,
+                                         balance=9, session_id=f"s-{g}", at=at(g)))
+        events.append(SessionStarted(session_id=f"s-{g}", pass_id=pass_id, at=at(g)))
+        for step, status in enumerate((MmaStatus.SCANNING, MmaStatus.PROMPTING, MmaStatus.GENERATING), 1):
+            events.append(StatusChanged(generation_id=gen, pass_id=pass_id, status=status, at=at(g + step)))
+            for phase in (StepPhase.STARTED, StepPhase.SUCCEEDED):
+                events.append(StepRecorded(
+                    generation_id=gen, pass_id=pass_id, step_no=step, step_type="gpt_reader", phase=phase,
+                    provider="offline" if phase is StepPhase.SUCCEEDED else None,
+                    latency_ms=step * 10 if phase is StepPhase.SUCCEEDED else None,
+                    payload={"input": {"n": step}, "output": {"phase": phase.value}}, at=at(g + step)))
+        events.append(OpsLogged(log_id=f"o-{g}", level="warn", actor_pass_id=pass_id, detail={"g": g}, at=at(g)))
+    # interleave the lifecycles as several services publishing at once do, then redeliver some
+    chunks = [events[i:i + 5] for i in range(0, len(events), 5)]
+    rnd.shuffle(chunks)
+    shuffled = [e for chunk in chunks for e in chunk]
+    return shuffled + rnd.sample(shuffled, len(shuffled) // 10)
+
+
+async def test_a_backlog_batch_leaves_the_rows_of_one_by_one(deps: LedgerDeps, pool: Any) -> None:
+    """Hundreds of events per batch, keys repeated within it: the set-based writes change nothing; replay neither."""
+    events = backlog(40)
+    assert len(events) > 500
+    for msg in events:
+        await EVENT_HANDLERS[type(msg)](msg, deps)
+    expected = await rows(pool)
+    statuses = {r["mg_mma_status"] for r in expected["mega_generations"] if r["mg_record_type"] == "generation"}
+    assert statuses == {"generating"}
+
+    await clear(pool)
+    for i in range(0, len(events), 500):
+        await project_batch([(m, None) for m in events[i:i + 500]], deps)
+    assert await rows(pool) == expected
+    await project_batch([(m, None) for m in events], deps)
+    assert await rows(pool) == expected
+
+
+@pytest.mark.parametrize("bad", ["\ud800", 10**30], ids=["lone-surrogate", "int-beyond-64-bits"])
+async def test_json_postgres_never_sees_is_bad_data_in_a_batch_too(deps: LedgerDeps, pool: Any, bad: object) -> None:
+    """Refused as bad data (the bus re-runs the batch one by one and dead-letters it), never retried for ever."""
+    good = StepRecorded(generation_id="g-ok", pass_id=PASS, step_no=1, step_type="scan_product",
+                        phase=StepPhase.SUCCEEDED, payload={"ok": True}, at=at(0))
+    poison = good.model_copy(update={"generation_id": "g-bad", "payload": {"x": bad}})
+    with pytest.raises(InvalidMessageError, match="refused by Postgres: DataError"):
+        await project_batch([(good, None), (poison, None)], deps)
+    assert (await rows(pool))["mega_generations"] == []
+    await EVENT_HANDLERS[StepRecorded](good, deps)
+    with pytest.raises(InvalidMessageError):
+        await EVENT_HANDLERS[StepRecorded](poison, deps)
+
+
+def test_a_set_form_refuses_a_per_row_parameter_in_its_conflict_rule() -> None:
+    """A conflict rule sees no `select` column: such a parameter must be passed once (type None)."""
+    with pytest.raises(ValueError, match="outside the values row"):
+        SetForm(q.MOVE_STATUS, ("text", "text", "text", "text", "timestamptz", "text"))
+    with pytest.raises(ValueError, match="5 types"):
+        SetForm(q.MOVE_STATUS, ("text", "text", "text", "text", "timestamptz"))
+    with pytest.raises(ValueError, match="no `values"):
+        SetForm(q.SET_VARS, ("text", "jsonb"))
 
 
 async def test_a_poison_event_is_dead_lettered_alone(services: Services, bus: Bus, pool: Any) -> None:
