@@ -56,8 +56,8 @@ D = TypeVar("D")
 Handler = Callable[[Any, D], Awaitable[None]]
 RpcHandler = Callable[[Any, D], Awaitable[Model]]
 ExhaustedHook = Callable[[Any, BaseException, D], Awaitable[None]]
-# (message, its JetStream metadata) in stream order
-BatchHandler = Callable[[list[tuple[Any, Any]], D], Awaitable[None]]
+# the decoded messages, in stream order (their JetStream metadata is parsed only where used)
+BatchHandler = Callable[[list[Any], D], Awaitable[None]]
 
 _TRANSIENT = (
     nats.errors.TimeoutError,
@@ -577,7 +577,7 @@ class Bus:
         in_hand = [raw for raw, _ in good]
         heartbeat = _Heartbeat(in_hand, spec.ack_wait / 3)
         try:
-            await batch_handler([(msg, raw.metadata) for raw, msg in good], spec.deps)
+            await batch_handler([msg for _, msg in good], spec.deps)
         except Exception as exc:  # the edge: nak all, or find the bad message one at a time
             exhausted = any(spec.exhausted(raw.metadata.num_delivered) for raw in in_hand)
             if is_retryable(exc) and not exhausted:

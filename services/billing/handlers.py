@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from datetime import UTC
-from typing import Any
 
 import structlog
 
@@ -123,7 +122,7 @@ async def on_generation_requested(cmd: GenerationRequested, deps: BillingDeps) -
     await _announce([_decided(cmd, price, outcome, balance, started)], deps)
 
 
-async def on_generation_requests(batch: list[tuple[GenerationRequested, Any]], deps: BillingDeps) -> None:
+async def on_generation_requests(batch: list[GenerationRequested], deps: BillingDeps) -> None:
     """A batch of commands (as they queue up under load): ONE ledger transaction for all
     their debits, then their decisions and jobs published pipelined.
 
@@ -134,7 +133,7 @@ async def on_generation_requests(batch: list[tuple[GenerationRequested, Any]], d
     """
     started = time.perf_counter()
     charged: list[tuple[GenerationRequested, int]] = []
-    for cmd, _meta in batch:
+    for cmd in batch:
         price = price_of(cmd, deps)
         if price == 0 or _deadline_passed(cmd, deps):
             await on_generation_requested(cmd, deps)

@@ -375,7 +375,7 @@ class _Run:
         self.reset()
 
 
-async def project_batch(batch: list[tuple[BusMessage, Any]], deps: LedgerDeps) -> None:
+async def project_batch(batch: list[BusMessage], deps: LedgerDeps) -> None:
     """A batch in ONE transaction, leaving exactly the rows projecting its events one by one leaves.
 
     Runs of independent events become one set-based statement per statement (see `_Run`);
@@ -388,7 +388,7 @@ async def project_batch(batch: list[tuple[BusMessage, Any]], deps: LedgerDeps) -
     run = _Run()
     try:
         async with deps.pool.acquire() as conn, conn.transaction():
-            for msg, _meta in batch:
+            for msg in batch:
                 rows_of, apply = ROWS.get(type(msg)), APPLY.get(type(msg))
                 if rows_of is not None:
                     rows = rows_of(msg)

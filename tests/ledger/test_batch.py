@@ -83,7 +83,7 @@ async def test_batches_leave_exactly_the_rows_of_one_by_one(deps: LedgerDeps, po
         i = 0
         while i < len(events):
             size = rnd.choice([1, 3, 7, len(events)])
-            await project_batch([(m, None) for m in events[i:i + size]], deps)
+            await project_batch(events[i:i + size], deps)
             i += size
         assert await rows(pool) == expected, f"seed {seed}"
 
@@ -125,9 +125,9 @@ async def test_a_backlog_batch_leaves_the_rows_of_one_by_one(deps: LedgerDeps, p
 
     await clear(pool)
     for i in range(0, len(events), 500):
-        await project_batch([(m, None) for m in events[i:i + 500]], deps)
+        await project_batch(events[i:i + 500], deps)
     assert await rows(pool) == expected
-    await project_batch([(m, None) for m in events], deps)
+    await project_batch(events, deps)
     assert await rows(pool) == expected
 
 
@@ -138,7 +138,7 @@ async def test_json_postgres_never_sees_is_bad_data_in_a_batch_too(deps: LedgerD
                         phase=StepPhase.SUCCEEDED, payload={"ok": True}, at=at(0))
     poison = good.model_copy(update={"generation_id": "g-bad", "payload": {"x": bad}})
     with pytest.raises(InvalidMessageError, match="refused by Postgres: DataError"):
-        await project_batch([(good, None), (poison, None)], deps)
+        await project_batch([good, poison], deps)
     assert (await rows(pool))["mega_generations"] == []
     await EVENT_HANDLERS[StepRecorded](good, deps)
     with pytest.raises(InvalidMessageError):
