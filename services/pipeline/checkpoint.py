@@ -4,11 +4,16 @@ A step's messages are written to the checkpoint (the outbox) BEFORE they are
 published, so a crash between the two republishes exactly the same messages (same
 msg ids, same content) instead of re-running the step. A pending prediction id is
 checkpointed before the wait, so a resume reuses it instead of creating another.
+
+The run's first checkpoint (written once, when it is prepared) holds its `prep`: config
+snapshot, taste, parent, plan, several KB that no step changes. Every later transition
+goes to a second key without it, so a step writes a small value.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import asyncio
+from dataclasses import dataclass, field
 from typing import Any
 
 import nats.js.errors
@@ -18,6 +23,7 @@ from nats.js.kv import KeyValue
 
 BUCKET = "MMA_RUNS"
 TTL_S = 7 * 86400
+LATEST_SUFFIX = ".latest"
 
 
 @dataclass
@@ -31,13 +37,15 @@ class RunState:
     scan_lines: list[str] = field(default_factory=list)
     vars: dict[str, Any] = field(default_factory=dict)
     pending: dict[str, Any] | None = None  # {step_no, prediction_id, input, model}
-    outbox: list[dict[str, Any]] = field(default_factory=list)  # [{type, data}] of the last transition
+    # [{type, data}] of the last transition, after the earlier messages whose acks were not in yet
+    outbox: list[dict[str, Any]] = field(default_factory=list)
     terminal: bool = False
     provider_started: bool = False  # a generator prediction was created (it may have cost us money)
 
 
 class CheckpointStore:
-    """One KV key per generation id; values are JSON."""
+    """Two KV keys per generation id: `<key>` (the first checkpoint, with the prep) and `<key>.latest`
+    (every later transition, without it); values are JSON."""
 
     def __init__(self, kv: KeyValue) -> None:
         self.kv = kv
@@ -52,16 +60,29 @@ class CheckpointStore:
 
     @staticmethod
     def key(generation_id: str) -> str:
+        """The first checkpoint's key; it never contains a dot, so `<key>.latest` cannot name another run's."""
         return "".join(c if c.isalnum() or c in "-_" else "_" for c in generation_id)
 
-    async def load(self, generation_id: str) -> RunState | None:
+    async def _value(self, key: str) -> dict[str, Any] | None:
         try:
-            entry = await self.kv.get(self.key(generation_id))
+            entry = await self.kv.get(key)
         except nats.js.errors.KeyNotFoundError:
             return None
-        if not entry.value:
-            return None
-        return RunState(**orjson.loads(entry.value))
+        return orjson.loads(entry.value) if entry.value else None
 
-    async def save(self, state: RunState) -> None:
-        await self.kv.put(self.key(state.generation_id), orjson.dumps(asdict(state)))
+    async def load(self, generation_id: str) -> RunState | None:
+        """The latest transition with the prep of the first checkpoint (both keys read together)."""
+        key = self.key(generation_id)
+        first, latest = await asyncio.gather(self._value(key), self._value(key + LATEST_SUFFIX))
+        if latest is None:
+            return RunState(**first) if first is not None else None
+        return RunState(**latest, prep=first.get("prep", {}) if first is not None else {})
+
+    async def save(self, state: RunState, *, with_prep: bool = False) -> None:
+        """`with_prep`: the run's first checkpoint, prep included (written once); otherwise the latest
+        transition, without the prep."""
+        if with_prep:
+            await self.kv.put(self.key(state.generation_id), orjson.dumps(vars(state)))
+            return
+        latest = {name: value for name, value in vars(state).items() if name != "prep"}
+        await self.kv.put(self.key(state.generation_id) + LATEST_SUFFIX, orjson.dumps(latest))

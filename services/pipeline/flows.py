@@ -2,11 +2,13 @@
 
 `prepare` runs once per generation (its result is checkpointed), so a resumed run
 follows the same plan with the same config snapshot, taste and parent, even if a
-new config version was inserted meanwhile.
+new config version was inserted meanwhile. Its reads (config, customer, parent) do
+not depend on each other and go out together.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from libs.bus import Bus
@@ -128,11 +130,31 @@ def plan_for(job: GenerationJob, prep: dict[str, Any], vars: dict[str, Any], pos
     return plan
 
 
+def _parent_id(job: GenerationJob) -> str | None:
+    """The finished generation a flow starts from: the one a tweak tweaks, the still an animation moves."""
+    command = job.command
+    if command.flow.is_tweak:
+        if not command.parent_generation_id:
+            raise InvalidInputError("a tweak needs the generation it tweaks", code="PARENT_NOT_FOUND")
+        return command.parent_generation_id
+    if command.flow is Flow.VIDEO_ANIMATE:
+        assets = command.request.assets
+        return assets.input_still_generation_id or (
+            command.parent_generation_id if not assets.input_still_image_url else None)
+    return None
+
+
+async def _parent(bus: Bus, generation_id: str | None) -> dict[str, Any]:
+    """The facts of the generation a flow starts from; {} for a flow that starts from none."""
+    return _parent_facts(await _generation(bus, generation_id)) if generation_id else {}
+
+
 async def prepare(job: GenerationJob, bus: Bus, postscan_video: bool) -> tuple[dict[str, Any], dict[str, Any]]:
     """(prep, vars): config snapshot, taste, parent facts and the plan, read at the start of the run."""
     command = job.command
-    config = await load_active(bus)
-    customer = await _customer(bus, command.pass_id)
+    parent_id = _parent_id(job)
+    config, customer, parent = await asyncio.gather(load_active(bus), _customer(bus, command.pass_id),
+                                                    _parent(bus, parent_id))
     preferences = customer.preferences if customer else {}
     hard_blocks = sorted({str(b) for b in preferences.get("hard_blocks") or []})
     vars = initial_vars(job)
@@ -142,30 +164,21 @@ async def prepare(job: GenerationJob, bus: Bus, postscan_video: bool) -> tuple[d
         "hard_blocks": hard_blocks,
         "constraints": constraints_for(hard_blocks),
         "customer_settings": dict(preferences.get("settings") or {}),
-        "parent": {},
+        "parent": parent,
     }
     flow = command.flow
-    if flow.is_tweak:
-        if not command.parent_generation_id:
-            raise InvalidInputError("a tweak needs the generation it tweaks", code="PARENT_NOT_FOUND")
-        parent = _parent_facts(await _generation(bus, command.parent_generation_id))
-        prep["parent"] = parent
-        if flow is Flow.VIDEO_TWEAK:
-            vars["assets"]["input_still_image_id"] = parent["input_still_image_id"]
-            vars["scans"]["still_crt"] = parent["still_crt"]
-        else:
-            vars["assets"]["style_hero_image_id"] = vars["assets"]["style_hero_image_id"] or parent["output_url"]
+    if flow is Flow.VIDEO_TWEAK:
+        vars["assets"]["input_still_image_id"] = parent["input_still_image_id"]
+        vars["scans"]["still_crt"] = parent["still_crt"]
+    elif flow.is_tweak:
+        vars["assets"]["style_hero_image_id"] = vars["assets"]["style_hero_image_id"] or parent["output_url"]
     elif flow is Flow.VIDEO_ANIMATE:
-        assets = command.request.assets
-        still_id = assets.input_still_generation_id or (
-            command.parent_generation_id if not assets.input_still_image_url else None)
-        if still_id:
-            still = _parent_facts(await _generation(bus, still_id))
-            prep["parent"] = still
-            vars["assets"]["input_still_image_id"] = assets.input_still_image_url or still["output_url"]
-            vars["scans"]["still_crt"] = still["caption"]
-            vars["meta"]["input_still_generation_id"] = still_id
-        if not vars["assets"]["input_still_image_id"]:
+        assets = vars["assets"]
+        if parent:
+            assets["input_still_image_id"] = assets["input_still_image_id"] or parent["output_url"]
+            vars["scans"]["still_crt"] = parent["caption"]
+            vars["meta"]["input_still_generation_id"] = parent_id
+        if not assets["input_still_image_id"]:
             raise InvalidInputError("an animation needs a still image", code="MISSING_ASSET")
     prep["plan"] = plan_for(job, prep, vars, postscan_video)
     return prep, vars

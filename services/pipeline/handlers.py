@@ -17,17 +17,19 @@ log = structlog.get_logger("pipeline")
 
 
 async def on_job(job: GenerationJob, deps: PipelineDeps) -> None:
-    """Run (or resume) the job's flow; returns normally on success AND on a recorded failure."""
+    """Run (or resume) the job's flow; returns normally on success AND on a recorded failure.
+
+    The run is registered before it reads anything, so a cancel request published meanwhile
+    reaches it one way or the other.
+    """
     started = time.perf_counter()
-    state = await deps.checkpoints.load(job.generation_id)
-    resumed = state is not None
-    run = Run(job, deps, state or RunState(generation_id=job.generation_id), job_seq=await job_seq(job, deps))
+    run = Run(job, deps, RunState(generation_id=job.generation_id), job_seq=lambda: job_seq(job, deps))
     deps.runs.add(job.generation_id, run)
     try:
         await run.execute()
     finally:
         deps.runs.remove(job.generation_id, run)
-    log.info("pipeline.job_handled", flow=job.command.flow.value, resumed=resumed, status=run.state.status,
+    log.info("pipeline.job_handled", flow=job.command.flow.value, resumed=run.resumed, status=run.state.status,
              steps=run.state.step_count, duration_ms=round((time.perf_counter() - started) * 1000, 1))
 
 

@@ -9,6 +9,11 @@ the generation are recorded failed, and the job is acked.
 Fewer round trips per step: the next step's status change rides in the same checkpoint
 as the previous transition (one KV write per step), and an outbox's messages are
 published pipelined (written in outbox order on one connection, acks awaited together).
+The messages in hand are published as they are; only a resume rebuilds them from the
+stored outbox. The run does not wait for acks: messages whose acks are not all in yet
+are carried into the next checkpoint's outbox (so a crash still republishes them, in
+the same order), and only the terminal transition waits for every ack, before the job
+is acked.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import time
 import traceback
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -27,9 +32,11 @@ from libs.metrics import GENERATIONS, STEP_LATENCY
 from libs.schemas import (
     MESSAGE_TYPES,
     BusMessage,
+    Flow,
     GenerationDone,
     GenerationFailed,
     GenerationJob,
+    LikeList,
     MmaStatus,
     ScanLine,
     StatusChanged,
@@ -46,6 +53,7 @@ from services.pipeline.flows import prepare
 from services.pipeline.slots import CustomerSlots, Slot
 from services.pipeline.steps import STEPS
 from services.pipeline.steps.base import StepContext, status_for
+from services.pipeline.steps.history import like_window
 
 log = structlog.get_logger("pipeline")
 
@@ -102,9 +110,16 @@ def error_payload(exc: BaseException) -> dict[str, Any]:
     return error
 
 
-def _timing(started_at: datetime, started: float) -> dict[str, Any]:
+def _timing(ctx: StepContext, started_at: datetime, started: float) -> dict[str, Any]:
+    """The step's timing; `provider_ms` is the part of it spent inside provider calls."""
     return {"started_at": started_at.isoformat(), "ended_at": utcnow().isoformat(),
-            "duration_ms": int((time.perf_counter() - started) * 1000)}
+            "duration_ms": int((time.perf_counter() - started) * 1000),
+            "provider_ms": round(ctx.provider_s * 1000, 2)}
+
+
+async def first_in_line() -> int:
+    """The place in line of a run that must not queue behind new jobs (a resumed one)."""
+    return 0
 
 
 def _deadline_passed(job: GenerationJob) -> bool:
@@ -122,14 +137,20 @@ class Run:
     the flag is also checked between steps.
     """
 
-    def __init__(self, job: GenerationJob, deps: PipelineDeps, state: RunState, job_seq: int = 0) -> None:
+    def __init__(self, job: GenerationJob, deps: PipelineDeps, state: RunState,
+                 job_seq: Callable[[], Awaitable[int]] = first_in_line) -> None:
         self.job = job
         self.deps = deps
         self.state = state
-        self.job_seq = job_seq
+        self.job_seq = job_seq  # the job's place in line for a customer slot, asked only if it must wait
         self.ids = {"generation_id": job.generation_id, "pass_id": job.pass_id}
         self.cancel_requested_by: str | None = None
         self._interruptible: asyncio.Future[Any] | None = None
+        self._in_flight: list[tuple[list[dict[str, Any]], asyncio.Task[None]]] = []  # outbox items, their publish
+        self.resumed = False  # a checkpoint was found
+        # the start-of-run reads, begun before the run knows whether it needs them
+        self._prepared: asyncio.Task[tuple[dict[str, Any], dict[str, Any]]] | None = None
+        self._likes: asyncio.Task[LikeList] | None = None
 
     # ------------------------------------------------------------------ cancel
 
@@ -163,17 +184,46 @@ class Run:
 
     # ------------------------------------------------------------------ outbox
 
-    async def commit(self, messages: list[BusMessage]) -> None:
-        """Checkpoint the transition with its messages, then publish them (the outbox pattern)."""
-        self.state.outbox = [{"type": type(m).__name__, "data": m.model_dump(mode="json")} for m in messages]
-        await self.deps.checkpoints.save(self.state)
-        await self.flush()
+    async def commit(self, messages: list[BusMessage], *, with_prep: bool = False) -> None:
+        """Checkpoint the transition with its messages, then publish them (the outbox pattern).
 
-    async def flush(self) -> None:
-        """Publish the outbox pipelined: every publish is written to the connection in outbox order
-        before the first ack is awaited (so stream order is outbox order), then the acks are awaited
-        together. All are awaited even when one fails; then the first error is raised."""
-        messages = [MESSAGE_TYPES[item["type"]].model_validate(item["data"]) for item in self.state.outbox]
+        The outbox also holds the earlier messages still waiting for acks: they were written to the
+        connection before these, so the stream keeps outbox order, and a resume republishes them all
+        (the server drops the ones it already has by msg id). A terminal transition returns only once
+        every message of the run is acked.
+        """
+        items = [{"type": type(m).__name__, "data": m.model_dump(mode="json")} for m in messages]
+        self.state.outbox = self._unacked() + items
+        await self.deps.checkpoints.save(self.state, with_prep=with_prep)
+        self._in_flight.append((items, asyncio.create_task(self.publish(messages))))
+        if self.state.terminal:
+            await self.settle()
+
+    def _unacked(self) -> list[dict[str, Any]]:
+        """The outbox items of earlier transitions whose acks are not all in; a failed publish raises here
+        (the job is then redelivered, and the resume republishes the stored outbox)."""
+        for _items, publishing in self._in_flight:
+            if publishing.done():
+                publishing.result()
+        self._in_flight = [(items, publishing) for items, publishing in self._in_flight if not publishing.done()]
+        return [item for items, _publishing in self._in_flight for item in items]
+
+    async def settle(self) -> None:
+        """Wait for the acks of every message published so far; then the first failure, if any, is raised."""
+        in_flight, self._in_flight = self._in_flight, []
+        results = await asyncio.gather(*(publishing for _items, publishing in in_flight), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def republish(self) -> None:
+        """Publish the stored outbox again: a crash may have come between its checkpoint and its publish."""
+        await self.publish([MESSAGE_TYPES[item["type"]].model_validate(item["data"]) for item in self.state.outbox])
+
+    async def publish(self, messages: list[BusMessage]) -> None:
+        """Publish pipelined: every publish is written to the connection in outbox order before the
+        first ack is awaited (so stream order is outbox order), then the acks are awaited together.
+        All are awaited even when one fails; then the first error is raised."""
         if len(messages) == 1:
             await self.deps.bus.publish(messages[0])
             return
@@ -204,12 +254,34 @@ class Run:
     # ------------------------------------------------------------------ flow
 
     async def execute(self) -> None:
+        """Resume or start; the caller has registered the run, so a cancel request reaches it or is in the
+        stream by the time the stream is read.
+
+        The start-of-run reads (config, taste, parent, like window) go out at once, while the checkpoint,
+        the cancel flag and the customer slot are read; a resumed run, or one that had to wait in line for
+        its slot, drops them (the latter reads again once it starts). Returns only once every message is
+        acked.
+        """
+        self._read_ahead()
+        try:
+            stored, _ = await asyncio.gather(self.deps.checkpoints.load(self.job.generation_id),
+                                             self.cancel_on_stream())
+            if stored is not None:
+                self.state, self.resumed = stored, True
+            if self.state.prep:
+                self._drop_reads()
+            await self._execute()
+        finally:
+            self._drop_reads()
+            await self.settle()
+
+    async def _execute(self) -> None:
         if self.state.outbox:
-            await self.flush()  # a crash may have happened between checkpoint and publish
+            await self.republish()
         if self.state.terminal:
             log.info("pipeline.job_already_finished", **self.ids)
             return
-        if await self.cancel_on_stream():
+        if self.cancel_requested_by is not None:
             await self.end_cancelled(None, None, None)
             return
         if await self.deadline_ended():
@@ -218,6 +290,8 @@ class Run:
         if self.deps.slots is not None and not self.state.prep:
             try:
                 slot = await self.interruptible(self.wait_for_slot(self.deps.slots))
+                if slot.waited:
+                    self._drop_reads()
             except asyncio.CancelledError:
                 if not self.interrupted_by_cancel():
                     raise
@@ -227,7 +301,7 @@ class Run:
                 await self.deadline_ended()
                 return
         elif self.deps.slots is not None:  # a resumed run takes its slot back (or a free one) at once
-            slot = await self.deps.slots.acquire(self.job.generation_id, self.job.pass_id, 0)
+            slot = await self.deps.slots.acquire(self.job.generation_id, self.job.pass_id, first_in_line)
         try:
             if not await self.deadline_ended():
                 await self.run_flow()
@@ -253,10 +327,24 @@ class Run:
                         None, None, None)
         return True
 
+    def _read_ahead(self) -> asyncio.Task[tuple[dict[str, Any], dict[str, Any]]]:
+        self._prepared = asyncio.create_task(prepare(self.job, self.deps.bus, self.deps.postscan_video))
+        if self.job.command.flow is Flow.STILL_CREATE:  # the flow with a like_history step
+            self._likes = asyncio.create_task(like_window(self.deps.bus, self.job))
+        return self._prepared
+
+    def _drop_reads(self) -> None:
+        """Start-of-run reads the run will not use: cancelled, their errors (if any) retrieved."""
+        for task in (self._prepared, self._likes):
+            if task is not None:
+                task.cancel()
+                task.add_done_callback(lambda done: done.cancelled() or done.exception())
+        self._prepared = self._likes = None
+
     async def run_flow(self) -> None:
         if not self.state.prep:
             try:
-                prep, vars = await prepare(self.job, self.deps.bus, self.deps.postscan_video)
+                prep, vars = await (self._prepared or self._read_ahead())
             except ServiceUnavailableError:
                 raise
             except MmaError as exc:
@@ -265,9 +353,9 @@ class Run:
             self.state.prep, self.state.vars = prep, vars
             first_status = self.status_move(1)  # folded into the prep checkpoint
             if first_status:
-                await self.commit(first_status)
+                await self.commit(first_status, with_prep=True)
             else:
-                await self.deps.checkpoints.save(self.state)
+                await self.deps.checkpoints.save(self.state, with_prep=True)
         plan = self.state.prep["plan"]
         config = ActiveConfig.from_json(self.state.prep["config"])
         while self.state.step_count < len(plan):
@@ -307,7 +395,8 @@ class Run:
             await self.end_cancelled(None, None, None)
             return False
         await self.advance(status_for(step_type))  # a no-op unless the previous commit could not carry it
-        ctx = StepContext(self.deps, self.job, self.state, config, step_no, step_type, arg, self.on_started)
+        ctx = StepContext(self.deps, self.job, self.state, config, step_no, step_type, arg, self.on_started,
+                          likes=self._likes)
         started_at, started = utcnow(), time.perf_counter()
         try:
             await self.interruptible(STEPS[step_type](ctx))
@@ -326,7 +415,7 @@ class Run:
             await self.fail(exc, ctx, started_at, started)
             return False
         elapsed = time.perf_counter() - started
-        timing = _timing(started_at, started)
+        timing = _timing(ctx, started_at, started)
         messages: list[BusMessage] = []
         for line in ctx.lines:
             messages.append(ScanLine(**self.ids, index=len(self.state.scan_lines), text=line))
@@ -386,7 +475,7 @@ class Run:
             messages.append(StepRecorded(
                 **self.ids, step_no=ctx.step_no, step_type=ctx.step_type, phase=StepPhase.FAILED,
                 provider=ctx.provider, model=ctx.model, latency_ms=int((time.perf_counter() - started) * 1000),
-                payload={"input": ctx.input, "output": ctx.output, "timing": _timing(started_at, started),
+                payload={"input": ctx.input, "output": ctx.output, "timing": _timing(ctx, started_at, started),
                          "error": error},
             ))
         detail: dict[str, Any] = {
@@ -436,7 +525,8 @@ class Run:
             prediction_id = str(pending["prediction_id"])
             detail["prediction_id"] = prediction_id
             try:
-                await self.deps.providers.predictor.cancel(prediction_id)
+                cancel = self.deps.providers.predictor.cancel(prediction_id)
+                await (ctx.provider_call(cancel) if ctx is not None else cancel)
                 detail["prediction_cancelled"] = True
             except ProviderError as exc:
                 detail["prediction_cancelled"] = False
@@ -449,7 +539,7 @@ class Run:
             messages.append(StepRecorded(
                 **self.ids, step_no=ctx.step_no, step_type=ctx.step_type, phase=StepPhase.FAILED,
                 provider=ctx.provider, model=ctx.model, latency_ms=int((time.perf_counter() - started) * 1000),
-                payload={"input": ctx.input, "output": ctx.output, "timing": _timing(started_at, started),
+                payload={"input": ctx.input, "output": ctx.output, "timing": _timing(ctx, started_at, started),
                          "error": error},
             ))
         # billing decides the refund with the same setting (MMA_CANCEL_REFUND_AFTER_PROVIDER_START)

@@ -14,6 +14,10 @@ A waiting job waits IN PROCESS (bounded poll, never a nak), so waiting never bur
 its max deliveries: the bus keeps sending in-progress acks while the handler runs.
 Two jobs that join an empty list in the same instant may take free slots in either
 order; among jobs already waiting, the order is the stream's.
+
+The common case costs two round trips: the waiting list and every slot are read at
+once and, with no live waiter ahead, a free slot is taken by compare-and-set on the
+revision just read, without joining the list. Only a job that must wait joins it.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import asyncio
 import contextlib
 import hashlib
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import nats.js.errors
@@ -37,6 +42,7 @@ log = structlog.get_logger("pipeline")
 BUCKET = "MMA_SLOTS"
 STALE_AFTER_POLLS = 20
 STALE_MIN_S = 5.0
+WRONG_LAST_SEQUENCE = (10071, 10164)  # JetStream: the subject's last sequence is not the expected one
 
 
 def pass_key(pass_id: str) -> str:
@@ -52,6 +58,7 @@ class Slot:
     key: str | None = None
     revision: int = 0
     refresher: asyncio.Task[None] | None = field(default=None, repr=False)
+    waited: bool = False  # not taken at once: the run went through the waiting list
 
     async def release(self, generation_id: str) -> None:
         if self.refresher is not None:
@@ -60,7 +67,7 @@ class Slot:
                 await self.refresher
             self.refresher = None
         if self.slots is not None and self.key is not None:
-            await self.slots.free(self.key, generation_id)
+            await self.slots.free(self.key, generation_id, self.revision)
             self.key = None
 
 
@@ -82,24 +89,34 @@ class CustomerSlots:
 
     # ------------------------------------------------------------------ slots
 
-    async def acquire(self, generation_id: str, pass_id: str, seq: int) -> Slot:
-        """Wait (in order) until one of the customer's K slots is ours; cancellable at any await."""
+    async def acquire(self, generation_id: str, pass_id: str, place: Callable[[], Awaitable[int]]) -> Slot:
+        """Wait (in order) until one of the customer's K slots is ours; cancellable at any await.
+
+        `place` gives the job's place in line (its JOBS stream seq); it is asked only when the job
+        has to wait.
+        """
         if self.limit <= 0:
             return Slot()
         pk = pass_key(pass_id)
+        taken, listed = await self._take_at_once(pk, generation_id)
+        if taken is not None:
+            if listed:  # a redelivered job that was waiting before leaves the list
+                await asyncio.shield(self._leave(pk, generation_id))
+            return self._hold(taken)
+        seq = await place()
         waited = False
         try:
             while True:
                 held = await self._held(pk, generation_id)
                 if held is not None:
-                    return self._hold(held)
+                    return self._hold(held, waited=True)
                 await self._join(pk, generation_id, seq)
                 if await self._is_first(pk, generation_id):
                     taken = await self._take(pk, generation_id)
                     if taken is not None:
                         if waited:
                             log.info("pipeline.slot_acquired_after_wait", generation_id=generation_id)
-                        return self._hold(taken)
+                        return self._hold(taken, waited=True)
                 if not waited:
                     log.info("pipeline.slot_wait", generation_id=generation_id, limit=self.limit, stream_seq=seq)
                     waited = True
@@ -107,8 +124,42 @@ class CustomerSlots:
         finally:
             await asyncio.shield(self._leave(pk, generation_id))
 
-    def _hold(self, taken: tuple[str, int]) -> Slot:
-        slot = Slot(self, taken[0], taken[1])
+    async def _take_at_once(self, pk: str, generation_id: str) -> tuple[tuple[str, int] | None, bool]:
+        """(the slot, whether this generation is on the waiting list): one read of the list and every
+        slot together, then a compare-and-set on a slot seen free, unless a live waiter is ahead.
+        A slot this generation already holds (a redelivered run) is taken back."""
+        (waiting, _), *slots = await asyncio.gather(self._entry(f"w.{pk}"),
+                                                    *(self._entry(f"s.{pk}.{i}") for i in range(self.limit)))
+        listed: dict[str, list[float]] = orjson.loads(waiting) if waiting else {}
+        is_listed = generation_id in listed
+        mine = generation_id.encode()
+        for i, (value, revision) in enumerate(slots):
+            if value == mine:
+                return (f"s.{pk}.{i}", revision), is_listed
+        if not self._first_in(listed, generation_id):
+            return None, is_listed
+        for i, (value, revision) in enumerate(slots):
+            if value is not None:
+                continue
+            key = f"s.{pk}.{i}"
+            try:
+                return (key, int(await self.kv.update(key, mine, last=revision))), is_listed
+            except nats.js.errors.KeyWrongLastSequenceError:
+                continue
+        return None, is_listed
+
+    async def _entry(self, key: str) -> tuple[bytes | None, int]:
+        """(value, revision) of a key; (None, revision of its delete marker, or 0) when it has no value,
+        so a compare-and-set on that revision creates it in one round trip."""
+        try:
+            entry = await self.kv.get(key)
+        except nats.js.errors.KeyNotFoundError as exc:
+            marker = exc.entry
+            return None, int(marker.revision or 0) if marker is not None else 0
+        return entry.value or None, int(entry.revision or 0)
+
+    def _hold(self, taken: tuple[str, int], waited: bool = False) -> Slot:
+        slot = Slot(self, taken[0], taken[1], waited=waited)
         slot.refresher = asyncio.create_task(self._refresh(slot), name=f"slot:{taken[0]}")
         return slot
 
@@ -144,9 +195,16 @@ class CustomerSlots:
             except (nats.js.errors.NotFoundError, nats.js.errors.APIError) as exc:
                 log.warning("pipeline.slot_refresh_failed", key=slot.key, error=repr(exc))
 
-    async def free(self, key: str, generation_id: str) -> None:
-        """Delete the slot only while it still names this generation (never another run's)."""
+    async def free(self, key: str, generation_id: str, revision: int) -> None:
+        """Delete the slot only while it still names this generation (never another run's): a delete
+        expecting the revision we last wrote, or, when the slot changed since, a look at it first."""
         with contextlib.suppress(nats.js.errors.NotFoundError, nats.js.errors.APIError):
+            try:
+                await self.kv.delete(key, last=revision)
+                return
+            except nats.js.errors.APIError as exc:
+                if exc.err_code not in WRONG_LAST_SEQUENCE:
+                    return
             entry = await self.kv.get(key)
             if entry.value and entry.value.decode() == generation_id:
                 await self.kv.delete(key, last=entry.revision)
@@ -188,7 +246,10 @@ class CustomerSlots:
             entry = await self.kv.get(f"w.{pk}")
         except nats.js.errors.NotFoundError:
             return True
-        waiting = orjson.loads(entry.value) if entry.value else {}
+        return self._first_in(orjson.loads(entry.value) if entry.value else {}, generation_id)
+
+    def _first_in(self, waiting: dict[str, list[float]], generation_id: str) -> bool:
+        """No live waiter other than this generation has a lower place in line (stale ones are skipped)."""
         now = time.time()
         live = [(seq, gen) for gen, (seq, seen) in waiting.items() if now - seen < self.stale_s or gen == generation_id]
         return not live or min(live)[1] == generation_id

@@ -72,18 +72,28 @@ class Events:
         return found
 
 
+def make_job(flow: Flow, request: GenerationRequest | None = None, *, pass_id: str = "pass:user:tester",
+             parent: str | None = None, price: int = 1) -> GenerationJob:
+    generation_id = uuid.uuid4().hex
+    command = GenerationRequested(generation_id=generation_id, pass_id=pass_id, flow=flow,
+                                  parent_generation_id=parent, request=request or GenerationRequest(),
+                                  request_id=f"req-{generation_id[:8]}")
+    return GenerationJob(command=command, price=price)
+
+
+async def publish_made_job(bus: Bus, job: GenerationJob) -> str:
+    """What billing does after a debit: the accepted event (the ledger's generation row) and the job."""
+    command = job.command
+    await bus.publish(GenerationAccepted(generation_id=job.generation_id, pass_id=job.pass_id, flow=command.flow,
+                                         parent_generation_id=command.parent_generation_id, price=job.price,
+                                         balance=10, request=command.request, request_id=command.request_id))
+    await bus.publish(job)
+    return job.generation_id
+
+
 async def publish_job(bus: Bus, flow: Flow, request: GenerationRequest | None = None, *,
                       pass_id: str = "pass:user:tester", parent: str | None = None, price: int = 1) -> str:
-    """What billing does after a debit: the accepted event (the ledger's generation row) and the job."""
-    generation_id = uuid.uuid4().hex
-    request = request or GenerationRequest()
-    command = GenerationRequested(generation_id=generation_id, pass_id=pass_id, flow=flow,
-                                  parent_generation_id=parent, request=request, request_id=f"req-{generation_id[:8]}")
-    await bus.publish(GenerationAccepted(generation_id=generation_id, pass_id=pass_id, flow=flow,
-                                         parent_generation_id=parent, price=price, balance=10, request=request,
-                                         request_id=command.request_id))
-    await bus.publish(GenerationJob(command=command, price=price))
-    return generation_id
+    return await publish_made_job(bus, make_job(flow, request, pass_id=pass_id, parent=parent, price=price))
 
 
 async def collect(bus: Bus, generation_id: str, timeout: float = 30.0) -> Events:

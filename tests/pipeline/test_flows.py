@@ -28,7 +28,11 @@ def assert_contract(events: Events, expected: list[str]) -> None:
         payload = step.payload
         assert set(payload) == {"input", "output", "timing", "error"}, step.step_type
         assert payload["error"] is None
-        assert {"started_at", "ended_at", "duration_ms"} <= set(payload["timing"])
+        timing = payload["timing"]
+        assert {"started_at", "ended_at", "duration_ms", "provider_ms"} <= set(timing)
+        assert 0 <= timing["provider_ms"] <= timing["duration_ms"] + 1
+        if step.step_type.startswith(("scan_", "postscan_")) or "_generate" in step.step_type:
+            assert timing["provider_ms"] > 0, step.step_type  # the offline provider really reads and renders
         if step.step_type in GPT_STEPS:
             assert {"ctx_key", "ctx_version", "ctx_id"} <= set(payload["input"]), step.step_type
         if step.step_type.startswith(("scan_", "postscan_")):

@@ -2,21 +2,25 @@
 
 A step fills `input` as soon as it knows something and `output` when it has a
 result, so a failure still records what was fed to the provider. It never
-publishes its own record: the runner does, after checkpointing it.
+publishes its own record: the runner does, after checkpointing it. Every provider
+call goes through `provider_call`, so the step's `timing.provider_ms` says how much
+of the step was the provider's and how much was ours.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
-from libs.schemas import GenerationJob, MmaStatus
+from libs.schemas import GenerationJob, LikeList, MmaStatus
 from services.pipeline.checkpoint import RunState
 from services.pipeline.config import ActiveConfig
 from services.pipeline.deps import PipelineDeps
 
 StartedHook = Callable[["StepContext", str], Awaitable[None]]
+T = TypeVar("T")
 
 
 def status_for(step_type: str) -> MmaStatus:
@@ -40,6 +44,7 @@ class StepContext:
     step_type: str
     arg: dict[str, Any]
     on_started: StartedHook
+    likes: Awaitable[LikeList] | None = None  # the like window, when the run started reading it ahead
     input: dict[str, Any] = field(default_factory=dict)
     output: dict[str, Any] = field(default_factory=dict)
     provider: str | None = None
@@ -47,6 +52,15 @@ class StepContext:
     lines: list[str] = field(default_factory=list)
     ctx_ref: dict[str, Any] | None = None  # {key, version, id} of the context used
     settings_ref: dict[str, Any] | None = None  # {key, version, id} of the preset used
+    provider_s: float = 0.0  # time spent inside provider calls
+
+    async def provider_call(self, call: Awaitable[T]) -> T:
+        """Await a provider call, counting its time (failed or not) as the provider's."""
+        started = time.perf_counter()
+        try:
+            return await call
+        finally:
+            self.provider_s += time.perf_counter() - started
 
     @property
     def vars(self) -> dict[str, Any]:

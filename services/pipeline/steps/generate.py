@@ -86,17 +86,17 @@ async def generate(ctx: StepContext) -> None:
             prediction_id = str(pending["prediction_id"])
             ctx.output["resumed_prediction"] = True
         else:
-            prediction_id = await predictor.create(model=model, input=provider_input)
+            prediction_id = await ctx.provider_call(predictor.create(model=model, input=provider_input))
             await ctx.on_started(ctx, prediction_id)
         ctx.output["prediction_id"] = prediction_id
         try:
-            out = await predictor.wait(prediction_id, model=model, input=provider_input,
-                                       timeout_s=settings.provider_timeout_s)
+            out = await ctx.provider_call(predictor.wait(prediction_id, model=model, input=provider_input,
+                                                         timeout_s=settings.provider_timeout_s))
         except ProviderError as exc:
             if exc.is_retryable:
                 ctx.state.pending = None  # the next attempt starts a fresh prediction
                 try:
-                    await predictor.cancel(prediction_id)
+                    await ctx.provider_call(predictor.cancel(prediction_id))
                 except ProviderError:
                     ctx.output["cancel_failed"] = prediction_id
             raise
@@ -104,7 +104,7 @@ async def generate(ctx: StepContext) -> None:
             return out, out.data, out.content_type or "application/octet-stream"
         if not out.url:
             raise ProviderError("the generator returned no output", code="PREDICTION_FAILED")
-        data, content_type = await _download(out.url)
+        data, content_type = await ctx.provider_call(_download(out.url))
         return out, data, content_type
 
     label = provider.upper()

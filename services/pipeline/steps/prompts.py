@@ -42,7 +42,8 @@ async def _ask(ctx: StepContext, ctx_name: str, text: str, schema: type[Answer],
     ctx.input["constraints"] = ctx.constraints
     if image_urls:
         ctx.input["image_urls"] = image_urls
-    completion = await completer.complete(system=system, user=text, schema=schema, image_urls=image_urls)
+    completion = await ctx.provider_call(completer.complete(system=system, user=text, schema=schema,
+                                                             image_urls=image_urls))
     ctx.output["attempts"] = completion.attempts
     if completion.input_tokens is not None:
         ctx.output["usage"] = {"input_tokens": completion.input_tokens, "output_tokens": completion.output_tokens}

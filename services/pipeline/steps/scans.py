@@ -22,7 +22,7 @@ async def _scan(ctx: StepContext, url: str, purpose: str, image: bytes | None = 
     ctx.provider, ctx.model = scanner.provider, scanner.model
     ctx.input.update(image_url=url, purpose=purpose)
     data = image if image is not None else await ctx.deps.store.get_bytes(url)
-    result = await scanner.scan(data, system=system, purpose=purpose)
+    result = await ctx.provider_call(scanner.scan(data, system=system, purpose=purpose))
     ctx.output.update(crt=result.crt, tags=result.tags, userMessage_line=result.user_line,
                       attempts=result.attempts)
     if result.details:
