@@ -6,18 +6,29 @@ cap refusing creates past ~1,000 in 30 s). Instead the gateway listens once on
 `mma.evt.*.accepted` and `mma.evt.*.rejected` and resolves the future a request registered
 for its generation id before publishing its command (the gateway picks the id, so the
 decision can never arrive before someone waits for it).
+
+A broadcast can reach the gateway a moment BEFORE the stream has stored the message (NATS
+hands a publish to core subscribers and to the stream's ingest at the same time), so a client
+that asks for its brand-new generation at once may find nothing stored yet. `recently_decided`
+remembers the ids decided lately, so the readers wait for the store instead of answering
+"unknown generation" (`wait_until_stored`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from libs.bus import Bus
 from libs.schemas import BusMessage, GenerationAccepted, GenerationRejected
+from services.gateway.fanout import fanout_for
 
 DECISION_SUBJECTS = ("mma.evt.*.accepted", "mma.evt.*.rejected")
+RECENT = 50_000  # decided ids remembered (a few minutes of creates at the bench's peak rate)
+STORE_WAIT_S = 2.0  # how long a reader waits for a decided generation's first stored event
 
 Decision = GenerationAccepted | GenerationRejected
 
@@ -27,6 +38,7 @@ class Decisions:
 
     def __init__(self) -> None:
         self._waiting: dict[str, asyncio.Future[Decision]] = {}
+        self._recent: OrderedDict[str, None] = OrderedDict()
         self.is_listening = False
 
     async def start(self, bus: Bus) -> None:
@@ -40,6 +52,9 @@ class Decisions:
     async def _on_decision(self, msg: BusMessage) -> None:
         if not isinstance(msg, GenerationAccepted | GenerationRejected):
             return
+        self._recent[msg.generation_id] = None
+        if len(self._recent) > RECENT:
+            self._recent.popitem(last=False)
         future = self._waiting.get(msg.generation_id)
         if future is not None and not future.done():
             future.set_result(msg)
@@ -59,3 +74,23 @@ class Decisions:
     @property
     def pending(self) -> int:
         return len(self._waiting)
+
+    def recently_decided(self, generation_id: str) -> bool:
+        return generation_id in self._recent
+
+    def settled(self, generation_id: str) -> None:
+        """Its events are stored: later reads need not wait."""
+        self._recent.pop(generation_id, None)
+
+
+async def wait_until_stored(bus: Bus, decisions: Decisions, generation_id: str,
+                            timeout_s: float = STORE_WAIT_S) -> None:
+    """For a generation this gateway saw decided: return once the stream holds its first event
+    (at once when it already does, or for ids never decided here)."""
+    if not decisions.recently_decided(generation_id):
+        return
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout_s):
+            async with contextlib.aclosing(fanout_for(bus).follow(generation_id)) as events:
+                await anext(events)
+            decisions.settled(generation_id)

@@ -24,6 +24,7 @@ from libs.schemas import (
 )
 from services.gateway.bodies import CreateCommon, EventBody, StillCreateBody, TweakBody, VideoAnimateBody
 from services.gateway.control import already_finished, owner_and_state, queue_info
+from services.gateway.decisions import wait_until_stored
 from services.gateway.deps import GatewayDeps
 from services.gateway.errors import mma_body
 from services.gateway.idempotency import body_hash
@@ -191,6 +192,7 @@ async def video_tweak(generation_id: str, request: Request, body: TweakBody | No
 async def get_generation(generation_id: str, request: Request, deps: GatewayDeps = Depends(get_deps),
                          who: Identity = Depends(identity)) -> JSONResponse:
     """One generation: state, canonical vars, outputs, prompt and error."""
+    await wait_until_stored(deps.bus, deps.decisions, generation_id)  # a create answered a moment ago
     try:
         out = await generation_out(deps.bus, generation_id)
     except NotFoundError:
@@ -245,6 +247,7 @@ async def cancel_generation(generation_id: str, request: Request, deps: GatewayD
 async def stream(generation_id: str, request: Request, deps: GatewayDeps = Depends(get_deps)) -> EventSourceResponse:
     """Server-sent events of one generation, replayed from the start or after `Last-Event-ID`."""
     after = parse_last_event_id(request.headers.get("last-event-id") or request.query_params.get("lastEventId"))
+    await wait_until_stored(deps.bus, deps.decisions, generation_id)  # a create answered a moment ago
     events = stream_generation(deps.bus, generation_id, after, deps.settings.queue_estimate_window)
     return EventSourceResponse(events, ping=deps.sse_ping_s,
                                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
