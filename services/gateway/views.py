@@ -103,8 +103,22 @@ def _outputs(view: GenerationView) -> Outputs:
 
 
 async def current_view(bus: Bus, generation_id: str) -> GenerationView:
-    """The ledger's row, with the stream's terminal event laid over it until the ledger has projected it."""
-    view = await bus.request(GetGeneration(generation_id=generation_id), GenerationView)
+    """The ledger's row, with the stream's terminal event laid over it until the ledger has projected it.
+
+    Before the ledger has projected the generation at all, its `accepted` event stands in for the
+    row (a fast run, e.g. a motion suggestion, can be `done` on SSE by then). NotFoundError when
+    neither the ledger nor the stream knows it.
+    """
+    try:
+        view = await bus.request(GetGeneration(generation_id=generation_id), GenerationView)
+    except NotFoundError:
+        accepted = await last_event(bus, f"mma.evt.{generation_id}.accepted")
+        if not isinstance(accepted, GenerationAccepted):
+            raise
+        parent = accepted.parent_generation_id
+        view = GenerationView(generation_id=generation_id, pass_id=accepted.pass_id, status="queued",
+                              mode=accepted.flow.mode, parent_id=f"generation:{parent}" if parent else None,
+                              session_id=accepted.session_id, platform=accepted.platform)
     if view.status not in TERMINAL:
         view = await _overlay_terminal(bus, view)
     return view
@@ -112,17 +126,7 @@ async def current_view(bus: Bus, generation_id: str) -> GenerationView:
 
 async def generation_out(bus: Bus, generation_id: str) -> GenerationOut:
     """The ROUTES.md shape of a generation; NotFoundError when neither ledger nor stream knows it."""
-    try:
-        view = await current_view(bus, generation_id)
-    except NotFoundError:
-        accepted = await last_event(bus, f"mma.evt.{generation_id}.accepted")
-        if not isinstance(accepted, GenerationAccepted):
-            raise
-        return GenerationOut(
-            generation_id=generation_id, status=STATUS_LINES["queued"], state="queued", mma_vars={},
-            still_engine="seedream", outputs=Outputs(), prompt=None, error=None,
-            mode=accepted.flow.mode, parent_generation_id=accepted.parent_generation_id,
-        )
+    view = await current_view(bus, generation_id)
     error = None
     if view.status in ("error", "cancelled") or view.error:
         failed = await last_event(bus, f"mma.evt.{generation_id}.failed")

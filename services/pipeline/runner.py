@@ -10,10 +10,8 @@ Fewer round trips per step: the next step's status change rides in the same chec
 as the previous transition (one KV write per step), and an outbox's messages are
 published pipelined (written in outbox order on one connection, acks awaited together).
 The messages in hand are published as they are; only a resume rebuilds them from the
-stored outbox. The run does not wait for acks: messages whose acks are not all in yet
-are carried into the next checkpoint's outbox (so a crash still republishes them, in
-the same order), and only the terminal transition waits for every ack, before the job
-is acked.
+stored outbox. Each transition waits for its acks before the next one starts, so the
+stream holds a run's messages in the order they were decided, even across a NATS restart.
 """
 
 from __future__ import annotations
@@ -196,8 +194,10 @@ class Run:
         self.state.outbox = self._unacked() + items
         await self.deps.checkpoints.save(self.state, with_prep=with_prep)
         self._in_flight.append((items, asyncio.create_task(self.publish(messages))))
-        if self.state.terminal:
-            await self.settle()
+        # Wait for the acks before the next transition: with acks outstanding across steps, a publish
+        # lost in a NATS restart was retried after later steps (even after `done`), so the stream
+        # (SSE, the ledger) saw a step after the end (tests/faults, NATS restart).
+        await self.settle()
 
     def _unacked(self) -> list[dict[str, Any]]:
         """The outbox items of earlier transitions whose acks are not all in; a failed publish raises here

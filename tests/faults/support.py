@@ -21,7 +21,9 @@ from typing import Any
 
 import asyncpg
 import httpx
+import nats
 
+from libs.schemas import Stream
 from libs.settings import Settings
 from tests.conftest import ROOT
 from tests.helpers import wait_for
@@ -259,6 +261,26 @@ async def settle_and_check(driver: Driver, settings: Settings, *, timeout: float
         assert outcomes["error"] > 0, f"{driver.kind}: the fault caused no failure at all"
     if expect_errors is False:
         assert outcomes["error"] == 0, f"{driver.kind}: {outcomes}"
+    await ledger_caught_up(settings)
     report = reconcile(settings)
     assert "MEGA reconcile: OK" in report
     return outcomes
+
+
+async def ledger_caught_up(settings: Settings, timeout: float = 90.0) -> None:
+    """Wait until the ledger's EVENTS consumer has nothing pending or unacked: every event is in MEGA.
+
+    After a crash a batch the dead process had fetched (or one a fetch lost in the client)
+    comes back only after the ack wait, so the rows of an early step can land after the
+    generation's `done`; reconcile is run on the finished projection, not on one in flight."""
+    nc = await nats.connect(settings.nats_url or "")
+    try:
+        js = nc.jetstream()
+
+        async def idle() -> bool:
+            info = await js.consumer_info(Stream.EVENTS.value, "ledger")
+            return info.num_pending == 0 and info.num_ack_pending == 0
+
+        await wait_for(idle, timeout, interval=0.2, what="the ledger to project every event")
+    finally:
+        await nc.close()
