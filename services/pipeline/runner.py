@@ -144,7 +144,6 @@ class Run:
         self.ids = {"generation_id": job.generation_id, "pass_id": job.pass_id}
         self.cancel_requested_by: str | None = None
         self._interruptible: asyncio.Future[Any] | None = None
-        self._in_flight: list[tuple[list[dict[str, Any]], asyncio.Task[None]]] = []  # outbox items, their publish
         self.resumed = False  # a checkpoint was found
         # the start-of-run reads, begun before the run knows whether it needs them
         self._prepared: asyncio.Task[tuple[dict[str, Any], dict[str, Any]]] | None = None
@@ -185,52 +184,18 @@ class Run:
     async def commit(self, messages: list[BusMessage], *, with_prep: bool = False) -> None:
         """Checkpoint the transition with its messages, then publish them (the outbox pattern).
 
-        The outbox also holds the earlier messages still waiting for acks: they were written to the
-        connection before these, so the stream keeps outbox order, and a resume republishes them all
-        (the server drops the ones it already has by msg id). A terminal transition returns only once
-        every message of the run is acked.
+        The acks are awaited before the next transition starts: with acks outstanding across
+        steps, a publish lost in a NATS restart was retried after later steps (even after
+        `done`), so SSE and the ledger saw a step after the end (tests/faults, NATS restart).
         """
-        items = [{"type": type(m).__name__, "data": m.model_dump(mode="json")} for m in messages]
-        self.state.outbox = self._unacked() + items
+        self.state.outbox = [{"type": type(m).__name__, "data": m.model_dump(mode="json")} for m in messages]
         await self.deps.checkpoints.save(self.state, with_prep=with_prep)
-        self._in_flight.append((items, asyncio.create_task(self.publish(messages))))
-        # Wait for the acks before the next transition: with acks outstanding across steps, a publish
-        # lost in a NATS restart was retried after later steps (even after `done`), so the stream
-        # (SSE, the ledger) saw a step after the end (tests/faults, NATS restart).
-        await self.settle()
-
-    def _unacked(self) -> list[dict[str, Any]]:
-        """The outbox items of earlier transitions whose acks are not all in; a failed publish raises here
-        (the job is then redelivered, and the resume republishes the stored outbox)."""
-        for _items, publishing in self._in_flight:
-            if publishing.done():
-                publishing.result()
-        self._in_flight = [(items, publishing) for items, publishing in self._in_flight if not publishing.done()]
-        return [item for items, _publishing in self._in_flight for item in items]
-
-    async def settle(self) -> None:
-        """Wait for the acks of every message published so far; then the first failure, if any, is raised."""
-        in_flight, self._in_flight = self._in_flight, []
-        results = await asyncio.gather(*(publishing for _items, publishing in in_flight), return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
+        await self.deps.bus.publish_all(messages)
 
     async def republish(self) -> None:
         """Publish the stored outbox again: a crash may have come between its checkpoint and its publish."""
-        await self.publish([MESSAGE_TYPES[item["type"]].model_validate(item["data"]) for item in self.state.outbox])
-
-    async def publish(self, messages: list[BusMessage]) -> None:
-        """Publish pipelined: every publish is written to the connection in outbox order before the
-        first ack is awaited (so stream order is outbox order), then the acks are awaited together.
-        All are awaited even when one fails; then the first error is raised."""
-        if len(messages) == 1:
-            await self.deps.bus.publish(messages[0])
-            return
-        results = await asyncio.gather(*(self.deps.bus.publish(m) for m in messages), return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
+        await self.deps.bus.publish_all(
+            [MESSAGE_TYPES[item["type"]].model_validate(item["data"]) for item in self.state.outbox])
 
     def status_move(self, step_no: int) -> list[BusMessage]:
         """The status change of step `step_no` (1-based) of the plan, applied to the state, as the
@@ -273,7 +238,6 @@ class Run:
             await self._execute()
         finally:
             self._drop_reads()
-            await self.settle()
 
     async def _execute(self) -> None:
         if self.state.outbox:
