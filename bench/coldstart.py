@@ -12,7 +12,7 @@ from pathlib import Path
 
 from bench.common import Figure
 from bench.stack import ROOT, http_ok
-from libs.devinfra import free_port
+from libs.devinfra import free_port, stop_process
 
 
 def run(root: Path, timeout_s: float = 120.0) -> Figure:
@@ -32,12 +32,7 @@ def run(root: Path, timeout_s: float = 120.0) -> Figure:
                 break
             time.sleep(0.05)
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_process(proc, signal.SIGTERM, 60)
         log.close()
     if elapsed is None:
         return Figure("cold start", f"no healthy answer within {timeout_s:.0f}s (see {root / 'coldstart.log'})")

@@ -22,7 +22,7 @@ from typing import Any
 
 import psutil
 
-from libs.devinfra import NatsServer, PostgresServer, free_port
+from libs.devinfra import NatsServer, PostgresServer, free_port, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_TOKEN = "bench-admin-token-3c7d"
@@ -78,15 +78,7 @@ class ServiceProc:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
     def stop(self, timeout_s: float = 20.0) -> None:
-        if not self.running or self.proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
+        stop_process(self.proc, signal.SIGTERM, timeout_s)
 
 
 class RssSampler:

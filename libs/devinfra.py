@@ -57,7 +57,8 @@ def _wait_until(predicate: object, timeout_s: float, what: str, log_path: Path |
     raise RuntimeError(f"{what} did not become ready in {timeout_s:.0f}s{tail}")
 
 
-def _stop_process(proc: subprocess.Popen[bytes] | None, sig: int, timeout_s: float) -> None:
+def stop_process(proc: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM, timeout_s: float = 20.0) -> None:
+    """Signal a child process and wait for it; SIGKILL when it does not exit within `timeout_s`."""
     if proc is None or proc.poll() is not None:
         return
     with contextlib.suppress(ProcessLookupError):
@@ -133,10 +134,10 @@ class NatsServer:
 
     def stop(self) -> None:
         """Graceful stop (SIGTERM): JetStream flushes its files."""
-        _stop_process(self.proc, signal.SIGTERM, 15)
+        stop_process(self.proc, signal.SIGTERM, 15)
 
     def kill(self) -> None:
-        _stop_process(self.proc, signal.SIGKILL, 5)
+        stop_process(self.proc, signal.SIGKILL, 5)
 
     @property
     def pid(self) -> int | None:
@@ -245,10 +246,10 @@ class PostgresServer:
 
     def stop(self) -> None:
         """Fast shutdown (SIGINT): open transactions roll back, committed data stays."""
-        _stop_process(self.proc, signal.SIGINT, 30)
+        stop_process(self.proc, signal.SIGINT, 30)
 
     def kill(self) -> None:
-        _stop_process(self.proc, signal.SIGKILL, 5)
+        stop_process(self.proc, signal.SIGKILL, 5)
 
     @property
     def pid(self) -> int | None:

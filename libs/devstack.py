@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from libs.devinfra import ContainerInfra, NatsServer, PostgresServer
+from libs.devinfra import ContainerInfra, NatsServer, PostgresServer, stop_process
 from libs.service import infra_file
 from libs.settings import Settings
 
@@ -86,14 +86,7 @@ class Child:
                 sys.stdout.flush()
 
     def stop(self, timeout_s: float = 20.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
+        stop_process(self.proc, signal.SIGTERM, timeout_s)
 
 
 class DevStack:

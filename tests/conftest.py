@@ -29,6 +29,7 @@ from libs.bus import Bus
 from libs.devinfra import NatsServer, PostgresServer, free_port
 from libs.settings import Settings
 from tests.helpers import wait_for
+from tests.wire import OpenAIServer
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_TOKEN = "test-admin-token-5f1c"
@@ -290,3 +291,17 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
     outcome = yield
     report = outcome.get_result()  # type: ignore[attr-defined]
     setattr(item, f"rep_{report.when}", report)
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(database_url)
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture
+def openai_server() -> Iterator[OpenAIServer]:
+    with OpenAIServer() as server:
+        assert isinstance(server, OpenAIServer)
+        yield server

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.faults.support import TALLY
-from tests.wire import OpenAIServer, ReplicateServer
+from tests.wire import ReplicateServer
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -22,9 +22,3 @@ def replicate_server() -> Iterator[ReplicateServer]:
         assert isinstance(server, ReplicateServer)
         yield server
 
-
-@pytest.fixture
-def openai_server() -> Iterator[OpenAIServer]:
-    with OpenAIServer() as server:
-        assert isinstance(server, OpenAIServer)
-        yield server

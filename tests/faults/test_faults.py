@@ -32,18 +32,23 @@ def driver(services: Services, kind: str, chains: int = 6) -> Driver:
     return Driver(services.gateway_url, services.settings.database_url or "", kind, chains=chains)
 
 
-async def test_nats_stopped_and_restarted_mid_run(services: Services, nats: NatsServer) -> None:
-    """NATS goes away for a moment; file storage keeps the streams, every client reconnects."""
-    await services.start_all(**BASE)
-    run = driver(services, "nats_restart")
+async def restart_mid_run(launcher: Services, kind: str, server: NatsServer | PostgresServer) -> None:
+    """Generations in flight, `server` stopped and started again on its own port, then settle and check."""
+    await launcher.start_all(**BASE)
+    run = driver(launcher, kind)
     task = asyncio.create_task(run.run())
     await run.submitted(3)
-    port = nats.port
-    await asyncio.to_thread(nats.stop)
-    await asyncio.to_thread(nats.start)
-    assert nats.port == port
+    port = server.port
+    await asyncio.to_thread(server.stop)
+    await asyncio.to_thread(server.start)
+    assert server.port == port
     await asyncio.wait_for(task, 150)
-    await settle_and_check(run, services.settings)
+    await settle_and_check(run, launcher.settings)
+
+
+async def test_nats_stopped_and_restarted_mid_run(services: Services, nats: NatsServer) -> None:
+    """NATS goes away for a moment; file storage keeps the streams, every client reconnects."""
+    await restart_mid_run(services, "nats_restart", nats)
 
 
 @pytest.mark.slow
@@ -57,16 +62,7 @@ async def test_postgres_stopped_and_restarted_mid_run(settings: Settings, tmp_pa
         own = settings.model_copy(update={"database_url": server.dsn("mina")})
         (tmp_path / "pglogs").mkdir()
         launcher = Services(own, tmp_path / "pglogs")
-        await launcher.start_all(**BASE)
-        run = driver(launcher, "postgres_restart")
-        task = asyncio.create_task(run.run())
-        await run.submitted(3)
-        port = server.port
-        await asyncio.to_thread(server.stop)
-        await asyncio.to_thread(server.start)
-        assert server.port == port
-        await asyncio.wait_for(task, 150)
-        await settle_and_check(run, own)
+        await restart_mid_run(launcher, "postgres_restart", server)
     finally:
         if launcher is not None:
             await launcher.shutdown()

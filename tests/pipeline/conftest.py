@@ -30,7 +30,7 @@ from libs.schemas import (
     generation_events,
 )
 from libs.settings import Settings
-from tests.wire import OpenAIServer, ReplicateServer
+from tests.wire import ReplicateServer
 
 
 @dataclass
@@ -134,9 +134,3 @@ def replicate_server() -> Iterator[ReplicateServer]:
         assert isinstance(server, ReplicateServer)
         yield server
 
-
-@pytest.fixture
-def openai_server() -> Iterator[OpenAIServer]:
-    with OpenAIServer() as server:
-        assert isinstance(server, OpenAIServer)
-        yield server
