@@ -562,6 +562,9 @@ class EnsureCustomer(RpcRequest):
     shopify_customer_id: str | None = None
     user_id: str | None = None
     email: str | None = None
+    # > 0: grant these welcome credits in the same transaction, once, only to a pass id this
+    # product created (a customer that existed before the migration has an opening-balance row)
+    welcome_credits: int = 0
 
 
 class GetCustomer(RpcRequest):
@@ -579,6 +582,7 @@ class CustomerView(Model):
     user_id: str | None = None
     last_active: datetime | None = None
     created_at: datetime | None = None
+    welcome: str | None = None  # applied / duplicate / ineligible, when welcome credits were asked for
 
 
 # ---- ledger: generations

@@ -86,6 +86,33 @@ async def database_url(pg: Any, template_dsn: str) -> str:
     return str(pg.dsn(name))
 
 
+PRE_MMA_FIXTURE = ROOT / "tests" / "ledger" / "fixtures" / "pre_mma.sql"
+PROD_TEMPLATE_DB = "mina_prod_template"
+
+
+@pytest.fixture(scope="session")
+async def prod_template_dsn(pg: Any) -> str:
+    """The production-shaped pre-MMA database (tests/ledger/fixtures/pre_mma.sql), migrated once."""
+    from services.ledger.migrate import apply_migrations
+
+    await _admin_exec(pg, f"drop database if exists {PROD_TEMPLATE_DB}", f"create database {PROD_TEMPLATE_DB}")
+    conn = await asyncpg.connect(pg.dsn(PROD_TEMPLATE_DB))
+    try:
+        await conn.execute(PRE_MMA_FIXTURE.read_text())
+    finally:
+        await conn.close()
+    await apply_migrations(pg.dsn(PROD_TEMPLATE_DB))
+    return str(pg.dsn(PROD_TEMPLATE_DB))
+
+
+@pytest.fixture
+async def prod_database_url(pg: Any, prod_template_dsn: str) -> str:
+    """A fresh copy of the migrated production-shaped database for this test (tests/production)."""
+    name = f"p_{uuid.uuid4().hex[:12]}"
+    await _admin_exec(pg, f"create database {name} template {PROD_TEMPLATE_DB}")
+    return str(pg.dsn(name))
+
+
 @pytest.fixture
 async def empty_database_url(pg: Any) -> str:
     """A fresh database with no tables (migration tests)."""

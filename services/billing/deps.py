@@ -10,6 +10,7 @@ from libs.bus import Bus
 from libs.schemas import utcnow
 from libs.settings import Settings
 from services.billing.adapters.ledger import LedgerClient
+from services.billing.recent import RecentPasses
 
 
 @dataclass(frozen=True)
@@ -18,6 +19,7 @@ class BillingDeps:
     bus: Bus
     ledger: LedgerClient
     clock: Callable[[], datetime] = field(default=utcnow)
+    welcomed: RecentPasses = field(default_factory=RecentPasses)  # welcome decided lately (welcome.py)
 
     @classmethod
     def build(cls, settings: Settings, bus: Bus) -> BillingDeps:

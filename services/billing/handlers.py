@@ -27,6 +27,7 @@ from libs.schemas import (
     MmaStatus,
 )
 from services.billing.deps import BillingDeps
+from services.billing.welcome import welcome_before_charge
 
 log = structlog.get_logger("billing")
 
@@ -116,6 +117,7 @@ async def on_generation_requested(cmd: GenerationRequested, deps: BillingDeps) -
     if price == 0:
         outcome, balance = CreditOutcome.APPLIED, await deps.ledger.balance(cmd.pass_id)
     else:
+        await welcome_before_charge([cmd.pass_id], deps)
         applied = await deps.ledger.apply(_debit(cmd, price))
         outcome, balance = applied.outcome, applied.balance
         CREDITS.labels(kind="debit", outcome=outcome.value).inc()
@@ -141,6 +143,7 @@ async def on_generation_requests(batch: list[GenerationRequested], deps: Billing
             charged.append((cmd, price))
     if not charged:
         return
+    await welcome_before_charge([cmd.pass_id for cmd, _ in charged], deps)
     applied = await deps.ledger.apply_batch([_debit(cmd, price) for cmd, price in charged])
     decisions = []
     for (cmd, price), result in zip(charged, applied.results, strict=True):

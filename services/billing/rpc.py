@@ -28,29 +28,9 @@ from libs.schemas import (
 )
 from services.billing.deps import BillingDeps
 from services.billing.shopify import decode_body, parse_order, verify_hmac
+from services.billing.welcome import ensure_with_welcome
 
 log = structlog.get_logger("billing")
-
-
-async def ensure_with_welcome(req: EnsureCustomer, deps: BillingDeps) -> CustomerView:
-    """The customer row, with the welcome credits once per pass id.
-
-    Tried when the row was just created, and again whenever the balance is 0: that
-    repairs a crash between creating the row and crediting it, and covers a pass id
-    first created by a read. `welcome:<pass_id>` makes every later try a no-op.
-    """
-    view = await deps.ledger.ensure_customer(req)
-    welcome = deps.settings.welcome_credits
-    if welcome <= 0 or not (view.created or view.credits == 0):
-        return view
-    applied = await deps.ledger.apply(CreditApply(
-        pass_id=req.pass_id, delta=welcome, ref=f"welcome:{req.pass_id}", reason="welcome", source="welcome",
-        ref_type="welcome", ref_id=req.pass_id,
-    ))
-    CREDITS.labels(kind="welcome", outcome=applied.outcome.value).inc()
-    if applied.outcome is CreditOutcome.APPLIED:
-        log.info("billing.welcome_applied", pass_id=req.pass_id, amount=welcome, balance=applied.balance)
-    return view.model_copy(update={"credits": applied.balance})
 
 
 async def on_ensure_welcome(req: EnsureWelcome, deps: BillingDeps) -> CustomerView:

@@ -1,4 +1,4 @@
-"""`python -m services.ledger [serve|migrate|reconcile]`: the service, or one of its tools."""
+"""`python -m services.ledger [serve|migrate [--plan]|reconcile]`: the service, or one of its tools."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from libs.settings import Settings
 from services.ledger.adapters.pg import connect
 from services.ledger.app import setup
 from services.ledger.migrate import apply_migrations
+from services.ledger.plan import format_plan, plan_migrations
 from services.ledger.reconcile import format_report, run_checks
 
 
@@ -28,7 +29,11 @@ def _database_url(settings: Settings) -> str:
     return url
 
 
-async def _migrate(settings: Settings) -> int:
+async def _migrate(settings: Settings, plan_only: bool) -> int:
+    if plan_only:
+        plan = await plan_migrations(_database_url(settings))
+        sys.stdout.write(format_plan(plan) + "\n")
+        return 0 if plan.ok else 1
     applied = await apply_migrations(_database_url(settings))
     sys.stdout.write("".join(f"applied {name}\n" for name in applied) or "migrations: up to date\n")
     return 0
@@ -48,7 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m services.ledger")
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("serve", help="run the ledger service (default)")
-    sub.add_parser("migrate", help="apply the MEGA migrations not applied yet")
+    mig = sub.add_parser("migrate", help="apply the MEGA migrations not applied yet")
+    mig.add_argument("--plan", action="store_true",
+                     help="print what the pending migrations would change, in a rolled-back transaction")
     rec = sub.add_parser("reconcile", help="check the MEGA invariants; exit 1 on any breach")
     rec.add_argument("--public-base", default=None, help="URL prefix every done output must start with")
     rec.add_argument("--stuck-after-s", type=float, default=None, help="age after which a running generation is stuck")
@@ -59,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings()
     configure_logging(settings, "ledger")
     if args.command == "migrate":
-        return asyncio.run(_migrate(settings))
+        return asyncio.run(_migrate(settings, args.plan))
     stuck = args.stuck_after_s if args.stuck_after_s is not None else settings.stuck_after_s
     return asyncio.run(_reconcile(settings, args.public_base, stuck))
 

@@ -156,7 +156,10 @@ def _feedback_rows(msg: FeedbackRecorded) -> Rows:
 
 
 def _ops_rows(msg: OpsLogged) -> Rows:
+    """The actor is named in mg_detail; mg_actor_pass_id only when it is a stored customer (query)."""
     detail: dict[str, Any] = {"level": msg.level, **msg.detail}
+    if msg.actor_pass_id:
+        detail.setdefault("actor_pass_id", msg.actor_pass_id)
     return [(q.INSERT_ADMIN_LOG, (msg.msg_id(), msg.level, msg.actor_pass_id, msg.route, msg.method,
                                   msg.http_status, detail, msg.at))]
 

@@ -24,10 +24,18 @@ on conflict (mg_pass_id) do nothing
 returning mg_pass_id
 """
 
+# A Shopify id or user id another customer already holds is not copied: production has partial
+# unique indexes on both, and a refused ensure would fail the customer's request.
 FILL_CUSTOMER = """
 update mega_customers set
-    mg_shopify_customer_id = coalesce($2, mg_shopify_customer_id),
-    mg_user_id = coalesce($3::uuid, mg_user_id),
+    mg_shopify_customer_id = coalesce(
+        case when not exists (select 1 from mega_customers o
+                              where o.mg_shopify_customer_id = $2 and o.mg_pass_id <> $1) then $2 end,
+        mg_shopify_customer_id),
+    mg_user_id = coalesce(
+        case when not exists (select 1 from mega_customers o
+                              where o.mg_user_id = $3::uuid and o.mg_pass_id <> $1) then $3::uuid end,
+        mg_user_id),
     mg_email = coalesce($4, mg_email),
     mg_last_active = now(),
     mg_updated_at = now()
@@ -51,15 +59,21 @@ select outcome, credits, expires_at
 from mega_credit_apply($1, $2, $3, $4, $5, $6, $7, $8, $9)
 """
 
+# Welcome credits once, only for a pass id this product created (no opening-balance row):
+# `mega_welcome` in supabase/migrations/20261126000100_opening_balance.sql.
+WELCOME = "select outcome, credits, expires_at from mega_welcome($1, $2)"
+
 CREDIT_APPLY_MANY = """
 select idx, outcome, credits, expires_at
 from mega_credit_apply_many($1::text[], $2::text[], $3::text[], $4::integer[], $5::text[], $6::text[],
                             $7::text[], $8::text[], $9::timestamptz[])
 """
 
+# The actor of an audit row is the admin token or the ops console, never a customer: it is named in
+# mg_meta (and the caller's mg_detail), never in mg_actor_pass_id (a foreign key to customers).
 INSERT_AUDIT = """
-insert into mega_admin (mg_id, mg_record_type, mg_actor_pass_id, mg_action, mg_detail, mg_source_system)
-values ('admin_audit:' || $1, 'admin_audit', $2, $3, $4, 'mma')
+insert into mega_admin (mg_id, mg_record_type, mg_action, mg_detail, mg_meta, mg_source_system)
+values ('admin_audit:' || $1, 'admin_audit', $3, $4, jsonb_build_object('actor', $2::text), 'mma')
 on conflict (mg_id) do nothing
 """
 
@@ -325,11 +339,13 @@ where mg_pass_id = $1 and mg_deleted_at is null
 
 # --------------------------------------------------------------------------- ops plane
 
+# mg_actor_pass_id only when the actor is a stored customer (a foreign key in production); the
+# handler always names the actor in mg_detail too.
 INSERT_ADMIN_LOG = """
 insert into mega_admin (
     mg_id, mg_record_type, mg_actor_pass_id, mg_route, mg_method, mg_status, mg_detail, mg_source_system,
     mg_created_at
-) values ($1, $2, $3, $4, $5, $6, $7, 'mma', $8)
+) values ($1, $2, (select c.mg_pass_id from mega_customers c where c.mg_pass_id = $3), $4, $5, $6, $7, 'mma', $8)
 on conflict (mg_id) do nothing
 """
 
@@ -371,14 +387,15 @@ order by d.mg_created_at limit $3
 
 # --------------------------------------------------------------------------- config
 
+# An unversioned row (production's `app_config:runtime`) reads as version 0: below every version.
 ACTIVE_CONFIG = """
 select distinct on (mg_key) mg_key, mg_id, mg_value,
-       substring(mg_id from '\\.v([0-9]+)$')::int as version
+       coalesce(substring(mg_id from '\\.v([0-9]+)$')::int, 0) as version
 from mega_admin
-where mg_record_type = 'app_config' and mg_deleted_at is null
+where mg_record_type = 'app_config' and mg_deleted_at is null and mg_key is not null
   and coalesce(mg_value->>'enabled', 'true') <> 'false'
   and (cardinality($1::text[]) = 0 or mg_key = any($1::text[]))
-order by mg_key, substring(mg_id from '\\.v([0-9]+)$')::int desc
+order by mg_key, coalesce(substring(mg_id from '\\.v([0-9]+)$')::int, 0) desc
 """
 
 INSERT_CONFIG = """

@@ -34,7 +34,7 @@ CHECKS: dict[str, str] = {
             select mg_pass_id, sum(mg_delta)::bigint as total from mega_generations
             where mg_record_type = 'credit_transaction' group by mg_pass_id
         ) s on s.mg_pass_id = c.mg_pass_id
-        where c.mg_credits is distinct from coalesce(s.total, 0)
+        where coalesce(c.mg_credits, 0) <> coalesce(s.total, 0) or c.mg_pass_id is null
     """,
     "negative_balance": """
         select mg_pass_id as pass_id, mg_credits as balance from mega_customers where mg_credits < 0
@@ -89,11 +89,12 @@ CHECKS: dict[str, str] = {
                     select 1 from mega_admin a
                     where a.mg_detail->>'generation_id' = g.mg_generation_id and a.mg_record_type = 'error'))
     """,
+    # every row this product writes has mg_mma_status; a legacy row (mg_status only) is history, not stuck
     "stuck": """
         select mg_generation_id as generation_id, mg_mma_status as status, mg_created_at as created_at
         from mega_generations
         where mg_record_type = 'generation'
-          and (mg_mma_status is null or mg_mma_status not in ('done', 'suggested', 'error', 'cancelled'))
+          and mg_mma_status is not null and mg_mma_status not in ('done', 'suggested', 'error', 'cancelled')
           and mg_created_at < now() - make_interval(secs => $1)
     """,
     "step_gaps": """

@@ -166,11 +166,24 @@ def _uuid_or_none(value: str | None) -> str | None:
 
 
 async def on_ensure_customer(req: EnsureCustomer, deps: LedgerDeps) -> CustomerView:
+    """The customer row, and (when asked) the welcome decision in the same transaction.
+
+    The welcome goes once (`welcome:<pass_id>`) and only to a pass id this product created; a
+    customer with an opening-balance row existed before and is refused whatever its balance.
+    """
+    welcome = None
     async with deps.pool.acquire() as conn, conn.transaction():
         created = await conn.fetchval(q.ENSURE_CUSTOMER, req.pass_id) is not None
         row = await conn.fetchrow(q.FILL_CUSTOMER, req.pass_id, req.shopify_customer_id,
                                   _uuid_or_none(req.user_id), req.email)
-    return customer_view(row, req.pass_id, created=created)
+        if req.welcome_credits > 0:
+            welcome = await conn.fetchrow(q.WELCOME, req.pass_id, req.welcome_credits)
+    view = customer_view(row, req.pass_id, created=created)
+    if welcome is None:
+        return view
+    log.info("ledger.welcome_decided", pass_id=req.pass_id, outcome=welcome["outcome"], balance=welcome["credits"])
+    return view.model_copy(update={"credits": welcome["credits"], "expires_at": welcome["expires_at"],
+                                   "welcome": welcome["outcome"]})
 
 
 async def on_get_customer(req: GetCustomer, deps: LedgerDeps) -> CustomerView:

@@ -67,6 +67,21 @@ def with_scan_line(vars_: Mapping[str, Any], index: int, text: str) -> dict[str,
     return {**vars_, "userMessages": user_messages}
 
 
+# The original backend's generation rows carry only mg_status; its words map onto ours.
+LEGACY_STATUS = {"succeeded": "done", "success": "done", "completed": "done", "done": "done",
+                 "failed": "error", "error": "error", "cancelled": "cancelled", "canceled": "cancelled"}
+
+
+def generation_status(mma_status: str | None, mg_status: str | None) -> str:
+    """mg_mma_status when this product wrote the row; a legacy row (no mg_mma_status) reads its
+    mg_status, so a delivered old result is `done` rather than forever `queued`."""
+    if mma_status:
+        return mma_status
+    if mg_status:
+        return LEGACY_STATUS.get(mg_status.strip().lower(), mg_status)
+    return "queued"
+
+
 def customer_view(row: Row | None, pass_id: str, created: bool = False) -> CustomerView:
     if row is None:
         return CustomerView(pass_id=pass_id, credits=0, created=False)
@@ -91,7 +106,7 @@ def generation_view(row: Row) -> GenerationView:
         session_id=row["mg_session_id"],
         mode=row["mg_mma_mode"],
         type=row["mg_type"],
-        status=row["mg_mma_status"] or "queued",
+        status=generation_status(row["mg_mma_status"], row["mg_status"]),
         mg_status=row["mg_status"],
         error=row["mg_error"],
         prompt=row["mg_prompt"],
@@ -167,7 +182,17 @@ def event_view(row: Row) -> EventView:
     )
 
 
+# Columns of the original backend's error logger (production only), folded into the detail.
+LEGACY_ERROR_COLUMNS = {"mg_error_code": "error_code", "mg_error_message": "message", "mg_error_stack": "stack"}
+
+
 def error_view(row: Row) -> ErrorView:
+    raw = row["mg_detail"]
+    detail: dict[str, Any] = dict(raw) if isinstance(raw, Mapping) else ({} if raw is None else {"value": raw})
+    for column, key in LEGACY_ERROR_COLUMNS.items():
+        value = row.get(column)
+        if value is not None and key not in detail:
+            detail[key] = value
     return ErrorView(
         id=row["mg_id"],
         level=row["mg_record_type"],
@@ -175,10 +200,16 @@ def error_view(row: Row) -> ErrorView:
         route=row["mg_route"],
         method=row["mg_method"],
         http_status=row["mg_status"],
-        detail=row["mg_detail"] or {},
+        detail=detail,
         created_at=row["mg_created_at"],
     )
 
 
 def config_entry(row: Row) -> ConfigEntry:
-    return ConfigEntry(key=row["mg_key"], version=row["version"], id=row["mg_id"], value=row["mg_value"] or {})
+    """An unversioned legacy row is version 0; a value that is not an object is wrapped, never a 500."""
+    value = row["mg_value"]
+    if value is None:
+        value = {}
+    elif not isinstance(value, dict):
+        value = {"value": value}
+    return ConfigEntry(key=row["mg_key"], version=row["version"] or 0, id=row["mg_id"], value=value)

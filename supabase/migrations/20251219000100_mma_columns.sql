@@ -59,10 +59,16 @@ end
 $$;
 
 -- Rows name an existing customer. NOT VALID: enforced for every new row, while rows a
--- pre-MMA database already holds are kept as they are.
+-- pre-MMA database already holds are kept as they are. A production database already has its
+-- own foreign key on mg_pass_id (mega_generations_mg_pass_id_fkey): then nothing is added.
 do $$
 begin
-    if not exists (select 1 from pg_constraint where conname = 'mega_generations_pass_id_fkey') then
+    if not exists (select 1 from pg_constraint where conname = 'mega_generations_pass_id_fkey')
+       and not exists (
+           select 1 from pg_constraint c
+           join pg_attribute a on a.attrelid = c.conrelid and a.attnum = c.conkey[1]
+           where c.conrelid = 'mega_generations'::regclass and c.contype = 'f'
+             and cardinality(c.conkey) = 1 and a.attname = 'mg_pass_id') then
         alter table mega_generations add constraint mega_generations_pass_id_fkey
             foreign key (mg_pass_id) references mega_customers (mg_pass_id) not valid;
     end if;

@@ -6,12 +6,15 @@ import hmac
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import structlog
 from fastapi import Depends, Request
 
-from libs.errors import MmaError, UnauthorizedError
+from libs.errors import MmaError, ServiceUnavailableError, UnauthorizedError
 from libs.schemas import CustomerView, EnsureWelcome
 from services.gateway.deps import GatewayDeps
 from services.gateway.identity import Identity, bearer_token, resolve
+
+log = structlog.get_logger("gateway")
 
 
 # Dependencies are `async def` on purpose: FastAPI runs a plain `def` dependency in its
@@ -65,12 +68,19 @@ async def ensure_customer_once(deps: GatewayDeps, who: Identity) -> None:
 
 
 def mma_identity() -> Callable[..., Coroutine[Any, Any, Identity]]:
-    """MMA POSTs: resolve the pass id and ensure the customer (failure: 500 MMA_PASSID_MW_FAILED)."""
+    """MMA POSTs: resolve the pass id and ensure the customer (failure: 500 MMA_PASSID_MW_FAILED).
+
+    Billing or the ledger restarting (503) does not fail the request: the command is durable,
+    the ledger creates the row on its first write, and billing decides the welcome credits when
+    the command arrives (services/billing/welcome.py).
+    """
 
     async def dep(request: Request, deps: GatewayDeps = Depends(get_deps)) -> Identity:
         who = await resolve(request, deps.settings)
         try:
             await ensure_customer_once(deps, who)
+        except ServiceUnavailableError as exc:
+            log.warning("gateway.ensure_deferred", pass_id=who.pass_id, error=exc.message)
         except MmaError as exc:
             raise MmaError(f"Could not resolve the customer: {exc.message}", code="MMA_PASSID_MW_FAILED") from exc
         return who
