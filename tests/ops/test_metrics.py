@@ -40,7 +40,7 @@ async def test_one_generation_moves_the_pipeline_and_billing_metrics(services: S
     done = await next_event(bus, cmd.generation_id, {"done", "failed"}, timeout=60)
     assert isinstance(done, GenerationDone), done
 
-    broke = command(f"{new_pass()}")  # no customer row, no credits: refused, never charged
+    broke = command(rich, "video_animate")  # 4 credits left, an animate costs 5: refused, never charged
     await bus.publish(broke)
     assert isinstance(await next_event(bus, broke.generation_id, {"rejected", "accepted"}), GenerationRejected)
 
@@ -52,7 +52,7 @@ async def test_one_generation_moves_the_pipeline_and_billing_metrics(services: S
         'mina_credit_applies_total{kind="welcome",outcome="applied"} 1.0',
         'mina_credit_applies_total{kind="debit",outcome="applied"} 1.0',
         'mina_credit_applies_total{kind="debit",outcome="insufficient"} 1.0',
-        'mina_generations_total{flow="still_create",status="rejected"} 1.0',
+        'mina_generations_total{flow="video_animate",status="rejected"} 1.0',
     )
     pipeline = await wait_for(lambda: _scraped_with(pipeline_port, pipeline_lines), 15, what="pipeline metrics")
     await wait_for(lambda: _scraped_with(billing_port, billing_lines), 15, what="billing metrics")
