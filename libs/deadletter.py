@@ -42,6 +42,7 @@ H_SEQ = "Mma-Dlq-Seq"
 H_MSG_ID = "Mma-Dlq-Msg-Id"
 H_AT = "Mma-Dlq-At"
 REASON_MAX = 1000
+NO_MESSAGE = 10057  # JetStream's error code: no message at that sequence
 
 # A dependency that is away: says nothing about the message, so never a reason to give it up.
 UNAVAILABLE: tuple[type[BaseException], ...] = (
@@ -257,5 +258,8 @@ async def counts(js: JetStreamContext) -> dict[str, int]:
 
 async def remove(js: JetStreamContext, seq: int) -> None:
     """A replayed or discarded dead letter leaves the stream (a second removal is a no-op)."""
-    with contextlib.suppress(nats.js.errors.NotFoundError):
+    try:
         await js.delete_msg(DEAD_STREAM, seq)
+    except nats.js.errors.APIError as exc:
+        if exc.err_code != NO_MESSAGE:
+            raise
