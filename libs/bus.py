@@ -519,13 +519,13 @@ class Bus:
         except InvalidMessageError as exc:
             meta = raw.metadata
             log.error("bus.message_invalid", subject=raw.subject, stream_seq=meta.sequence.stream, reason=exc.message)
-            await self._reject(spec, raw, exc.message)
+            await self._reject(spec, raw, exc.message, exc.instance_code)
             return None
 
-    async def _reject(self, spec: _Spec[Any], raw: Msg, reason: str) -> None:
+    async def _reject(self, spec: _Spec[Any], raw: Msg, reason: str, code: str) -> None:
         """Dead-letter and term: this message is never redelivered."""
         meta = raw.metadata
-        await self._dead_letter(spec, raw, meta.sequence.stream, meta.num_delivered, reason)
+        await self._dead_letter(spec, raw, meta.sequence.stream, meta.num_delivered, reason, code)
         await raw.term()
 
     async def _ack(self, spec: _Spec[Any], raws: Sequence[Msg]) -> None:
@@ -554,7 +554,7 @@ class Bus:
                           exhausted=spec.exhausted(deliveries), durable=spec.durable)
                 if spec.on_exhausted is not None:
                     await spec.on_exhausted(msg, exc, spec.deps)
-                await self._reject(spec, raw, deadletter.reason_of(exc))
+                await self._reject(spec, raw, deadletter.reason_of(exc), deadletter.code_of(exc))
                 MESSAGES.labels(spec.durable, "failed").inc()
                 return
             finally:
@@ -599,7 +599,8 @@ class Bus:
             heartbeat.cancel()
         await self._ack(spec, in_hand)
 
-    async def _dead_letter(self, spec: _Spec[Any], raw: Msg, seq: int, deliveries: int, reason: str) -> None:
+    async def _dead_letter(self, spec: _Spec[Any], raw: Msg, seq: int, deliveries: int, reason: str,
+                           code: str) -> None:
         """Keep the message in the retained dead-letter stream, then report it (an ops-plane row).
 
         A refused report (a DeadLettered event the ledger could not write) is kept the same way
@@ -626,6 +627,7 @@ class Bus:
                 data=raw.data.decode("utf-8", errors="replace")[:64_000],
                 consumer=spec.durable,
                 dead_letter_seq=kept,
+                code=code,
             )
         )
 

@@ -95,6 +95,11 @@ def reason_of(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:4000]
 
 
+def code_of(exc: BaseException) -> str:
+    """The dead letter's error code: the MmaError's, or POISON_MESSAGE for a bug."""
+    return exc.instance_code if isinstance(exc, MmaError) else "POISON_MESSAGE"
+
+
 # --------------------------------------------------------------------------- the stream
 
 

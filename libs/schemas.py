@@ -468,6 +468,7 @@ class DeadLettered(BusMessage):
     at: datetime = Field(default_factory=utcnow)
     consumer: str | None = None  # the durable that gave it up
     dead_letter_seq: int | None = None  # its sequence in the retained dead-letter stream
+    code: str | None = None  # INVALID_MESSAGE (bad data, a refused row), else the error's code
 
     def subject(self) -> str:
         return DEAD_LETTER_SUBJECT

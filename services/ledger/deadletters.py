@@ -34,17 +34,16 @@ def dead_letter_rows(msg: DeadLettered) -> Rows:
     """A message nobody could take becomes an ops-plane error row: nothing silently lost.
 
     NUL characters are replaced: jsonb refuses them. Undecodable data and rows Postgres refused
-    are INVALID_MESSAGE; a handler that kept failing (a bug) is POISON_MESSAGE.
+    are INVALID_MESSAGE; a handler that kept failing (a bug, any other error) is POISON_MESSAGE.
     """
     data = msg.data[:DATA_MAX].replace("\x00", "\ufffd")
     reason = msg.reason.replace("\x00", "\ufffd")
-    category = "INVALID_MESSAGE" if reason.startswith("InvalidMessageError") or msg.consumer is None \
-        else "POISON_MESSAGE"
+    code = msg.code or "INVALID_MESSAGE"
     detail: dict[str, Any] = {
         "emoji": "💥",
         "level": "error",
-        "category": category,
-        "error_code": category,
+        "category": "INVALID_MESSAGE" if code == "INVALID_MESSAGE" else "POISON_MESSAGE",
+        "error_code": code,
         "message": reason,
         "reason": reason,
         "original_subject": msg.original_subject,
