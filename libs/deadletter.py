@@ -5,8 +5,10 @@ A consumer that gives up on a message (undecodable, refused by Postgres, or stil
 headers, plus why, which consumer, after how many deliveries and where it came from. Only once
 JetStream has acknowledged that copy is the original termed, so a crash in between redelivers
 instead of losing it. Nothing consumes this stream: its messages wait for an operator (`/ops`,
-`python -m services.ledger replay-dead`) and leave only when replayed or discarded, or past the
-stream's age and byte limits (`dead_letter_max_age_days`, `dead_letter_max_bytes`).
+`python -m services.ledger replay-dead`) and leave only when replayed or discarded, or past
+`dead_letter_max_age_days`. A stream at `dead_letter_max_bytes` refuses new dead letters rather
+than dropping old ones: the refused message stays unacked in its own stream, redelivered every
+ack wait (loudly logged), until room is made.
 
 Subjects are `mma.dlq.<consumer>.<original subject>`, so `mma.dlq.ledger.>` is everything the
 ledger could not project and `mma.dlq.*.mma.evt.<generation>.>` everything about one generation.
@@ -109,7 +111,7 @@ def stream_config(settings: Settings) -> api.StreamConfig:
         subjects=[DEAD_SUBJECTS],
         retention=api.RetentionPolicy.LIMITS,
         storage=api.StorageType.FILE,
-        discard=api.DiscardPolicy.OLD,
+        discard=api.DiscardPolicy.NEW,  # full: refuse the newest, which then stays unacked where it was
         max_age=float(settings.dead_letter_max_age_days * 86400),
         max_bytes=settings.dead_letter_max_bytes,
         duplicate_window=settings.dedupe_window_s,

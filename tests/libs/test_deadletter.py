@@ -16,6 +16,7 @@ from libs.schemas import (
     ScanLine,
     Stream,
 )
+from libs.settings import Settings
 from tests.helpers import wait_for
 
 
@@ -150,3 +151,25 @@ async def test_a_bug_behind_request_reply_is_not_retryable(bus: Bus) -> None:
         await bus.request(GetCustomer(pass_id="pass:anon:x"), CustomerView)
     assert not isinstance(caught.value, ServiceUnavailableError)
     assert caught.value.instance_code == "INTERNAL_ERROR" and not is_retryable(caught.value)
+
+
+async def test_a_full_dead_letter_stream_refuses_rather_than_drops(bus: Bus, settings: Settings) -> None:
+    """At its byte limit the stream refuses the new dead letter: the message stays unacked, then is kept."""
+    full = settings.model_copy(update={"dead_letter_max_bytes": 100})
+    await deadletter.ensure_stream(bus.js, full)
+    seen: list[int] = []
+
+    async def never(msg: ScanLine, deps: None) -> None:
+        seen.append(msg.index)
+        raise MmaError("refused", code="INVALID_MESSAGE")
+
+    await bus.consume(stream=Stream.EVENTS, durable="full", filter_subject="mma.evt.*.scan_line",
+                      handlers={ScanLine: never}, deps=None)
+    await bus.publish(line("f", 0, "x" * 500))
+    await wait_for(lambda: len(seen) >= 1, timeout=10, what="the first delivery")
+    assert await dead_letters(bus) == []
+    info = await bus.js.consumer_info(Stream.EVENTS.value, "full")
+    assert info.num_ack_pending == 1  # not termed, not acked: it will come again
+    await deadletter.ensure_stream(bus.js, settings)
+    [kept] = await wait_for(lambda: dead_letters(bus, "full"), timeout=20, what="kept once there is room")
+    assert ScanLine.model_validate_json(kept.data).text == "x" * 500 and len(seen) >= 2
