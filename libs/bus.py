@@ -25,12 +25,12 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 from pydantic import ValidationError
 
+from libs import deadletter
 from libs.errors import (
     InvalidMessageError,
     MmaError,
     ServiceUnavailableError,
     error_from_wire,
-    is_retryable,
 )
 from libs.metrics import CONSUMER_LAG, DEAD_LETTERS, MESSAGES
 from libs.schemas import (
@@ -120,6 +120,7 @@ class _Spec(Generic[D]):
     max_deliver: int
     ack_wait: float
     consumer: Consumer
+    retry_unavailable: bool = False
 
     @property
     def default_model(self) -> type[BusMessage] | None:
@@ -240,7 +241,7 @@ class Bus:
         )
 
     async def ensure_streams(self) -> None:
-        """Create COMMANDS, JOBS and EVENTS, or bring their config up to date (idempotent)."""
+        """Create COMMANDS, JOBS, EVENTS and the dead letters, or bring their config up to date (idempotent)."""
         for stream in Stream:
             config = self.stream_config(stream)
             try:
@@ -250,6 +251,7 @@ class Bus:
                     await self.js.add_stream(config)
                 continue
             await self.js.update_stream(config)
+        await deadletter.ensure_stream(self.js, self.settings)
 
     async def streams_present(self) -> bool:
         try:
@@ -339,7 +341,8 @@ class Bus:
             except Exception as exc:  # the edge: answer, log, never leave the caller hanging
                 outcome = "error"
                 log.exception("bus.rpc_failed", subject=raw.subject)
-                body = {"ok": False, "error": ServiceUnavailableError(f"{type(exc).__name__}").to_wire()}
+                # a bug answers a non-retryable INTERNAL_ERROR: a consumer calling it must not loop
+                body = {"ok": False, "error": deadletter.rpc_error(exc, raw.subject).to_wire()}
             if raw.reply:
                 with contextlib.suppress(*_TRANSIENT):
                     await raw.respond(orjson.dumps(body))
@@ -367,16 +370,19 @@ class Bus:
         max_deliver: int | None = None,
         on_exhausted: ExhaustedHook[D] | None = None,
         batch: int = 64,
+        retry_unavailable: bool = False,
     ) -> Consumer:
         """Run a durable pull consumer until `close`.
 
         With `concurrency=1` messages are handled one after the other in stream order.
-        `max_deliver=-1` retries for ever (the ledger: nothing it projects may be dropped
-        for a passing database outage); decode failures are dead-lettered at once.
+        A failing message is retried up to `max_deliver` deliveries (default: the
+        `max_deliveries` setting), then dead-lettered; with `retry_unavailable` a dependency
+        that is away is waited for without bound (`deadletter.should_retry`). Decode
+        failures and non-retryable errors are dead-lettered at once.
         """
         spec = _Spec(stream, durable, handlers, deps, on_exhausted,
                      self.settings.max_deliveries if max_deliver is None else max_deliver,
-                     self.settings.ack_wait_s, Consumer(name=durable))
+                     self.settings.ack_wait_s, Consumer(name=durable), retry_unavailable)
         psub = await self._pull_subscribe(spec, filter_subject, max_ack_pending=max(concurrency * 2, 1000))
         consumer = spec.consumer
         slots = asyncio.Semaphore(concurrency)
@@ -421,18 +427,19 @@ class Bus:
         max_deliver: int | None = None,
         on_exhausted: ExhaustedHook[D] | None = None,
         batch: int = 256,
+        retry_unavailable: bool = False,
     ) -> Consumer:
         """`consume` with concurrency 1, but up to `batch` messages go to ONE `batch_handler` call.
 
         Stream order is kept. Undecodable messages are dead-lettered one by one and left out.
         One heartbeat covers the batch; every message is acked after the handler returns.
-        A retryable failure naks the whole batch (each with its usual delay); any other
-        failure (bad data somewhere in it) re-runs the batch one message at a time through
-        `handlers`, so only the bad message is dead-lettered.
+        A dependency that is away naks the whole batch (each with its usual delay); any other
+        failure (bad data or a bug somewhere in it) re-runs the batch one message at a time
+        through `handlers`, so only the bad message is retried, then dead-lettered.
         """
         spec = _Spec(stream, durable, handlers, deps, on_exhausted,
                      self.settings.max_deliveries if max_deliver is None else max_deliver,
-                     self.settings.ack_wait_s, Consumer(name=durable))
+                     self.settings.ack_wait_s, Consumer(name=durable), retry_unavailable)
         psub = await self._pull_subscribe(spec, filter_subject, max_ack_pending=max(batch * 2, 1000))
 
         async def want() -> int:
@@ -455,7 +462,7 @@ class Bus:
             ack_policy=api.AckPolicy.EXPLICIT,
             deliver_policy=api.DeliverPolicy.ALL,
             ack_wait=spec.ack_wait,
-            max_deliver=spec.max_deliver,
+            max_deliver=-1,  # the bound is ours (`_handle_one`): the server would drop the last one silently
             max_ack_pending=max_ack_pending,
             filter_subject=filter_subject,
         )
@@ -512,13 +519,13 @@ class Bus:
         except InvalidMessageError as exc:
             meta = raw.metadata
             log.error("bus.message_invalid", subject=raw.subject, stream_seq=meta.sequence.stream, reason=exc.message)
-            await self._reject(spec, raw, exc.message)
+            await self._reject(spec, raw, exc.message, exc.instance_code)
             return None
 
-    async def _reject(self, spec: _Spec[Any], raw: Msg, reason: str) -> None:
+    async def _reject(self, spec: _Spec[Any], raw: Msg, reason: str, code: str) -> None:
         """Dead-letter and term: this message is never redelivered."""
         meta = raw.metadata
-        await self._dead_letter(raw, spec.stream, meta.sequence.stream, meta.num_delivered, reason)
+        await self._dead_letter(spec, raw, meta.sequence.stream, meta.num_delivered, reason, code)
         await raw.term()
 
     async def _ack(self, spec: _Spec[Any], raws: Sequence[Msg]) -> None:
@@ -540,14 +547,14 @@ class Bus:
             try:
                 await spec.handlers[type(msg)](msg, spec.deps)
             except Exception as exc:  # the edge: decide nak or term, never swallow silently
-                exhausted = spec.exhausted(deliveries)
-                if is_retryable(exc) and not exhausted:
+                if deadletter.should_retry(exc, deliveries, spec.max_deliver, spec.retry_unavailable):
                     await self._nak(spec, [raw], exc)
                     return
-                log.error("bus.message_failed", error=repr(exc), deliveries=deliveries, exhausted=exhausted)
+                log.error("bus.message_failed", error=repr(exc), deliveries=deliveries,
+                          exhausted=spec.exhausted(deliveries), durable=spec.durable)
                 if spec.on_exhausted is not None:
                     await spec.on_exhausted(msg, exc, spec.deps)
-                await self._reject(spec, raw, repr(exc))
+                await self._reject(spec, raw, deadletter.reason_of(exc), deadletter.code_of(exc))
                 MESSAGES.labels(spec.durable, "failed").inc()
                 return
             finally:
@@ -580,7 +587,7 @@ class Bus:
             await batch_handler([msg for _, msg in good], spec.deps)
         except Exception as exc:  # the edge: nak all, or find the bad message one at a time
             exhausted = any(spec.exhausted(raw.metadata.num_delivered) for raw in in_hand)
-            if is_retryable(exc) and not exhausted:
+            if deadletter.is_unavailable(exc) and (spec.retry_unavailable or not exhausted):
                 await self._nak(spec, in_hand, exc)
                 return
             log.warning("bus.batch_failed", error=repr(exc), count=len(good), exhausted=exhausted)
@@ -592,21 +599,35 @@ class Bus:
             heartbeat.cancel()
         await self._ack(spec, in_hand)
 
-    async def _dead_letter(self, raw: Msg, stream: Stream, seq: int, deliveries: int, reason: str) -> None:
-        """Send the raw message to the dead-letter subject (the ledger makes it an error row)."""
+    async def _dead_letter(self, spec: _Spec[Any], raw: Msg, seq: int, deliveries: int, reason: str,
+                           code: str) -> None:
+        """Keep the message in the retained dead-letter stream, then report it (an ops-plane row).
+
+        A refused report (a DeadLettered event the ledger could not write) is kept the same way
+        and logged, but not reported again: that would loop.
+        """
+        stream = spec.stream.value
+        kept = await deadletter.keep(self.js, consumer=spec.durable, subject=raw.subject, data=raw.data,
+                                     headers=raw.headers, stream=stream, stream_seq=seq, deliveries=deliveries,
+                                     reason=reason)
         self.dead_letters += 1
-        DEAD_LETTERS.labels(stream.value).inc()
+        DEAD_LETTERS.labels(stream).inc()
+        log.error("bus.dead_lettered", durable=spec.durable, original_subject=raw.subject, stream_seq=seq,
+                  deliveries=deliveries, reason=reason[:500], dead_letter_seq=kept)
         if raw.subject == DEAD_LETTER_SUBJECT:
-            log.error("bus.dead_letter_dropped", reason=reason, stream_seq=seq)
+            log.error("bus.dead_letter_record_refused", reason=reason[:500], stream_seq=seq, dead_letter_seq=kept)
             return
         await self.publish(
             DeadLettered(
                 original_subject=raw.subject,
-                original_stream=stream.value,
+                original_stream=stream,
                 stream_seq=seq,
                 deliveries=deliveries,
                 reason=reason[:2000],
                 data=raw.data.decode("utf-8", errors="replace")[:64_000],
+                consumer=spec.durable,
+                dead_letter_seq=kept,
+                code=code,
             )
         )
 

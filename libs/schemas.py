@@ -466,12 +466,16 @@ class DeadLettered(BusMessage):
     reason: str
     data: str  # the original payload, decoded as text with replacement
     at: datetime = Field(default_factory=utcnow)
+    consumer: str | None = None  # the durable that gave it up
+    dead_letter_seq: int | None = None  # its sequence in the retained dead-letter stream
+    code: str | None = None  # INVALID_MESSAGE (bad data, a refused row), else the error's code
 
     def subject(self) -> str:
         return DEAD_LETTER_SUBJECT
 
     def msg_id(self) -> str:
-        return f"dlq:{self.original_stream}:{self.stream_seq}:{self.original_subject}"
+        by = f"{self.consumer}:" if self.consumer else ""
+        return f"dlq:{by}{self.original_stream}:{self.stream_seq}:{self.original_subject}"
 
 
 # Everything the EVENTS stream carries, by the `Mma-Type` header value.

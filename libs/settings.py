@@ -35,7 +35,13 @@ class Settings(BaseSettings):
     db_pool_max: int = Field(10, description="ledger asyncpg pool maximum size")
 
     # bus
-    max_deliveries: int = Field(5, description="deliveries of a job or command before it is dead-lettered")
+    max_deliveries: int = Field(
+        5, description="deliveries of a message that keeps failing (a bug, bad data) before it is dead-lettered,"
+        " in every consumer; a dependency that is away (NATS, the ledger, Postgres) is waited for instead")
+    dead_letter_max_age_days: int = Field(30, description="how long the dead-letter stream keeps a message")
+    dead_letter_max_bytes: int = Field(
+        1024 * 1024 * 1024, description="bytes the dead-letter stream keeps; when full it refuses new dead letters"
+        " (they stay unacked where they were) rather than drop old ones")
     ack_wait_s: float = Field(30.0, description="JetStream ack wait; in-progress acks are sent at a third of it")
     dedupe_window_s: float = Field(120.0, description="JetStream duplicate window for Nats-Msg-Id")
     events_max_age_days: int = Field(7, description="how long the EVENTS stream keeps messages")

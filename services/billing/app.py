@@ -18,7 +18,12 @@ from libs.schemas import (
 )
 from libs.service import ServiceContext
 from services.billing.deps import BillingDeps
-from services.billing.handlers import on_generation_failed, on_generation_requested, on_generation_requests
+from services.billing.handlers import (
+    on_command_exhausted,
+    on_generation_failed,
+    on_generation_requested,
+    on_generation_requests,
+)
 from services.billing.rpc import on_admin_adjust, on_ensure_welcome, on_price_list, on_shopify_order
 from services.billing.sweeper import run_sweeper
 
@@ -32,20 +37,21 @@ async def setup(ctx: ServiceContext) -> None:
     await ctx.bus.serve(ShopifyOrder, on_shopify_order, deps, queue=QUEUE)
     await ctx.bus.serve(AdminAdjust, on_admin_adjust, deps, queue=QUEUE)
     await ctx.bus.serve(PriceList, on_price_list, deps, queue=QUEUE)
-    # Both consumers retry for ever: a ledger restart must not drop a command (the
-    # command's own deadline bounds how late it may still run) nor a refund (a failed
-    # generation is terminal, so the sweeper would never find it again). Messages
-    # that can never succeed are still dead-lettered at once (non-retryable errors).
+    # Both consumers wait out an unavailable ledger for ever: a ledger restart must not drop a
+    # command (the command's own deadline bounds how late it may still run) nor a refund (a
+    # failed generation is terminal, so the sweeper would never find it again). A message that
+    # keeps failing otherwise (a bug) is dead-lettered after `max_deliveries`, one that can never
+    # succeed at once; a command given up fails its generation (refunded if it was charged).
     # Commands come in batches (one ledger transaction for all their debits); a batch that
-    # fails on bad data is re-run one command at a time through `on_generation_requested`.
+    # fails on bad data or a bug is re-run one command at a time through `on_generation_requested`.
     await ctx.bus.consume_batch(
         stream=Stream.COMMANDS, durable="billing", filter_subject=GENERATION_COMMANDS,
         handlers={GenerationRequested: on_generation_requested}, batch_handler=on_generation_requests, deps=deps,
-        max_deliver=-1, batch=COMMAND_BATCH,
+        batch=COMMAND_BATCH, retry_unavailable=True, on_exhausted=on_command_exhausted,
     )
     await ctx.bus.consume(
         stream=Stream.EVENTS, durable="billing-refunds", filter_subject=FAILED_EVENTS,
-        handlers={GenerationFailed: on_generation_failed}, deps=deps, concurrency=64, max_deliver=-1,
+        handlers={GenerationFailed: on_generation_failed}, deps=deps, concurrency=64, retry_unavailable=True,
     )
     sweeper = asyncio.create_task(run_sweeper(deps), name="billing:sweeper")
     ctx.stack.push_async_callback(_cancel, sweeper)

@@ -32,6 +32,7 @@ from services.billing.welcome import welcome_before_charge
 log = structlog.get_logger("billing")
 
 DEADLINE_MESSAGE = "This request's deadline passed before it could start. You were not charged."
+POISON_MESSAGE = "Something went wrong on our side. Any credits charged were refunded."
 
 
 def insufficient_message(price: int, balance: int) -> str:
@@ -188,6 +189,23 @@ async def on_generation_failed(evt: GenerationFailed, deps: BillingDeps) -> None
     ))
     log.info("billing.refund_applied", outcome=applied.outcome.value, amount=debited, balance=applied.balance,
              code=evt.code, duration_ms=_ms(started))
+
+
+async def on_command_exhausted(cmd: GenerationRequested, exc: BaseException, deps: BillingDeps) -> None:
+    """A command billing gave up on (a bug, bad data) fails its generation, so it never hangs.
+
+    The `failed` event is what every failure publishes: the ledger records both log planes and
+    billing's refund consumer gives back whatever was debited, once (`refund:generation:<id>`);
+    the command itself waits in the dead-letter stream.
+    """
+    reason = f"{type(exc).__name__}: {exc}"[:2000]
+    await deps.bus.publish(GenerationFailed(
+        generation_id=cmd.generation_id, pass_id=cmd.pass_id, code="UNCAUGHT_EXCEPTION", message=POISON_MESSAGE,
+        detail={"emoji": "💥", "level": "error", "category": "UNCAUGHT_EXCEPTION", "error_code": "UNCAUGHT_EXCEPTION",
+                "message": reason, "request_id": cmd.request_id, "flow": cmd.flow.value, "consumer": "billing"},
+    ))
+    GENERATIONS.labels(flow=cmd.flow.value, status="error").inc()
+    log.error("billing.command_given_up", reason=reason, flow=cmd.flow.value)
 
 
 def _ms(started: float) -> float:

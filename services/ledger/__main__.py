@@ -1,20 +1,27 @@
-"""`python -m services.ledger [serve|migrate [--plan]|reconcile]`: the service, or one of its tools."""
+"""`python -m services.ledger [serve|migrate [--plan]|reconcile|replay-dead]`: the service, or one of its tools."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
+from libs.bus import Bus
+from libs.errors import ServiceUnavailableError
 from libs.logging import configure_logging
 from libs.schemas import Reconcile
 from libs.service import resolve_urls, run_service
 from libs.settings import Settings
-from services.ledger.adapters.pg import connect
+from services.ledger.adapters.pg import connect, create_pool
 from services.ledger.app import setup
+from services.ledger.deadletters import LEDGER, with_dead_letters
+from services.ledger.deps import LedgerDeps
 from services.ledger.migrate import apply_migrations
 from services.ledger.plan import format_plan, plan_migrations
 from services.ledger.reconcile import format_report, run_checks
+from services.ledger.replay import replay_dead
 
 
 def _database_url(settings: Settings) -> str:
@@ -39,13 +46,48 @@ async def _migrate(settings: Settings, plan_only: bool) -> int:
     return 0
 
 
+@asynccontextmanager
+async def _bus(settings: Settings, required: bool) -> AsyncIterator[Bus | None]:
+    """The bus, to read the dead-letter stream; None (reconcile without it) when there is no NATS."""
+    try:
+        url = resolve_urls(settings)[0]
+        bus = await Bus.connect(settings, url, name="ledger-tool", connect_timeout_s=10.0)
+    except (SystemExit, ServiceUnavailableError):
+        if required:
+            raise
+        sys.stdout.write("dead letters: not counted (no NATS reachable: set MMA_NATS_URL)\n")
+        yield None
+        return
+    try:
+        await bus.ensure_streams()
+        yield bus
+    finally:
+        await bus.close()
+
+
 async def _reconcile(settings: Settings, public_base: str | None, stuck_after_s: float) -> int:
     conn = await connect(_database_url(settings))
     try:
         report = await run_checks(conn, Reconcile(public_base=public_base, stuck_after_s=stuck_after_s))
     finally:
         await conn.close()
+    async with _bus(settings, required=False) as bus:
+        report = await with_dead_letters(report, bus.js if bus else None)
     sys.stdout.write(format_report(report) + "\n")
+    return 0 if report.ok else 1
+
+
+async def _replay_dead(settings: Settings, args: argparse.Namespace) -> int:
+    pool = await create_pool(_database_url(settings), 1, 2)
+    try:
+        async with _bus(settings, required=True) as bus:
+            assert bus is not None
+            report = await replay_dead(bus.js, LedgerDeps(pool=pool, settings=settings, js=bus.js),
+                                       subject=args.subject, consumer=args.consumer, dry_run=args.dry_run,
+                                       discard=args.discard)
+    finally:
+        await pool.close()
+    sys.stdout.write("\n".join(report.lines()) + "\n")
     return 0 if report.ok else 1
 
 
@@ -59,6 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     rec = sub.add_parser("reconcile", help="check the MEGA invariants; exit 1 on any breach")
     rec.add_argument("--public-base", default=None, help="URL prefix every done output must start with")
     rec.add_argument("--stuck-after-s", type=float, default=None, help="age after which a running generation is stuck")
+    dead = sub.add_parser("replay-dead", help="re-project the events waiting in the dead-letter stream")
+    dead.add_argument("--dry-run", action="store_true", help="list what waits; change nothing")
+    dead.add_argument("--subject", default=None, help="only dead letters of this original subject (NATS wildcards)")
+    dead.add_argument("--consumer", default=LEDGER, help="whose dead letters (default: ledger)")
+    dead.add_argument("--discard", action="store_true", help="remove them without projecting (after a manual fix)")
     args = parser.parse_args(argv)
     if args.command in (None, "serve"):
         run_service("ledger", setup)
@@ -67,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings, "ledger")
     if args.command == "migrate":
         return asyncio.run(_migrate(settings, args.plan))
+    if args.command == "replay-dead":
+        return asyncio.run(_replay_dead(settings, args))
     stuck = args.stuck_after_s if args.stuck_after_s is not None else settings.stuck_after_s
     return asyncio.run(_reconcile(settings, args.public_base, stuck))
 

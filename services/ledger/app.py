@@ -8,7 +8,7 @@ import structlog
 from libs.errors import ServiceUnavailableError
 from libs.schemas import EVENT_TYPES, EVENTS_ALL, Stream
 from libs.service import ServiceContext
-from services.ledger.adapters.pg import create_pool
+from services.ledger.adapters.pg import create_pool, db_unavailable_is_retryable
 from services.ledger.deps import LedgerDeps
 from services.ledger.handlers import EVENT_HANDLERS, project_batch
 from services.ledger.migrate import apply_migrations
@@ -22,10 +22,11 @@ BATCH = 500
 
 
 async def setup(ctx: ServiceContext) -> None:
-    """Register everything; the projection consumer retries for ever (max_deliver=-1).
+    """Register everything; the projection consumer waits out a database outage.
 
-    A database outage must never drop an event: handlers raise, the bus naks with a
-    delay, and the event is projected once Postgres answers again.
+    A database outage must never drop an event: handlers raise ServiceUnavailableError, the
+    bus naks with a delay (without bound), and the event is projected once Postgres answers
+    again. A row Postgres refuses is dead-lettered at once, a bug after `max_deliveries`.
     """
     if not ctx.database_url:
         raise SystemExit("No database URL: set MMA_DATABASE_URL or start the embedded stack with `make up`.")
@@ -34,7 +35,7 @@ async def setup(ctx: ServiceContext) -> None:
         log.info("ledger.migrations_applied", migrations=applied)
     pool = await create_pool(ctx.database_url, ctx.settings.db_pool_min, ctx.settings.db_pool_max)
     ctx.stack.push_async_callback(pool.close)
-    deps = LedgerDeps(pool=pool, settings=ctx.settings)
+    deps = LedgerDeps(pool=pool, settings=ctx.settings, js=ctx.bus.js)
 
     async def database_ready() -> bool:
         try:
@@ -48,10 +49,10 @@ async def setup(ctx: ServiceContext) -> None:
     if missing:
         raise RuntimeError(f"no ledger handler for {sorted(m.__name__ for m in missing)}")
     for req_type, handler in RPC_HANDLERS.items():
-        await ctx.bus.serve(req_type, handler, deps, queue=RPC_QUEUE)
+        await ctx.bus.serve(req_type, db_unavailable_is_retryable(handler), deps, queue=RPC_QUEUE)
     # in stream order, up to BATCH (500) events per transaction; bad data falls back to one at a time
     await ctx.bus.consume_batch(
         stream=Stream.EVENTS, durable=DURABLE, filter_subject=EVENTS_ALL, handlers=EVENT_HANDLERS,
-        batch_handler=project_batch, deps=deps, max_deliver=-1, batch=BATCH,
+        batch_handler=project_batch, deps=deps, batch=BATCH, retry_unavailable=True,
     )
     log.info("ledger.wired", rpcs=len(RPC_HANDLERS), event_types=len(EVENT_HANDLERS))

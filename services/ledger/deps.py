@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import asyncpg
+from nats.js import JetStreamContext
 
 from libs.settings import Settings
 
@@ -13,3 +14,4 @@ from libs.settings import Settings
 class LedgerDeps:
     pool: asyncpg.Pool
     settings: Settings
+    js: JetStreamContext | None = None  # reconcile counts the waiting dead letters through it

@@ -1,15 +1,15 @@
 """Projection of EVENTS into MEGA: idempotent per event, and in batches of them.
 
 Each handler commits its transaction before it returns, and the bus acks only after
-that, so a crash redelivers instead of losing a row. Database outages raise (the bus
-naks and redelivers for ever); a row Postgres refuses as bad data is not worth a retry
-and becomes InvalidMessageError, which the bus dead-letters to the ops plane.
+that, so a crash redelivers instead of losing a row. Database outages raise
+ServiceUnavailableError (the bus naks and redelivers for ever); a row Postgres refuses as
+bad data is not worth a retry and becomes InvalidMessageError, which the bus keeps in the
+retained dead-letter stream and reports to the ops plane (`replay-dead` re-projects it).
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import time
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, TypeVar
@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import asyncpg
 import structlog
 
-from libs.errors import InvalidMessageError
+from libs.errors import InvalidMessageError, ServiceUnavailableError
 from libs.schemas import (
     MMA_VARS_VERSION,
     BusMessage,
@@ -40,6 +40,8 @@ from libs.schemas import (
     status_can_move,
 )
 from services.ledger import queries as q
+from services.ledger.adapters.pg import UNAVAILABLE
+from services.ledger.deadletters import dead_letter_rows
 from services.ledger.deps import LedgerDeps
 from services.ledger.staging import SET_FORMS
 from services.ledger.views import merge_vars, with_scan_line
@@ -50,13 +52,13 @@ M = TypeVar("M", bound=BusMessage)
 EventHandler = Callable[[M, LedgerDeps], Awaitable[None]]
 Rows = list[tuple[str, tuple[Any, ...]]]
 
-DEAD_LETTER_DATA_MAX = 4000
 SCAN_LINES_MAX = 1000
 STEP_STATUS = {StepPhase.STARTED: "pending", StepPhase.SUCCEEDED: "succeeded", StepPhase.FAILED: "failed"}
 
 
 def projection(handler: EventHandler[M]) -> EventHandler[M]:
-    """Bad data is dead-lettered rather than retried for ever; one canonical line per event."""
+    """A refused row is dead-lettered at once; Postgres away is retried (for ever); anything else
+    (a bug) is retried up to `max_deliveries`, then dead-lettered. One canonical line per event."""
 
     @functools.wraps(handler)
     async def run(msg: M, deps: LedgerDeps) -> None:
@@ -65,6 +67,8 @@ def projection(handler: EventHandler[M]) -> EventHandler[M]:
             await handler(msg, deps)
         except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as exc:
             raise InvalidMessageError(f"{type(msg).__name__} refused by Postgres: {type(exc).__name__}: {exc}") from exc
+        except UNAVAILABLE as exc:
+            raise ServiceUnavailableError(f"Postgres unavailable: {type(exc).__name__}: {exc}") from exc
         log.info("ledger.event_projected", type=type(msg).__name__,
                  duration_ms=round((time.perf_counter() - started) * 1000, 2))
 
@@ -164,30 +168,6 @@ def _ops_rows(msg: OpsLogged) -> Rows:
                                   msg.http_status, detail, msg.at))]
 
 
-def _dead_letter_rows(msg: DeadLettered) -> Rows:
-    """A message nobody could take becomes an ops-plane error row: nothing silently lost.
-
-    NUL characters are replaced: jsonb refuses them, and a dead letter cannot be dead-lettered.
-    """
-    data = msg.data[:DEAD_LETTER_DATA_MAX].replace("\x00", "\ufffd")
-    reason = msg.reason.replace("\x00", "\ufffd")
-    detail = {
-        "emoji": "💥",
-        "level": "error",
-        "category": "INVALID_MESSAGE",
-        "error_code": "INVALID_MESSAGE",
-        "message": reason,
-        "reason": reason,
-        "original_subject": msg.original_subject,
-        "original_stream": msg.original_stream,
-        "stream_seq": msg.stream_seq,
-        "deliveries": msg.deliveries,
-        "data": data,
-        "data_truncated": len(msg.data) > DEAD_LETTER_DATA_MAX,
-    }
-    return [(q.INSERT_ADMIN_LOG, (dead_letter_id(msg), "error", None, None, None, None, detail, msg.at))]
-
-
 # --------------------------------------------------------------------------- order-sensitive events
 # Read-modify-write of a generation's vars, or a conditional effect: run one by one, in stream order.
 
@@ -276,14 +256,6 @@ async def _apply_customer_event(conn: q.Conn, msg: CustomerEventRecorded) -> Non
         await conn.execute(q.APPLY_PREFERENCE_DELTA, msg.pass_id, hard_blocks, dict(msg.tag_weight_deltas))
 
 
-def dead_letter_id(msg: DeadLettered) -> str:
-    """Deterministic: the same dead letter projected twice is one row."""
-    if msg.stream_seq is not None:
-        return f"error:dlq:{msg.original_stream}:{msg.stream_seq}"
-    digest = hashlib.sha256(f"{msg.original_subject}\n{msg.data}".encode()).hexdigest()[:24]
-    return f"error:dlq:{digest}"
-
-
 # --------------------------------------------------------------------------- one event, or a batch
 
 ROWS: dict[type[BusMessage], Callable[[Any], Rows]] = {
@@ -293,7 +265,7 @@ ROWS: dict[type[BusMessage], Callable[[Any], Rows]] = {
     SessionStarted: _session_rows,
     FeedbackRecorded: _feedback_rows,
     OpsLogged: _ops_rows,
-    DeadLettered: _dead_letter_rows,
+    DeadLettered: dead_letter_rows,
 }
 APPLY: dict[type[BusMessage], Callable[[q.Conn, Any], Awaitable[None]]] = {
     ScanLine: _apply_scan_line,
@@ -404,5 +376,7 @@ async def project_batch(batch: list[BusMessage], deps: LedgerDeps) -> None:
             await run.flush(conn)
     except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, asyncpg.CardinalityViolationError) as exc:
         raise InvalidMessageError(f"a batch of {len(batch)} refused by Postgres: {type(exc).__name__}: {exc}") from exc
+    except UNAVAILABLE as exc:
+        raise ServiceUnavailableError(f"Postgres unavailable: {type(exc).__name__}: {exc}") from exc
     log.info("ledger.batch_projected", count=len(batch),
              duration_ms=round((time.perf_counter() - started) * 1000, 2))

@@ -61,6 +61,7 @@ from libs.schemas import (
     SummaryView,
 )
 from services.ledger import queries as q
+from services.ledger.deadletters import with_dead_letters
 from services.ledger.deps import LedgerDeps
 from services.ledger.reconcile import run_checks
 from services.ledger.views import (
@@ -304,7 +305,7 @@ async def on_list_customers(req: ListCustomers, deps: LedgerDeps) -> CustomerLis
 
 async def on_reconcile(req: Reconcile, deps: LedgerDeps) -> ReconcileReport:
     async with deps.pool.acquire() as conn:
-        report = await run_checks(conn, req)
+        report = await with_dead_letters(await run_checks(conn, req), deps.js)
     log.info("ledger.reconciled", ok=report.ok, checks=report.checks)
     return report
 

@@ -197,7 +197,7 @@ async def test_studio_happy_path_then_ops_console(gateway_url: str, page: Any, t
     await expect(ops.locator("#counts thead")).to_contain_text("mma_step")
 
     await ops.locator("#tabs button[data-tab=errors]").click()
-    await expect(ops.locator("#error-filters button")).to_have_count(11)
+    await expect(ops.locator("#error-filters button")).to_have_count(13)
     await ops.locator("#error-filters button", has_text="PROVIDER_ERROR").click()
     await expect(ops.locator("#error-list td.empty")).to_have_text("No PROVIDER_ERROR errors.", timeout=20_000)
 

@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
+from libs import deadletter
 from libs.bus import Bus
 from libs.errors import InvalidInputError, NotFoundError
 from libs.schemas import (
@@ -120,6 +121,20 @@ async def errors_feed(category: str | None = None, generation_id: str | None = N
     result = await deps.bus.request(ListErrors(category=category or None, generation_id=generation_id or None,
                                                limit=_limit(limit)), ErrorList)
     return {"errors": [e.model_dump(mode="json") for e in result.errors]}
+
+
+@router.get("/dead-letters")
+async def dead_letters(consumer: str | None = None, limit: int = 200,
+                       deps: GatewayDeps = Depends(get_deps)) -> dict[str, Any]:
+    """What waits in the retained dead-letter stream, oldest first, with why and whose it is.
+
+    Read straight from JetStream: the dead letters are exactly what may be missing from MEGA.
+    """
+    if consumer is not None and not re.fullmatch(r"[A-Za-z0-9_-]+", consumer):
+        raise InvalidInputError("consumer is a durable name (letters, digits, - and _).", code="INVALID_INPUT")
+    per = await deadletter.counts(deps.bus.js)
+    found = await deadletter.waiting(deps.bus.js, deadletter.filter_for(consumer), limit=_limit(limit))
+    return {"waiting": sum(per.values()), "by_consumer": per, "dead_letters": [d.summary() for d in found]}
 
 
 def per_customer(customers: CustomerList, report: ReconcileReport) -> list[dict[str, Any]]:

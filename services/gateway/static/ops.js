@@ -9,7 +9,7 @@
   const CATEGORIES = [
     ["API_ERROR", "🔥"], ["FRONTEND_CRASH", "🖥️"], ["AUTH_ERROR", "🚫"], ["VALIDATION_ERROR", "⚠️"],
     ["TIMEOUT", "⏱️"], ["PROVIDER_ERROR", "🛰️"], ["UNHANDLED_REJECTION", "🧵"], ["UNCAUGHT_EXCEPTION", "💥"],
-    ["CONFIG_ERROR", "🎛️"], ["GPT_SCHEMA_ERROR", "🧠"],
+    ["CONFIG_ERROR", "🎛️"], ["GPT_SCHEMA_ERROR", "🧠"], ["INVALID_MESSAGE", "💥"], ["POISON_MESSAGE", "☠️"],
   ];
 
   const state = { tab: "generations", category: "", selected: "", config: {} };
@@ -110,8 +110,8 @@
     state.tab = tab;
     for (const b of document.querySelectorAll("#tabs button")) b.classList.toggle("active", b.dataset.tab === tab);
     for (const p of document.querySelectorAll(".panel")) p.classList.toggle("hidden", p.dataset.panel !== tab);
-    const loaders = { generations: loadGenerations, errors: loadErrors, reconcile: loadReconcile,
-      counts: loadCounts, config: loadConfig };
+    const loaders = { generations: loadGenerations, errors: loadErrors, dead: loadDeadLetters,
+      reconcile: loadReconcile, counts: loadCounts, config: loadConfig };
     guarded(loaders[tab]);
   }
 
@@ -215,6 +215,21 @@
       }
       return tr;
     }), state.category ? "No " + state.category + " errors." : "No errors.", 8);
+  }
+
+  // ------------------------------------------------------------------ dead letters
+
+  async function loadDeadLetters() {
+    const data = await api("GET", "/ops/api/dead-letters");
+    const count = $("dead-count");
+    count.textContent = String(data.waiting);
+    count.className = "pill " + (data.waiting ? "bad" : "ok");
+    $("dead-by").textContent = Object.entries(data.by_consumer).map(([c, n]) => c + ": " + n).join(" · ");
+    fill("dead-list", data.dead_letters.map((d) => row([
+      when(d.at), mono(d.consumer), mono(d.subject), d.type || "", d.deliveries, d.reason,
+      payloadViewer({ seq: d.seq, stream: d.stream, stream_seq: d.stream_seq, record_id: d.record_id, data: d.data },
+        "message"),
+    ])), "Nothing waits: every message was taken.", 7);
   }
 
   // ------------------------------------------------------------------ reconciliation
@@ -335,6 +350,7 @@
     $("gen-refresh").addEventListener("click", () => guarded(loadGenerations));
     $("gen-filter").addEventListener("change", () => guarded(loadGenerations));
     $("rec-refresh").addEventListener("click", () => guarded(loadReconcile));
+    $("dead-refresh").addEventListener("click", () => guarded(loadDeadLetters));
     $("config-key").addEventListener("change", onConfigKey);
     $("config-form").addEventListener("submit", submitConfig);
     if (sessionStorage.getItem(TOKEN_KEY)) unlock(); else lock("");

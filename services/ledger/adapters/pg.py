@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import asyncpg
 import orjson
@@ -20,6 +21,39 @@ log = structlog.get_logger("ledger.pg")
 
 _CONNECT_ERRORS = (OSError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
                    asyncpg.TooManyConnectionsError, asyncio.TimeoutError)
+
+
+# Postgres is away, restarting or overloaded, or the transaction lost a race: says nothing about
+# the message or request, so the caller retries (ServiceUnavailableError) instead of giving it up.
+UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError,
+    asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, crash shutdown, query cancelled
+    asyncpg.exceptions.InsufficientResourcesError,  # disk full, out of memory, too many connections
+    asyncpg.exceptions.TransactionRollbackError,  # serialization failure, deadlock
+    asyncpg.exceptions.ObjectNotInPrerequisiteStateError,  # the database is not accepting connections
+)
+
+R = TypeVar("R")
+Q = TypeVar("Q")
+D = TypeVar("D")
+
+
+def db_unavailable_is_retryable(handler: Callable[[Q, D], Awaitable[R]]) -> Callable[[Q, D], Awaitable[R]]:
+    """`handler` with Postgres being away raised as ServiceUnavailableError (retryable).
+
+    Every other failure stays what it is: a bug is not retryable, so the bus bounds it.
+    """
+
+    async def run(req: Q, deps: D) -> R:
+        try:
+            return await handler(req, deps)
+        except UNAVAILABLE as exc:
+            raise ServiceUnavailableError(f"Postgres unavailable: {type(exc).__name__}: {exc}") from exc
+
+    run.__name__ = getattr(handler, "__name__", "handler")
+    run.__doc__ = handler.__doc__
+    return run
 
 
 def _encode_json(value: Any) -> str:
