@@ -145,7 +145,7 @@ async def proves(deps: GatewayDeps, user: JwtUser, pass_id: str) -> bool:
     """Whether the verified user is the customer `pass_id` names."""
     kind, _, value = pass_id.removeprefix("pass:").partition(":")
     if kind == "user":
-        return value.lower() == user.user_id.lower()
+        return value == user.user_id
     if kind == "email":
         return user.email_verified and user.email == value.lower()
     if kind == "shopify":
