@@ -576,6 +576,21 @@ class GetCustomer(RpcRequest):
     pass_id: str
 
 
+class GetCustomerAccess(RpcRequest):
+    """What a verified user may act as: admin (mg_admin_allowlist, by user id then email) and,
+    when asked, whether a Shopify customer id is linked to them in mega_customers."""
+
+    rpc_subject: ClassVar[str] = "mma.rpc.ledger.customer.access"
+    user_id: str
+    email: str | None = None  # only a verified email
+    shopify_customer_id: str | None = None
+
+
+class CustomerAccess(Model):
+    is_admin: bool = False
+    shopify_linked: bool = False
+
+
 class CustomerView(Model):
     pass_id: str
     credits: int

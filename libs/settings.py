@@ -17,6 +17,7 @@ LogFormat = Literal["auto", "json", "console"]
 AssetStoreKind = Literal["local", "s3"]
 ProviderChoice = Literal["auto", "offline", "openai", "replicate"]
 EventLoop = Literal["uvloop", "asyncio"]
+TokenVerification = Literal["local", "auth_api"]
 
 
 class Settings(BaseSettings):
@@ -124,7 +125,22 @@ class Settings(BaseSettings):
         default_factory=lambda: {"MINA-50": 50}, description='JSON SKU -> credits, e.g. {"MINA-50": 50}'
     )
     credit_expiry_days: int | None = Field(None, description="days top-up credits stay valid (none = forever)")
-    supabase_jwt_secret: SecretStr | None = None
+    supabase_jwt_secret: SecretStr | None = Field(
+        None, description="HS256 secret of the Supabase project's (legacy) tokens")
+    supabase_url: str | None = Field(
+        None, description="Supabase project URL: JWKS at /auth/v1/.well-known/jwks.json, Auth API at /auth/v1/user")
+    supabase_jwks_url: str | None = Field(
+        None, description="JWKS of the project's signing keys (default from supabase_url)")
+    supabase_anon_key: SecretStr | None = Field(
+        None, description="the project's anon key, the Auth API's `apikey` header")
+    token_verification: TokenVerification = Field(
+        "local", description="local: HS256 secret and/or JWKS (ES256/RS256); auth_api: ask GET /auth/v1/user")
+    jwt_audience: str = Field("authenticated", description="the `aud` a customer's token must carry")
+    jwks_cache_s: float = Field(600.0, description="how long fetched JWKS keys are used before a refetch")
+    auth_api_cache_s: float = Field(30.0, description="how long an Auth API answer for one token is reused")
+    identity_relaxed: bool = Field(
+        False, description="migration window only: let a pass:user/email/shopify id through without its token"
+        " (logged at start, counted in mina_identity_relaxed_total)")
     admin_token: SecretStr | None = Field(None, description="Bearer token of the admin routes")
     cancel_refund_after_provider_start: bool = Field(
         False, description="refund a generation cancelled after its generator call started (the provider"

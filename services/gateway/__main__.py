@@ -19,6 +19,7 @@ from services.gateway.deps import GatewayDeps
 from services.gateway.fanout import fanout_for
 from services.gateway.idempotency import IdempotencyStore
 from services.gateway.ratelimit import RateLimiter
+from services.gateway.tokens import jwks_url_of
 
 log = structlog.get_logger("gateway")
 
@@ -32,6 +33,13 @@ async def setup(ctx: ServiceContext) -> None:
         idempotency=await IdempotencyStore.open(ctx.bus, replicas=settings.stream_replicas),
         limiter=RateLimiter(settings.rate_limit_per_minute),
     )
+    ctx.stack.push_async_callback(deps.verifier.aclose)
+    log.info("gateway.token_verification", mode=settings.token_verification, jwks=jwks_url_of(settings),
+             hs256=settings.supabase_jwt_secret is not None)
+    if settings.identity_relaxed:
+        log.warning("gateway.identity_relaxed", detail="MMA_IDENTITY_RELAXED is on: a pass:user/email/shopify id is "
+                    "honoured without its token (counted in mina_identity_relaxed_total); turn it off after the "
+                    "migration window")
     await deps.decisions.start(ctx.bus)  # one subscription for every create's accept/reject
     sse_fanout = fanout_for(ctx.bus)
     await sse_fanout.start()  # one subscription for every SSE stream's live events

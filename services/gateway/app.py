@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from services.gateway import errors
+from services.gateway.access import edge
 from services.gateway.deps import GatewayDeps
 from services.gateway.middleware import GatewayMiddleware
 from services.gateway.routes import admin, billing, core, legacy_generate, mma, ops, ops_console, pages, uploads
@@ -15,6 +16,7 @@ def create_app(deps: GatewayDeps) -> FastAPI:
         title="Mina Mind gateway",
         version="1.0.0",
         description="MMA and legacy routes of the Mina frontend (ROUTES.md), SSE, uploads and webhooks.",
+        dependencies=[Depends(edge)],  # the identity rule, before any route's own dependencies
     )
     app.state.deps = deps
     errors.install(app)

@@ -3,7 +3,8 @@
 Order: body `customerId`, `passId`, `pass_id` (`customer_id` too), then the
 `X-Mina-Pass-Id` header, then for GET the query `customerId`/`passId`, then the
 verified Bearer user (`pass:user:<sub>`), else a fresh `pass:anon:<uuid4>`.
-A JWT is only ever trusted after its HS256 signature checks out.
+The Bearer token is verified once, at the edge (`services.gateway.access`), which also
+refuses a pass id the token does not prove before any route runs.
 """
 
 from __future__ import annotations
@@ -13,24 +14,18 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-import jwt
 import orjson
 from fastapi import Request
 
 from libs.errors import InvalidInputError
-from libs.settings import Settings
+from services.gateway.tokens import JwtUser
 
 PASS_HEADER = "X-Mina-Pass-Id"
+ABSENT_TOKENS = ("null", "undefined", "[object Object]")  # what a client without a session sends
 BODY_KEYS = ("customerId", "passId", "pass_id", "customer_id")
 QUERY_KEYS = ("customerId", "passId")
 # MEGA.md forms; ASCII only, so the id is safe in a response header, a subject and a Postgres text column
 PASS_ID_FORM = re.compile(r"pass:(?:anon|user|shopify|email):[A-Za-z0-9._@+=:-]{1,200}")
-
-
-@dataclass(frozen=True)
-class JwtUser:
-    user_id: str
-    email: str | None
 
 
 @dataclass(frozen=True)
@@ -61,26 +56,10 @@ def normalize_pass_id(value: Any) -> str | None:
 def bearer_token(request: Request) -> str | None:
     header = request.headers.get("authorization") or ""
     scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or token in ABSENT_TOKENS:
         return None
-    return token.strip()
-
-
-def verify_jwt(token: str, settings: Settings) -> JwtUser | None:
-    """The Supabase user of a token signed with the project secret; None when it does not verify."""
-    secret = settings.supabase_jwt_secret
-    if secret is None:
-        return None
-    try:
-        claims = jwt.decode(token, secret.get_secret_value(), algorithms=["HS256"],
-                            options={"verify_aud": False, "require": ["sub"]})
-    except jwt.PyJWTError:
-        return None
-    sub = str(claims.get("sub") or "").strip()
-    if not sub:
-        return None
-    email = claims.get("email")
-    return JwtUser(user_id=sub, email=str(email).lower() if email else None)
+    return token
 
 
 async def json_body(request: Request) -> dict[str, Any]:
@@ -115,16 +94,20 @@ def explicit_pass_id(request: Request, body: dict[str, Any]) -> tuple[str | None
     return None, ""
 
 
-async def resolve(request: Request, settings: Settings) -> Identity:
-    """Resolve the caller's identity and remember it for the `X-Mina-Pass-Id` response header."""
+async def resolve(request: Request) -> Identity:
+    """Resolve the caller's identity and remember it for the `X-Mina-Pass-Id` response header.
+
+    The user is the one the edge verified (`request.state.user`); a pass id the edge found
+    unproven on a route that drops rather than refuses it (crash reports) is not used.
+    """
     body = await json_body(request)
-    token = bearer_token(request)
-    user = verify_jwt(token, settings) if token else None
-    pass_id, source = explicit_pass_id(request, body)
+    user: JwtUser | None = getattr(request.state, "user", None)
+    token_sent = bearer_token(request) is not None and not getattr(request.state, "admin_token", False)
+    pass_id, source = (None, "") if getattr(request.state, "unproven", False) else explicit_pass_id(request, body)
     if pass_id is None and user is not None:
         pass_id, source = f"pass:user:{user.user_id}", "jwt"
     if pass_id is None:
         pass_id, source = f"pass:anon:{uuid.uuid4()}", "minted"
-    identity = Identity(pass_id=pass_id, source=source, user=user, token_invalid=bool(token) and user is None)
+    identity = Identity(pass_id=pass_id, source=source, user=user, token_invalid=token_sent and user is None)
     request.state.pass_id = pass_id
     return identity

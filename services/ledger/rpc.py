@@ -41,6 +41,7 @@ from libs.schemas import (
     GenerationView,
     GetActiveConfig,
     GetCustomer,
+    GetCustomerAccess,
     GetGeneration,
     HistoryPage,
     LikedItem,
@@ -61,6 +62,7 @@ from libs.schemas import (
     SummaryView,
 )
 from services.ledger import queries as q
+from services.ledger.access import on_get_customer_access
 from services.ledger.deadletters import with_dead_letters
 from services.ledger.deps import LedgerDeps
 from services.ledger.reconcile import run_checks
@@ -357,6 +359,7 @@ RPC_HANDLERS: dict[type[RpcRequest], Callable[[Any, LedgerDeps], Awaitable[Model
     CreditApplyBatch: on_credit_apply_batch,
     EnsureCustomer: on_ensure_customer,
     GetCustomer: on_get_customer,
+    GetCustomerAccess: on_get_customer_access,
     GetGeneration: on_get_generation,
     ListSteps: on_list_steps,
     RecentDurations: on_recent_durations,

@@ -12,7 +12,9 @@ import httpx
 from PIL import Image, ImageDraw
 from playwright.async_api import expect
 
+from libs.settings import Settings
 from tests.conftest import ADMIN_TOKEN
+from tests.gateway.support import signed_in, user_token
 from tests.helpers import wait_for
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -61,15 +63,21 @@ async def wait_done(page: Any, count: int) -> None:
 
 
 async def test_studio_happy_path_then_ops_console(gateway_url: str, page: Any, tmp_path: Path, shots: Path,
-                                                  database_url: str) -> None:
-    """A new user uploads, creates, watches it live, tweaks, animates, plays, likes and downloads; ops sees it all."""
+                                                  database_url: str, settings: Settings) -> None:
+    """A new user signs in, uploads, creates, watches it live, tweaks, animates, plays, likes and downloads;
+    ops sees it all."""
     await page.add_init_script(RECORDER)
     await page.goto(f"{gateway_url}/studio")
     await expect(page.locator("body[data-ready=true]")).to_have_count(1)
 
-    pass_id = f"pass:anon:browser-{uuid.uuid4().hex[:12]}"
-    await page.get_by_test_id("pass-id").fill(pass_id)
-    await page.get_by_role("button", name="Use").click()
+    # signed in as the frontend is: the Supabase access token goes to /auth/shopify-sync, the studio
+    # adopts `pass:user:<uid>` and sends the token beside the pass id on every call from then on
+    user_id = str(uuid.uuid4())
+    pass_id = f"pass:user:{user_id}"
+    await page.get_by_test_id("access-token").fill(user_token(settings, user_id, "Browser@Example.com"))
+    await page.get_by_test_id("sign-in").click()
+    await expect(page.get_by_test_id("signed-in")).to_have_text("Signed in as browser@example.com", timeout=20_000)
+    await expect(page.get_by_test_id("pass-id")).to_have_value(pass_id)
     await expect(page.get_by_test_id("balance")).to_have_text("20", timeout=20_000)
     assert await page.evaluate("localStorage.getItem('mina.passId')") == pass_id
 
@@ -148,7 +156,8 @@ async def test_studio_happy_path_then_ops_console(gateway_url: str, page: Any, t
     assert page.js_errors == []
 
     async with httpx.AsyncClient(base_url=gateway_url, timeout=20.0) as http:
-        events = (await http.get(f"/history/pass/{pass_id}")).json()
+        assert (await http.get(f"/history/pass/{pass_id}")).status_code == 401  # not without the customer's token
+        events = (await http.get(f"/history/pass/{pass_id}", headers=signed_in(settings, pass_id))).json()
         assert {g["generationId"] for g in events["generations"]} >= {still_id, tweak_id, video_id, video_tweak_id}
 
     # ---- the ops console
@@ -295,4 +304,27 @@ async def test_studio_shows_the_out_of_credits_message(gateway_url: str, page: A
     await expect(page.get_by_test_id("balance")).to_have_text("0")
     await expect(page.get_by_test_id("create")).to_be_enabled()
     await page.screenshot(path=str(shots / "studio-0-no-credits.png"), full_page=True)
+    assert page.js_errors == []
+
+
+async def test_studio_refuses_a_customer_pass_id_without_its_token(gateway_url: str, page: Any,
+                                                                  settings: Settings) -> None:
+    """Typing someone's `pass:user:` id shows the 401 and no balance; signing out drops the customer's id."""
+    victim = f"pass:user:{uuid.uuid4()}"
+    await page.goto(f"{gateway_url}/studio")
+    await expect(page.locator("body[data-ready=true]")).to_have_count(1)
+    await page.get_by_test_id("pass-id").fill(victim)
+    await page.get_by_role("button", name="Use").click()
+    await expect(page.get_by_test_id("error")).to_contain_text("HTTP 401", timeout=20_000)
+    await page.get_by_test_id("access-token").fill("not.a.token")
+    await page.get_by_test_id("sign-in").click()
+    await expect(page.get_by_test_id("error")).to_contain_text("not accepted", timeout=20_000)
+    user_id = str(uuid.uuid4())
+    await page.get_by_test_id("access-token").fill(user_token(settings, user_id))
+    await page.get_by_test_id("sign-in").click()
+    await expect(page.get_by_test_id("pass-id")).to_have_value(f"pass:user:{user_id}", timeout=20_000)
+    await expect(page.get_by_test_id("balance")).to_have_text("20", timeout=20_000)
+    await page.get_by_test_id("sign-out").click()
+    await expect(page.get_by_test_id("pass-id")).to_have_value(re.compile(r"^pass:anon:"), timeout=20_000)
+    assert await page.evaluate("localStorage.getItem('mina.accessToken')") is None
     assert page.js_errors == []

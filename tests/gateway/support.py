@@ -7,13 +7,17 @@ import base64
 import hashlib
 import hmac
 import io
+import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import jwt
 import orjson
 from PIL import Image
 
+from libs.settings import Settings
 from tests.conftest import ADMIN_TOKEN
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -78,3 +82,34 @@ def data_url(data: bytes, mime: str = "image/png") -> str:
 
 def shopify_sign(body: bytes, secret: str) -> str:
     return base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode()
+
+
+def user_token(settings: Settings, user_id: str, email: str | None = None, *, verified: bool = True,
+               exp_in: int = 600, secret: str | None = None) -> str:
+    """A Supabase-style access token (HS256 with the project secret unless `secret` forges one)."""
+    key = secret or (settings.supabase_jwt_secret.get_secret_value() if settings.supabase_jwt_secret else "")
+    claims: dict[str, Any] = {"sub": user_id, "aud": "authenticated", "exp": int(time.time()) + exp_in,
+                              "role": "authenticated", "user_metadata": {"email_verified": verified}}
+    if email:
+        claims["email"] = email
+    return jwt.encode(claims, key, algorithm="HS256")
+
+
+def new_user() -> str:
+    """A fresh `pass:user:<uuid>` pass id."""
+    return f"pass:user:{uuid.uuid4()}"
+
+
+def signed_in(settings: Settings, pass_id: str, **token_args: Any) -> dict[str, str]:
+    """The headers the frontend sends for a signed-in customer: the Bearer token beside the pass id.
+
+    `pass:user:<uid>` gets a token of that user, `pass:email:<addr>` one with that verified email.
+    """
+    kind, _, value = pass_id.removeprefix("pass:").partition(":")
+    if kind == "user":
+        token = user_token(settings, value, **token_args)
+    elif kind == "email":
+        token = user_token(settings, str(uuid.uuid4()), value, **token_args)
+    else:
+        raise ValueError(f"no token proves {pass_id} by itself")
+    return {"Authorization": f"Bearer {token}", "X-Mina-Pass-Id": pass_id}

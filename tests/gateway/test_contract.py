@@ -84,7 +84,10 @@ async def test_core_legacy_routes(stack: Services, client: httpx.AsyncClient) ->
     assert b["ok"] is True and b["balance"] == 20 and b["passId"] == pass_id and b["expiresAt"] is None
     assert b["meta"] == {"imageCost": 1, "motionCost": 5} and b["customerId"] == pass_id and b["source"]
     assert isinstance(b["historyLength"], int) and isinstance(b["requestId"], str)
-    legacy_id = await client.get("/credits/balance", params={"customerId": "12345"})
+    # a legacy Shopify id is `pass:shopify:<id>`: read only with its linked user's token or the admin token
+    assert_legacy_error(await client.get("/credits/balance", params={"customerId": "12345"}), 401,
+                        "NOT_AUTHENTICATED")
+    legacy_id = await client.get("/credits/balance", params={"customerId": "12345"}, headers=ADMIN)
     assert legacy_id.json()["passId"] == "pass:shopify:12345"
 
     # sessions

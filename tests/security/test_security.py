@@ -29,8 +29,8 @@ REPLICATE_TOKEN = "r8_secret_replicate_2b8d"
 
 
 async def test_no_pass_id_reads_as_the_urls_and_a_matching_bearer_is_allowed(services: Services) -> None:
-    """A history request with no identity reads as the URL's pass id (the frontend relies on it);
-    a verified Bearer whose pass id is the URL's reads it too."""
+    """A history request with no identity reads as the URL's anon pass id (a bearer secret); a
+    customer's (`pass:user:`) needs the verified Bearer of that user: forged or none is 401."""
     await services.start_all(welcome_credits=3)
     uid = str(uuid.uuid4())
     async with httpx.AsyncClient(base_url=services.gateway_url, timeout=30) as client:
@@ -44,8 +44,9 @@ async def test_no_pass_id_reads_as_the_urls_and_a_matching_bearer_is_allowed(ser
         forged = jwt.encode({"sub": uid, "aud": "authenticated", "exp": int(time.time()) + 600},
                             "a-wrong-secret-of-enough-length-0123456789", algorithm="HS256")
         r = await client.get(f"/history/pass/{mine}", headers={"Authorization": f"Bearer {forged}"})
-        # an unverified token carries no identity: the request reads as one with none (the URL's)
-        assert r.status_code == 200 and r.json()["passId"] == mine, r.text
+        # an unverified token carries no identity, and a customer's history needs theirs (issue #15)
+        assert r.status_code == 401 and r.json()["error"] == "NOT_AUTHENTICATED", r.text
+        assert (await client.get(f"/history/pass/{mine}")).status_code == 401
 
 
 async def test_secrets_never_reach_a_log_line_or_a_mega_row(services: Services, database_url: str) -> None:

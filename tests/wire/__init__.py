@@ -1,7 +1,8 @@
-"""Local HTTP servers speaking provider wire protocols (OpenAI, Replicate) for tests."""
+"""Local HTTP servers speaking provider wire protocols (OpenAI, Replicate, Supabase Auth) for tests."""
 
 from tests.wire.base import WireServer
 from tests.wire.openai_server import OpenAIServer
 from tests.wire.replicate_server import ReplicateServer
+from tests.wire.supabase_auth import SupabaseAuthServer
 
-__all__ = ["OpenAIServer", "ReplicateServer", "WireServer"]
+__all__ = ["OpenAIServer", "ReplicateServer", "SupabaseAuthServer", "WireServer"]

@@ -38,6 +38,7 @@ class WireServer:
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._stopped = threading.Event()  # injected latency and hangs end when the server stops
+        self._request = threading.local()  # the headers of the request this thread is serving
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -60,6 +61,7 @@ class WireServer:
             def _serve(self, method: str) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
+                server._request.headers = {k.lower(): v for k, v in self.headers.items()}
                 status, headers, body = server._dispatch(method, self.path, raw)
                 self.send_response(status)
                 for key, value in headers.items():
@@ -118,6 +120,10 @@ class WireServer:
     def bodies(self, route: str) -> list[Any]:
         with self._lock:
             return list(self._bodies[route])
+
+    def request_headers(self) -> dict[str, str]:
+        """The (lower-cased) headers of the request being handled, for `handle` to read."""
+        return dict(getattr(self._request, "headers", {}))
 
     # ------------------------------------------------------------------ dispatch
 

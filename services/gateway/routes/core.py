@@ -27,17 +27,10 @@ from libs.schemas import (
     SummaryView,
     new_id,
 )
+from services.gateway.access import caller_of
 from services.gateway.bodies import Body, PassFields, first
 from services.gateway.deps import GatewayDeps
-from services.gateway.identity import (
-    PASS_HEADER,
-    Identity,
-    bearer_token,
-    json_body,
-    normalize_pass_id,
-    resolve,
-    verify_jwt,
-)
+from services.gateway.identity import PASS_HEADER, Identity, json_body, normalize_pass_id, resolve
 from services.gateway.routes.common import ensure_customer, failure_code, get_deps, identity, request_id
 from services.gateway.routes.mma import record_event
 from services.gateway.views import iso
@@ -83,8 +76,7 @@ async def total_users(deps: GatewayDeps = Depends(get_deps)) -> dict[str, Any]:
 @router.post("/auth/shopify-sync")
 async def shopify_sync(request: Request, deps: GatewayDeps = Depends(get_deps)) -> dict[str, Any]:
     """A verified Supabase user becomes `pass:user:<uid>`; no or bad token: not logged in."""
-    token = bearer_token(request)
-    user = verify_jwt(token, deps.settings) if token else None
+    user = (await caller_of(request, deps)).user
     if user is None:
         return {"ok": True, "loggedIn": False, "requestId": request_id(request)}
     pass_id = f"pass:user:{user.user_id}"
@@ -135,14 +127,16 @@ async def sessions_start(request: Request, body: SessionBody | None = None, deps
                         "createdAt": msg.at.isoformat(), "customerId": who.pass_id}}
 
 
-def _caller_conflicts(request: Request, deps: GatewayDeps, target: str) -> bool:
-    """A header or verified Bearer naming another pass id than the one read."""
+def _caller_conflicts(request: Request, target: str) -> bool:
+    """A header or verified Bearer naming another pass id than the one read (a non-anon target
+    is one the edge already proved the Bearer's)."""
     header = normalize_pass_id(request.headers.get(PASS_HEADER))
     if header is not None and header != target:
         return True
-    token = bearer_token(request)
-    user = verify_jwt(token, deps.settings) if token else None
-    return user is not None and f"pass:user:{user.user_id}" != target and header != target
+    user = getattr(request.state, "user", None)
+    admin = getattr(request.state, "admin_token", False)
+    return (user is not None and not admin and target.startswith("pass:anon:")
+            and f"pass:user:{user.user_id}" != target and header != target)
 
 
 def _parse_cursor(cursor: str | None) -> datetime | None:
@@ -157,7 +151,7 @@ def _parse_cursor(cursor: str | None) -> datetime | None:
 
 async def _history(request: Request, deps: GatewayDeps, pass_id: str, limit: int, cursor: str | None,
                    ) -> dict[str, Any]:
-    if _caller_conflicts(request, deps, pass_id):
+    if _caller_conflicts(request, pass_id):
         raise ForbiddenError("You can only read your own history.", code="FORBIDDEN")
     request.state.pass_id = pass_id
     limit = max(1, min(limit, 500))
@@ -284,7 +278,7 @@ async def log_error(request: Request, deps: GatewayDeps = Depends(get_deps)) -> 
     """A frontend crash report: an ops-plane row (🖥️ FRONTEND_CRASH). Always `{ok:true}`."""
     raw = await json_body(request)
     try:
-        who = await resolve(request, deps.settings)
+        who = await resolve(request)
     except InvalidInputError:  # a crash report with a malformed pass id is still worth keeping
         who = Identity(pass_id=f"pass:anon:{new_id()}", source="minted")
     try:

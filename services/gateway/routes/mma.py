@@ -22,6 +22,7 @@ from libs.schemas import (
     GetCustomer,
     new_id,
 )
+from services.gateway.access import sse_url_for
 from services.gateway.bodies import CreateCommon, EventBody, StillCreateBody, TweakBody, VideoAnimateBody
 from services.gateway.control import already_finished, owner_and_state, queue_info
 from services.gateway.decisions import wait_until_stored
@@ -70,8 +71,7 @@ CREATE_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def queued(generation_id: str) -> dict[str, Any]:
-    sse_url = f"/mma/stream/{generation_id}"
+def queued(generation_id: str, sse_url: str) -> dict[str, Any]:
     return {"generation_id": generation_id, "status": "queued", "sse_url": sse_url,
             "generationId": generation_id, "id": generation_id, "sseUrl": sse_url}
 
@@ -105,14 +105,14 @@ async def run_create(request: Request, deps: GatewayDeps, who: Identity, body: C
         idempotency_key=key, body_digest=await digest(request, flow, parent) if key else "",
     )
     outcome = await submit(deps, cmd)
-    return decision_response(request, deps, outcome, failed_code, lane_of(request, body))
+    return decision_response(request, deps, outcome, failed_code, lane_of(request, body), who.pass_id)
 
 
 def decision_response(request: Request, deps: GatewayDeps, outcome: Outcome, failed_code: str,
-                      lane: str) -> JSONResponse:
+                      lane: str, pass_id: str) -> JSONResponse:
     rejected = outcome.rejected
     if rejected is None:
-        return JSONResponse(queued(outcome.generation_id))
+        return JSONResponse(queued(outcome.generation_id, sse_url_for(deps, outcome.generation_id, pass_id)))
     if rejected.code == "INSUFFICIENT_CREDITS":
         details = {
             "userMessage": rejected.message, "balance": rejected.balance, "needed": rejected.price, "lane": lane,

@@ -3,11 +3,13 @@
 
 (function () {
   const PASS_KEY = "mina.passId";
+  const TOKEN_KEY = "mina.accessToken";
   const MAX_INSPIRATIONS = 4;
   const $ = (id) => document.getElementById(id);
 
   const state = {
     passId: "",
+    token: "", // the Supabase access token, sent as Bearer beside the pass id (as the real frontend does)
     uploads: { product: null, logo: null, inspiration: [] },
     pendingUploads: 0,
     busy: false,
@@ -26,6 +28,27 @@
     $("pass-id").value = state.passId;
   }
 
+  function setToken(token, email) {
+    state.token = (token || "").trim();
+    if (state.token) localStorage.setItem(TOKEN_KEY, state.token);
+    else localStorage.removeItem(TOKEN_KEY);
+    $("signed-in").textContent = state.token ? "Signed in" + (email ? " as " + email : "") : "";
+    $("sign-out").classList.toggle("hidden", !state.token);
+  }
+
+  // Sign-in as AuthGate does it: POST /auth/shopify-sync with the Bearer token and the local pass id,
+  // then adopt the pass id it answers (`pass:user:<uid>`); a token it does not accept keeps the local id.
+  async function signIn(token) {
+    const headers = { "Authorization": "Bearer " + token, "Content-Type": "application/json" };
+    if (state.passId) headers["X-Mina-Pass-Id"] = state.passId;
+    const res = await fetch("/auth/shopify-sync", { method: "POST", headers, body: "{}" });
+    const data = await res.json().catch(() => ({}));
+    if (!res.ok || !data.loggedIn) throw new ApiError(res.status === 200 ? 401 : res.status,
+      { error: "NOT_AUTHENTICATED", message: "That access token was not accepted." });
+    setToken(token, data.email);
+    setPassId(data.passId || data.pass_id || res.headers.get("X-Mina-Pass-Id") || state.passId);
+  }
+
   // ------------------------------------------------------------------ HTTP
 
   class ApiError extends Error {
@@ -42,6 +65,7 @@
   async function api(method, path, body) {
     const headers = { "Accept": "application/json" };
     if (state.passId) headers["X-Mina-Pass-Id"] = state.passId;
+    if (state.token) headers["Authorization"] = "Bearer " + state.token;
     const init = { method, headers };
     if (body !== undefined) {
       headers["Content-Type"] = "application/json";
@@ -425,6 +449,28 @@
     window.addEventListener("unhandledrejection", (e) => reportCrash(
       (e.reason && e.reason.message) || e.reason, e.reason && e.reason.stack));
     setPassId(localStorage.getItem(PASS_KEY) || "");
+    setToken(localStorage.getItem(TOKEN_KEY) || "");
+    $("sign-in").addEventListener("click", async () => {
+      const token = $("access-token").value.trim();
+      if (!token) { showError(new Error("Paste an access token first.")); return; }
+      showError(null);
+      try {
+        await signIn(token);
+        $("access-token").value = "";
+      } catch (err) {
+        showError(err);
+        return;
+      }
+      await refreshBalance();
+      updateButtons();
+    });
+    $("sign-out").addEventListener("click", async () => {
+      setToken("");
+      setPassId(""); // a customer's pass id is not kept without their token: a fresh anon one is minted
+      showError(null);
+      await refreshBalance();
+      updateButtons();
+    });
     $("pass-use").addEventListener("click", async () => {
       const typed = $("pass-id").value.trim();
       if (!typed.startsWith("pass:")) { showError(new Error("A pass id starts with “pass:”.")); return; }
