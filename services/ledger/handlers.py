@@ -199,11 +199,22 @@ async def _apply_scan_line(conn: q.Conn, msg: ScanLine) -> None:
     await conn.execute(q.SET_VARS, msg.generation_id, with_scan_line(row["mg_mma_vars"] or {}, msg.index, msg.text))
 
 
+def _already_ended(row: Any, msg: GenerationDone | GenerationFailed) -> bool:
+    """A stored end stays (libs/final.py): its transaction wrote all its rows, so a redelivery has
+    nothing to do and a later end (a late `failed` after `done`, a second failure) replaces nothing."""
+    ended = row["mg_mma_status"] in q.TERMINAL_STATUSES
+    if ended and row["mg_mma_status"] != msg.status.value:
+        log.info("ledger.late_end_ignored", generation_id=msg.generation_id, stored=row["mg_mma_status"])
+    return ended
+
+
 async def _apply_done(conn: q.Conn, msg: GenerationDone) -> None:
     """Final row; the merge keeps scan lines already persisted, and status never moves back."""
     await conn.execute(q.ENSURE_CUSTOMER, msg.pass_id)
     await conn.execute(q.ENSURE_GENERATION, msg.generation_id, msg.pass_id, msg.at)
     row = await conn.fetchrow(q.LOCK_GENERATION, msg.generation_id)
+    if _already_ended(row, msg):
+        return
     merged = merge_vars(row["mg_mma_vars"] or {}, msg.vars)
     current = row["mg_mma_status"]
     if current != msg.status.value and not status_can_move(current, msg.status.value):
@@ -243,6 +254,8 @@ async def _apply_failed(conn: q.Conn, msg: GenerationFailed) -> None:
     await conn.execute(q.ENSURE_CUSTOMER, msg.pass_id)
     await conn.execute(q.ENSURE_GENERATION, msg.generation_id, msg.pass_id, msg.at)
     row = await conn.fetchrow(q.LOCK_GENERATION, msg.generation_id)
+    if _already_ended(row, msg):
+        return
     merged = merge_vars(row["mg_mma_vars"] or {}, msg.vars)
     current = row["mg_mma_status"]
     if current == msg.status.value or status_can_move(current, msg.status.value):
