@@ -47,8 +47,8 @@ async def setup(ctx: ServiceContext) -> None:
     missing = set(EVENT_TYPES.values()) - set(EVENT_HANDLERS)
     if missing:
         raise RuntimeError(f"no ledger handler for {sorted(m.__name__ for m in missing)}")
-    for req_type, handler in RPC_HANDLERS.items():
-        await ctx.bus.serve(req_type, handler, deps, queue=RPC_QUEUE)
+    for req_type, handler in RPC_HANDLERS.items():  # no more at once than the pool has connections
+        await ctx.bus.serve(req_type, handler, deps, queue=RPC_QUEUE, concurrency=ctx.settings.db_pool_max)
     # in stream order, up to BATCH (500) events per transaction; bad data falls back to one at a time
     await ctx.bus.consume_batch(
         stream=Stream.EVENTS, durable=DURABLE, filter_subject=EVENTS_ALL, handlers=EVENT_HANDLERS,

@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi import Depends, Request
 
-from libs.errors import MmaError, UnauthorizedError
+from libs.errors import MmaError, ServiceUnavailableError, UnauthorizedError
 from libs.schemas import CustomerView, EnsureWelcome
 from services.gateway.deps import GatewayDeps
 from services.gateway.identity import Identity, bearer_token, resolve
@@ -65,12 +65,16 @@ async def ensure_customer_once(deps: GatewayDeps, who: Identity) -> None:
 
 
 def mma_identity() -> Callable[..., Coroutine[Any, Any, Identity]]:
-    """MMA POSTs: resolve the pass id and ensure the customer (failure: 500 MMA_PASSID_MW_FAILED)."""
+    """MMA POSTs: resolve the pass id and ensure the customer (failure: MMA_PASSID_MW_FAILED, 503 while a
+    service restarts, else 500)."""
 
     async def dep(request: Request, deps: GatewayDeps = Depends(get_deps)) -> Identity:
         who = await resolve(request, deps.settings)
         try:
             await ensure_customer_once(deps, who)
+        except ServiceUnavailableError as exc:  # a dependency restarting: 503 + Retry-After, never a 500
+            raise ServiceUnavailableError(f"Could not resolve the customer: {exc.message}",
+                                          code="MMA_PASSID_MW_FAILED") from exc
         except MmaError as exc:
             raise MmaError(f"Could not resolve the customer: {exc.message}", code="MMA_PASSID_MW_FAILED") from exc
         return who
