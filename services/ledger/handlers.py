@@ -199,13 +199,17 @@ async def _apply_scan_line(conn: q.Conn, msg: ScanLine) -> None:
     await conn.execute(q.SET_VARS, msg.generation_id, with_scan_line(row["mg_mma_vars"] or {}, msg.index, msg.text))
 
 
-def _already_ended(row: Any, msg: GenerationDone | GenerationFailed) -> bool:
-    """A stored end stays (libs/final.py): its transaction wrote all its rows, so a redelivery has
-    nothing to do and a later end (a late `failed` after `done`, a second failure) replaces nothing."""
-    ended = row["mg_mma_status"] in q.TERMINAL_STATUSES
-    if ended and row["mg_mma_status"] != msg.status.value:
-        log.info("ledger.late_end_ignored", generation_id=msg.generation_id, stored=row["mg_mma_status"])
-    return ended
+def _late_end(row: Any, msg: GenerationDone | GenerationFailed) -> bool:
+    """A different end is stored, so this one is late and replaces nothing (libs/final.py: the first end
+    is final). The same end again (a redelivery or replay) is applied again: its statements are idempotent
+    and repair what replayed earlier events rewrote (a step's payload)."""
+    stored = row["mg_mma_status"]
+    if stored not in q.TERMINAL_STATUSES:
+        return False
+    same = stored == msg.status.value and (isinstance(msg, GenerationDone) or row["mg_error"] == msg.message)
+    if not same:
+        log.info("ledger.late_end_ignored", generation_id=msg.generation_id, stored=stored, late=msg.status.value)
+    return not same
 
 
 async def _apply_done(conn: q.Conn, msg: GenerationDone) -> None:
@@ -213,7 +217,7 @@ async def _apply_done(conn: q.Conn, msg: GenerationDone) -> None:
     await conn.execute(q.ENSURE_CUSTOMER, msg.pass_id)
     await conn.execute(q.ENSURE_GENERATION, msg.generation_id, msg.pass_id, msg.at)
     row = await conn.fetchrow(q.LOCK_GENERATION, msg.generation_id)
-    if _already_ended(row, msg):
+    if _late_end(row, msg):
         return
     merged = merge_vars(row["mg_mma_vars"] or {}, msg.vars)
     current = row["mg_mma_status"]
@@ -254,7 +258,7 @@ async def _apply_failed(conn: q.Conn, msg: GenerationFailed) -> None:
     await conn.execute(q.ENSURE_CUSTOMER, msg.pass_id)
     await conn.execute(q.ENSURE_GENERATION, msg.generation_id, msg.pass_id, msg.at)
     row = await conn.fetchrow(q.LOCK_GENERATION, msg.generation_id)
-    if _already_ended(row, msg):
+    if _late_end(row, msg):
         return
     merged = merge_vars(row["mg_mma_vars"] or {}, msg.vars)
     current = row["mg_mma_status"]
