@@ -34,7 +34,7 @@ async def setup(ctx: ServiceContext) -> None:
         log.info("ledger.migrations_applied", migrations=applied)
     pool = await create_pool(ctx.database_url, ctx.settings.db_pool_min, ctx.settings.db_pool_max)
     ctx.stack.push_async_callback(pool.close)
-    deps = LedgerDeps(pool=pool, settings=ctx.settings)
+    deps = LedgerDeps(pool=pool, settings=ctx.settings, bus=ctx.bus)
 
     async def database_ready() -> bool:
         try:

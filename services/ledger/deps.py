@@ -1,4 +1,4 @@
-"""What the ledger's handlers need: the one asyncpg pool (and settings)."""
+"""What the ledger's handlers need: the one asyncpg pool, settings, and the bus (stream reads)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from libs.bus import Bus
 from libs.settings import Settings
 
 
@@ -13,3 +14,4 @@ from libs.settings import Settings
 class LedgerDeps:
     pool: asyncpg.Pool
     settings: Settings
+    bus: Bus | None = None  # the stream decides between two ends projected out of order (ends.py)

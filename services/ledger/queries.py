@@ -139,6 +139,7 @@ update mega_generations set
     mg_image_url = coalesce($10, mg_image_url),
     mg_video_url = coalesce($11, mg_video_url),
     mg_content_type = coalesce($12, mg_content_type),
+    mg_error = null,
     mg_updated_at = now()
 where mg_id = 'generation:' || $1
 """
