@@ -70,6 +70,9 @@ _TRANSIENT = (
 )
 
 
+RESPONDER_POLL_S = 0.1
+
+
 def _retry_delay(deliveries: int) -> float:
     """Nak delay: 0.5 s, 1 s, 2 s ... capped at 15 s."""
     return float(min(15.0, 0.5 * (2 ** max(0, deliveries - 1))))
@@ -310,20 +313,33 @@ class Bus:
     # ------------------------------------------------------------------ request / reply
 
     async def request(self, req: RpcRequest, reply: type[R], timeout: float | None = None) -> R:
-        """Call the queue group serving `req`; its MmaError is raised again here."""
-        try:
-            raw = await self.nc.request(
-                req.rpc_subject, req.model_dump_json().encode(), timeout=timeout or self.settings.rpc_timeout_s
-            )
-        except _TRANSIENT as exc:
-            raise ServiceUnavailableError(f"no answer on {req.rpc_subject}", subject=req.rpc_subject) from exc
+        """Call the queue group serving `req`; its MmaError is raised again here.
+
+        While nobody serves the subject (a service restarting), the call asks again for up to
+        `rpc_responder_wait_s` (never longer than `timeout`): no responder means nobody got it.
+        """
+        timeout = timeout or self.settings.rpc_timeout_s
+        give_up = time.monotonic() + min(timeout, self.settings.rpc_responder_wait_s)
+        while True:
+            try:
+                raw = await self.nc.request(req.rpc_subject, req.model_dump_json().encode(), timeout=timeout)
+                break
+            except nats.errors.NoRespondersError as exc:
+                if time.monotonic() >= give_up:
+                    raise ServiceUnavailableError(f"no answer on {req.rpc_subject}", subject=req.rpc_subject) from exc
+                await asyncio.sleep(RESPONDER_POLL_S)
+            except _TRANSIENT as exc:
+                raise ServiceUnavailableError(f"no answer on {req.rpc_subject}", subject=req.rpc_subject) from exc
         envelope = orjson.loads(raw.data)
         if not envelope.get("ok"):
             raise error_from_wire(envelope.get("error") or {})
         return reply.model_validate(envelope["data"])
 
-    async def serve(self, req_type: type[Q], handler: RpcHandler[D], deps: D, queue: str) -> None:
-        """Answer `req_type` requests in queue group `queue`; each request runs in its own task."""
+    async def serve(self, req_type: type[Q], handler: RpcHandler[D], deps: D, queue: str,
+                    concurrency: int | None = None) -> None:
+        """Answer `req_type` requests in queue group `queue`, each in its own task, at most `concurrency`
+        (default `rpc_concurrency`) at once: the rest wait in the subscription, not as tasks on the loop."""
+        slots = asyncio.Semaphore(max(1, concurrency or self.settings.rpc_concurrency))
 
         async def respond(raw: Msg) -> None:
             started = time.perf_counter()
@@ -349,10 +365,12 @@ class Bus:
             log.debug("bus.rpc_handled", subject=raw.subject, outcome=outcome,
                       duration_ms=round((time.perf_counter() - started) * 1000, 2))
 
-        async def on_msg(raw: Msg) -> None:
+        async def on_msg(raw: Msg) -> None:  # one message at a time per subscription: waiting here backs up
+            await slots.acquire()
             task = asyncio.create_task(respond(raw))
             self._rpc_tasks.add(task)
             task.add_done_callback(self._rpc_tasks.discard)
+            task.add_done_callback(lambda _: slots.release())
 
         self._subs.append(await self.nc.subscribe(req_type.rpc_subject, queue=queue, cb=on_msg))
 

@@ -19,3 +19,5 @@ CREDITS = Counter("mina_credit_applies_total", "credit applies by kind and outco
 MESSAGES = Counter("mina_bus_messages_total", "bus messages handled", ["durable", "outcome"])
 DEAD_LETTERS = Counter("mina_dead_letters_total", "messages sent to the dead-letter subject", ["stream"])
 CONSUMER_LAG = Gauge("mina_consumer_pending", "messages waiting for a durable consumer", ["durable"])
+SWEPT = Counter("mina_swept_total", "stuck generations the sweeper stopped, by how", ["outcome"])
+TASK_RESTARTS = Counter("mina_task_restarts_total", "background tasks restarted after an unexpected error", ["task"])

@@ -109,11 +109,13 @@ STATUS_ORDER: list[MmaStatus] = list(MmaStatus)
 
 
 def status_can_move(current: str | None, new: str) -> bool:
-    """True when `new` is later than `current`; a replayed or late event never moves back."""
+    """True when `new` is later than `current`; a replayed or late event never moves back, and
+    nothing moves a generation out of a terminal status (done, error, cancelled are final)."""
     if current is None:
         return True
     try:
-        return MmaStatus(new).rank > MmaStatus(current).rank
+        stored = MmaStatus(current)
+        return not stored.is_terminal and MmaStatus(new).rank > stored.rank
     except ValueError:
         return False
 
@@ -366,7 +368,7 @@ class CancelRequested(GenerationEvent):
     """
 
     kind: ClassVar[str] = "cancel_requested"
-    requested_by: Literal["owner", "admin"] = "owner"
+    requested_by: Literal["owner", "admin", "sweeper"] = "owner"  # sweeper: ends STUCK_TIMEOUT, refunded
     request_id: str = ""
 
 
@@ -836,10 +838,13 @@ class ReconcileReport(Model):
 
 
 class ChargedUnfinished(RpcRequest):
-    """Debited generations with no terminal status and no refund, older than `older_than_s`."""
+    """Debited generations with no terminal status and no refund, whose debit and last progress
+    (the generation row or a step row changing) are older than their mode's window:
+    `older_than_s` for stills, `video_older_than_s` (default the same) for videos."""
 
     rpc_subject: ClassVar[str] = "mma.rpc.ledger.admin.charged_unfinished"
     older_than_s: float
+    video_older_than_s: float | None = None
     limit: int = 500
 
 
@@ -849,6 +854,8 @@ class ChargedItem(Model):
     debit: int
     status: str | None = None
     charged_at: datetime | None = None
+    mode: str | None = None  # still / video
+    progress_at: datetime | None = None  # the last change of the generation or one of its steps
 
 
 class ChargedList(Model):

@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     dedupe_window_s: float = Field(120.0, description="JetStream duplicate window for Nats-Msg-Id")
     events_max_age_days: int = Field(7, description="how long the EVENTS stream keeps messages")
     rpc_timeout_s: float = Field(10.0, description="timeout of a request/reply call")
+    rpc_responder_wait_s: float = Field(
+        3.0, description="how long a request keeps asking while no process serves its subject (a service"
+        " restarting) before it answers 503")
+    rpc_concurrency: int = Field(
+        64, description="requests one process handles at once per served subject (the ledger: its pool size)")
     stream_replicas: int = Field(1, description="replicas of the streams (3 on a production cluster)")
     events_max_consumers: int = Field(
         100_000, description="consumers the EVENTS stream allows (each SSE stream and create waits on one; the "
@@ -146,7 +151,13 @@ class Settings(BaseSettings):
         False, description="refund a generation cancelled after its generator call started (the provider"
         " already charged us); before that a cancel is always refunded")
     cancel_wait_s: float = Field(3.0, description="how long POST .../cancel waits for the run to stop")
-    stuck_after_s: float = Field(900.0, description="a charged generation not terminal after this is swept")
+    stuck_after_s: float = Field(
+        900.0, description="a charged still generation with no progress for this long is swept (cancelled, failed,"
+        " refunded)")
+    stuck_after_video_s: float = Field(3600.0, description="the same window for a video generation (Kling is slow)")
+    sweep_cancel_wait_s: float = Field(
+        5.0, description="how long the sweeper waits for a stuck run to stop after cancelling it, before it fails"
+        " the generation itself")
     sweep_interval_s: float = Field(60.0, description="how often billing sweeps stuck generations")
 
     # convenience ------------------------------------------------------------

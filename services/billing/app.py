@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-
 from libs.schemas import (
     FAILED_EVENTS,
     GENERATION_COMMANDS,
@@ -17,6 +14,7 @@ from libs.schemas import (
     Stream,
 )
 from libs.service import ServiceContext
+from libs.supervise import stop, supervised
 from services.billing.deps import BillingDeps
 from services.billing.handlers import (
     on_command_exhausted,
@@ -53,11 +51,6 @@ async def setup(ctx: ServiceContext) -> None:
         stream=Stream.EVENTS, durable="billing-refunds", filter_subject=FAILED_EVENTS,
         handlers={GenerationFailed: on_generation_failed}, deps=deps, concurrency=64, retry_unavailable=True,
     )
-    sweeper = asyncio.create_task(run_sweeper(deps), name="billing:sweeper")
-    ctx.stack.push_async_callback(_cancel, sweeper)
-
-
-async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    # supervised: an unexpected error in one sweep is logged and counted, and the sweeper starts again
+    sweeper = supervised("billing:sweeper", lambda: run_sweeper(deps))
+    ctx.stack.push_async_callback(stop, sweeper)

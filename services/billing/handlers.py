@@ -13,12 +13,14 @@ from datetime import UTC
 
 import structlog
 
+from libs.final import final_event
 from libs.metrics import CREDITS, GENERATIONS
 from libs.schemas import (
     BusMessage,
     CreditApply,
     CreditOutcome,
     GenerationAccepted,
+    GenerationDone,
     GenerationFailed,
     GenerationJob,
     GenerationRefunded,
@@ -162,8 +164,18 @@ def cancel_refunded(evt: GenerationFailed, deps: BillingDeps) -> bool:
 
 
 async def on_generation_failed(evt: GenerationFailed, deps: BillingDeps) -> None:
-    """Give back exactly what was debited for this generation, once, whatever the redeliveries."""
+    """Give back exactly what was debited for this generation, once, whatever the redeliveries.
+
+    The generation's first end decides (libs/final.py): a `failed` after `done` (a late sweep,
+    a duplicate) refunds nothing, and a second failure is judged as the first one was.
+    """
     started = time.perf_counter()
+    final = await final_event(deps.bus, evt.generation_id)
+    if isinstance(final, GenerationDone):
+        CREDITS.labels(kind="refund", outcome="skipped").inc()
+        log.info("billing.refund_skipped", reason="ended_done", code=evt.code, final_status=final.status.value)
+        return
+    evt = final or evt
     if evt.status is MmaStatus.CANCELLED:
         refund = cancel_refunded(evt, deps)
         log.info("billing.cancel_refund_decided", refund=refund,

@@ -19,17 +19,16 @@ import nats.js.errors
 
 from libs.bus import Bus
 from libs.errors import ConflictError, NotFoundError
+from libs.final import final_event, last_event
 from libs.schemas import (
     DurationStats,
     GenerationAccepted,
-    GenerationDone,
-    GenerationFailed,
     GenerationView,
     GetGeneration,
     RecentDurations,
     Stream,
 )
-from services.gateway.views import TERMINAL, last_event
+from services.gateway.views import TERMINAL
 
 PIPELINE_DURABLE = "pipeline"
 
@@ -45,10 +44,9 @@ async def owner_and_state(bus: Bus, generation_id: str) -> tuple[str, str]:
             raise
         owner, state = accepted.pass_id, "queued"
     if state not in TERMINAL:
-        for kind in ("done", "failed"):
-            ended = await last_event(bus, f"mma.evt.{generation_id}.{kind}")
-            if isinstance(ended, GenerationDone | GenerationFailed):
-                state = ended.status.value
+        ended = await final_event(bus, generation_id)
+        if ended is not None:
+            state = ended.status.value
     return owner, state
 
 

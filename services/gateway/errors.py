@@ -3,7 +3,8 @@
 Legacy routes: `{ok:false, error, message, requestId}`. MMA routes (`/mma/...`):
 `{error, message, details?, status:"error", error_detail:{code, message, step}}`.
 Validation errors are 400 in those shapes (never FastAPI's 422 body), an unexpected
-exception is a 500 with the route's failure code, never a traceback.
+exception is a 500 with the route's failure code, never a traceback; a dependency not
+answering (a service or NATS restarting) is a 503 with `Retry-After`, never a 500.
 """
 
 from __future__ import annotations
@@ -11,13 +12,15 @@ from __future__ import annotations
 import traceback
 from typing import Any
 
+import nats.errors
+import nats.js.errors
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from libs.errors import MmaError
+from libs.errors import MmaError, ServiceUnavailableError
 
 log = structlog.get_logger("gateway")
 
@@ -54,6 +57,11 @@ def error_response(path: str, status: int, code: str, message: str, request_id: 
 
 
 STACK_FRAMES = 8
+RETRY_AFTER_S = 2
+# raised by direct JetStream reads (stream gets, consumer info) while NATS reconnects
+UNAVAILABLE = (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.errors.ConnectionClosedError,
+               nats.errors.ConnectionReconnectingError, nats.errors.StaleConnectionError,
+               nats.js.errors.ServiceUnavailableError, TimeoutError)
 
 
 def short_stack(exc: BaseException, frames: int = STACK_FRAMES) -> list[str]:
@@ -88,6 +96,8 @@ def install(app: FastAPI) -> None:
         headers = None
         if status == 429 and "retry_after" in exc.details:
             headers = {"Retry-After": str(exc.details["retry_after"])}
+        if status == 503:  # a dependency is restarting or slow: the client may retry shortly
+            headers = {"Retry-After": str(exc.details.get("retry_after") or RETRY_AFTER_S)}
         if status == 429:  # the rate limit answers in the legacy shape on every route
             return JSONResponse(legacy_body(code, exc.message, request_id_of(request)), status_code=429,
                                 headers=headers)
@@ -108,6 +118,8 @@ def install(app: FastAPI) -> None:
                               headers=dict(exc.headers or {}))
 
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, UNAVAILABLE):  # NATS itself not answering for a moment: a 503 like any dependency
+            return await on_mma_error(request, ServiceUnavailableError(f"the bus is not answering: {exc!r}"))
         log.error("gateway.unhandled_exception", path=request.url.path, error=repr(exc), stack=short_stack(exc))
         code = getattr(request.state, "failure_code", None) or "INTERNAL_ERROR"
         return error_response(request.url.path, 500, code, "Something went wrong on our side.",

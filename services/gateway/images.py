@@ -1,11 +1,13 @@
-"""What an uploaded file really is: the type from its first bytes, and a full Pillow decode."""
+"""What an uploaded file really is: the type from its first bytes, and one full Pillow decode, off the loop."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import io
 import re
+from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
 
@@ -34,10 +36,11 @@ def sniff(data: bytes) -> str | None:
 
 
 def verify_image(data: bytes) -> tuple[int, int]:
-    """(width, height) of a fully decodable image; InvalidInputError INVALID_IMAGE otherwise."""
+    """(width, height) of a fully decodable image, decoded ONCE; InvalidInputError INVALID_IMAGE otherwise.
+
+    CPU-bound: call it through `inspect_media` (a worker thread), never on the event loop.
+    """
     try:
-        with Image.open(io.BytesIO(data)) as probe:
-            probe.verify()
         with Image.open(io.BytesIO(data)) as image:
             image.load()
             return int(image.width), int(image.height)
@@ -45,15 +48,32 @@ def verify_image(data: bytes) -> tuple[int, int]:
         raise InvalidInputError("The file is not a readable image.", code="INVALID_IMAGE") from exc
 
 
-def check_media(data: bytes) -> str:
-    """The sniffed type of an upload we accept (images are decoded in full)."""
+@dataclass(frozen=True)
+class Media:
+    content_type: str
+    width: int | None = None  # images only
+    height: int | None = None
+
+
+def media_of(data: bytes) -> Media:
+    """The sniffed type of an upload we accept; an image is decoded in full (once) for its size."""
     kind = sniff(data)
     if kind is None:
         raise InvalidInputError("Only JPEG, PNG, GIF, WebP images and MP4/MOV/WebM videos can be uploaded.",
                                 code="UNSUPPORTED_TYPE")
     if kind in IMAGE_TYPES:
-        verify_image(data)
-    return kind
+        return Media(kind, *verify_image(data))
+    return Media(kind)
+
+
+async def inspect_media(data: bytes) -> Media:
+    """`media_of` in a worker thread: a 15 MB image takes the CPU for a while, the event loop must not wait."""
+    return await asyncio.to_thread(media_of, data)
+
+
+async def decode_upload(value: str) -> tuple[bytes, str | None]:
+    """`decode_data_url` in a worker thread (base64 of up to `max_body_bytes`)."""
+    return await asyncio.to_thread(decode_data_url, value)
 
 
 def decode_data_url(value: str) -> tuple[bytes, str | None]:

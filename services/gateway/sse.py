@@ -21,6 +21,7 @@ from sse_starlette import ServerSentEvent
 
 from libs.bus import Bus
 from libs.errors import NotFoundError
+from libs.final import final_end
 from libs.schemas import (
     BusMessage,
     GenerationAccepted,
@@ -96,8 +97,11 @@ async def _from_ledger(view: GenerationView) -> AsyncIterator[ServerSentEvent]:
 
 
 async def _terminal_seq(bus: Bus, generation_id: str) -> int:
-    seqs = [await bus.last_seq(f"mma.evt.{generation_id}.{kind}") for kind in ("done", "failed", "rejected")]
-    return max(seqs)
+    """Where the stream ended: the first end (libs/final.py), or the rejection; 0 while it runs.
+    A late `failed` after it is never streamed, not even to a client reconnecting after the end."""
+    end = await final_end(bus, generation_id)
+    seqs = [seq for seq in (end[0] if end else 0, await bus.last_seq(f"mma.evt.{generation_id}.rejected")) if seq]
+    return min(seqs, default=0)
 
 
 async def stream_generation(bus: Bus, generation_id: str, last_event_id: int,

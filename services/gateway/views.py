@@ -5,21 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-import nats.js.errors
 from pydantic import BaseModel, ConfigDict
 
 from libs.bus import Bus
 from libs.errors import NotFoundError
+from libs.final import final_event, last_event
 from libs.schemas import (
-    MESSAGE_TYPES,
-    TYPE_HEADER,
-    BusMessage,
     GenerationAccepted,
     GenerationDone,
     GenerationFailed,
     GenerationView,
     GetGeneration,
-    Stream,
 )
 
 STATUS_LINES = {
@@ -66,18 +62,6 @@ class GenerationOut(BaseModel):
 
 def as_dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
-
-
-async def last_event(bus: Bus, subject: str) -> BusMessage | None:
-    """The newest EVENTS message on `subject`, decoded (None when there is none)."""
-    try:
-        raw = await bus.js.get_last_msg(Stream.EVENTS.value, subject)
-    except nats.js.errors.NotFoundError:
-        return None
-    model = MESSAGE_TYPES.get((raw.headers or {}).get(TYPE_HEADER, ""))
-    if model is None or raw.data is None:
-        return None
-    return model.model_validate_json(raw.data)
 
 
 def status_line(state: str, vars_: dict[str, Any]) -> str:
@@ -129,7 +113,7 @@ async def generation_out(bus: Bus, generation_id: str) -> GenerationOut:
     view = await current_view(bus, generation_id)
     error = None
     if view.status in ("error", "cancelled") or view.error:
-        failed = await last_event(bus, f"mma.evt.{generation_id}.failed")
+        failed = await final_event(bus, generation_id)
         if isinstance(failed, GenerationFailed):
             error = ErrorOut(code=failed.code, message=failed.message, step=failed.step_type)
         else:
@@ -145,14 +129,15 @@ async def generation_out(bus: Bus, generation_id: str) -> GenerationOut:
 
 
 async def _overlay_terminal(bus: Bus, view: GenerationView) -> GenerationView:
-    """The ledger projects a moment after SSE says `done`: let the event answer until it has."""
-    done = await last_event(bus, f"mma.evt.{view.generation_id}.done")
-    if isinstance(done, GenerationDone):
+    """The ledger projects a moment after SSE says `done`: let the event answer until it has.
+    The first end in the stream is the one shown (libs/final.py), as SSE and the ledger do."""
+    end = await final_event(bus, view.generation_id)
+    if isinstance(end, GenerationDone):
         return view.model_copy(update={
-            "status": done.status.value, "vars": done.vars or view.vars, "output_url": done.output_url,
-            "output_key": done.output_key, "prompt": done.prompt or view.prompt,
-            "provider": done.provider or view.provider})
-    failed = await last_event(bus, f"mma.evt.{view.generation_id}.failed")
+            "status": end.status.value, "vars": end.vars or view.vars, "output_url": end.output_url,
+            "output_key": end.output_key, "prompt": end.prompt or view.prompt,
+            "provider": end.provider or view.provider})
+    failed = end
     if isinstance(failed, GenerationFailed):
         return view.model_copy(update={"status": failed.status.value, "error": failed.message,
                                        "vars": failed.vars or view.vars})

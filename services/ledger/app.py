@@ -35,7 +35,7 @@ async def setup(ctx: ServiceContext) -> None:
         log.info("ledger.migrations_applied", migrations=applied)
     pool = await create_pool(ctx.database_url, ctx.settings.db_pool_min, ctx.settings.db_pool_max)
     ctx.stack.push_async_callback(pool.close)
-    deps = LedgerDeps(pool=pool, settings=ctx.settings, js=ctx.bus.js)
+    deps = LedgerDeps(pool=pool, settings=ctx.settings, js=ctx.bus.js, bus=ctx.bus)
 
     async def database_ready() -> bool:
         try:
@@ -48,8 +48,9 @@ async def setup(ctx: ServiceContext) -> None:
     missing = set(EVENT_TYPES.values()) - set(EVENT_HANDLERS)
     if missing:
         raise RuntimeError(f"no ledger handler for {sorted(m.__name__ for m in missing)}")
-    for req_type, handler in RPC_HANDLERS.items():
-        await ctx.bus.serve(req_type, db_unavailable_is_retryable(handler), deps, queue=RPC_QUEUE)
+    for req_type, handler in RPC_HANDLERS.items():  # no more at once than the pool has connections
+        await ctx.bus.serve(req_type, db_unavailable_is_retryable(handler), deps, queue=RPC_QUEUE,
+                            concurrency=ctx.settings.db_pool_max)
     # in stream order, up to BATCH (500) events per transaction; bad data falls back to one at a time
     await ctx.bus.consume_batch(
         stream=Stream.EVENTS, durable=DURABLE, filter_subject=EVENTS_ALL, handlers=EVENT_HANDLERS,

@@ -1,4 +1,4 @@
-"""What the ledger's handlers need: the one asyncpg pool (and settings)."""
+"""What the ledger's handlers need: the one asyncpg pool, settings, and the bus (stream reads)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import asyncpg
 from nats.js import JetStreamContext
 
+from libs.bus import Bus
 from libs.settings import Settings
 
 
@@ -15,3 +16,4 @@ class LedgerDeps:
     pool: asyncpg.Pool
     settings: Settings
     js: JetStreamContext | None = None  # reconcile counts the waiting dead letters through it
+    bus: Bus | None = None  # the stream decides between two ends projected out of order (ends.py)

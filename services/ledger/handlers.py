@@ -43,6 +43,7 @@ from services.ledger import queries as q
 from services.ledger.adapters.pg import UNAVAILABLE
 from services.ledger.deadletters import dead_letter_rows
 from services.ledger.deps import LedgerDeps
+from services.ledger.ends import EndAction, end_action
 from services.ledger.staging import SET_FORMS
 from services.ledger.views import merge_vars, with_scan_line
 
@@ -172,7 +173,7 @@ def _ops_rows(msg: OpsLogged) -> Rows:
 # Read-modify-write of a generation's vars, or a conditional effect: run one by one, in stream order.
 
 
-async def _apply_scan_line(conn: q.Conn, msg: ScanLine) -> None:
+async def _apply_scan_line(conn: q.Conn, msg: ScanLine, _deps: LedgerDeps) -> None:
     """Persisted at once, so a reload replays what the customer was told."""
     if not 0 <= msg.index < SCAN_LINES_MAX:
         raise InvalidMessageError(f"scan line index {msg.index} out of range")
@@ -182,14 +183,18 @@ async def _apply_scan_line(conn: q.Conn, msg: ScanLine) -> None:
     await conn.execute(q.SET_VARS, msg.generation_id, with_scan_line(row["mg_mma_vars"] or {}, msg.index, msg.text))
 
 
-async def _apply_done(conn: q.Conn, msg: GenerationDone) -> None:
-    """Final row; the merge keeps scan lines already persisted, and status never moves back."""
+async def _apply_done(conn: q.Conn, msg: GenerationDone, deps: LedgerDeps) -> None:
+    """Final row; the merge keeps scan lines already persisted, status never moves back, and an end
+    stored before it stays unless the stream says this one came first (`ends`)."""
     await conn.execute(q.ENSURE_CUSTOMER, msg.pass_id)
     await conn.execute(q.ENSURE_GENERATION, msg.generation_id, msg.pass_id, msg.at)
     row = await conn.fetchrow(q.LOCK_GENERATION, msg.generation_id)
+    action = await end_action(row, msg, deps.bus)
+    if action is EndAction.IGNORE:
+        return
     merged = merge_vars(row["mg_mma_vars"] or {}, msg.vars)
     current = row["mg_mma_status"]
-    if current != msg.status.value and not status_can_move(current, msg.status.value):
+    if action is EndAction.APPLY and current != msg.status.value and not status_can_move(current, msg.status.value):
         await conn.execute(q.SET_VARS, msg.generation_id, merged)
         return
     content_type = {"image": "image", "motion": "video", "text": "text"}[msg.content_type]
@@ -217,7 +222,7 @@ def _ops_detail(msg: GenerationFailed) -> dict[str, Any]:
     return detail
 
 
-async def _apply_failed(conn: q.Conn, msg: GenerationFailed) -> None:
+async def _apply_failed(conn: q.Conn, msg: GenerationFailed, deps: LedgerDeps) -> None:
     """Both log planes in one transaction: generation + step (run), error row (ops)."""
     raw_http = msg.detail.get("http")
     http: dict[str, Any] = raw_http if isinstance(raw_http, dict) else {}
@@ -226,9 +231,12 @@ async def _apply_failed(conn: q.Conn, msg: GenerationFailed) -> None:
     await conn.execute(q.ENSURE_CUSTOMER, msg.pass_id)
     await conn.execute(q.ENSURE_GENERATION, msg.generation_id, msg.pass_id, msg.at)
     row = await conn.fetchrow(q.LOCK_GENERATION, msg.generation_id)
+    action = await end_action(row, msg, deps.bus)
+    if action is EndAction.IGNORE:
+        return
     merged = merge_vars(row["mg_mma_vars"] or {}, msg.vars)
     current = row["mg_mma_status"]
-    if current == msg.status.value or status_can_move(current, msg.status.value):
+    if action is EndAction.REPLACE or current == msg.status.value or status_can_move(current, msg.status.value):
         await conn.execute(q.FAIL_GENERATION, msg.generation_id, msg.status.value, msg.status.mg_status,
                            merged, msg.message)
     else:
@@ -243,7 +251,7 @@ async def _apply_failed(conn: q.Conn, msg: GenerationFailed) -> None:
     )
 
 
-async def _apply_customer_event(conn: q.Conn, msg: CustomerEventRecorded) -> None:
+async def _apply_customer_event(conn: q.Conn, msg: CustomerEventRecorded, _deps: LedgerDeps) -> None:
     """The preference delta applies only with the newly inserted event row: once per event id."""
     hard_blocks = list(msg.add_hard_blocks)
     payload_block = msg.payload.get("hard_block")
@@ -267,7 +275,7 @@ ROWS: dict[type[BusMessage], Callable[[Any], Rows]] = {
     OpsLogged: _ops_rows,
     DeadLettered: dead_letter_rows,
 }
-APPLY: dict[type[BusMessage], Callable[[q.Conn, Any], Awaitable[None]]] = {
+APPLY: dict[type[BusMessage], Callable[[q.Conn, Any, LedgerDeps], Awaitable[None]]] = {
     ScanLine: _apply_scan_line,
     GenerationDone: _apply_done,
     GenerationFailed: _apply_failed,
@@ -285,7 +293,7 @@ async def project_one(msg: BusMessage, deps: LedgerDeps) -> None:
         return
     async with deps.pool.acquire() as conn, conn.transaction():
         if apply is not None:
-            await apply(conn, msg)
+            await apply(conn, msg, deps)
         elif rows_of is not None:
             for statement, args in rows_of(msg):
                 await conn.execute(statement, *args)
@@ -372,7 +380,7 @@ async def project_batch(batch: list[BusMessage], deps: LedgerDeps) -> None:
                     run.add(rows)
                 elif apply is not None:
                     await run.flush(conn)
-                    await apply(conn, msg)
+                    await apply(conn, msg, deps)
             await run.flush(conn)
     except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, asyncpg.CardinalityViolationError) as exc:
         raise InvalidMessageError(f"a batch of {len(batch)} refused by Postgres: {type(exc).__name__}: {exc}") from exc

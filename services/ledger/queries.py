@@ -153,6 +153,7 @@ update mega_generations set
     mg_image_url = coalesce($10, mg_image_url),
     mg_video_url = coalesce($11, mg_video_url),
     mg_content_type = coalesce($12, mg_content_type),
+    mg_error = null,
     mg_updated_at = now()
 where mg_id = 'generation:' || $1
 """
@@ -366,23 +367,37 @@ from mega_generations
 group by 1, 2 order by 1 desc, 2
 """
 
-# Debited, not refunded, not terminal (or no generation row at all), and old enough.
+# Debited, not refunded, not terminal (or no generation row at all), and idle for its mode's
+# window ($1 still, $4 video): the debit is older than it, and so is the last change of the
+# generation row or of any of its step rows (a run showing progress is never swept).
 CHARGED_UNFINISHED = """
-select d.gid as generation_id, d.mg_pass_id as pass_id, -d.mg_delta as debit,
-       g.mg_mma_status as status, d.mg_created_at as charged_at
-from (
-    select substr(mg_id, length('credit_transaction:debit:generation:') + 1) as gid, mg_pass_id, mg_delta,
-           mg_created_at
-    from mega_generations
-    where mg_record_type = 'credit_transaction'
-      and starts_with(mg_id, 'credit_transaction:debit:generation:')
-      and mg_created_at < now() - make_interval(secs => $1)
-) d
-left join mega_generations g on g.mg_id = 'generation:' || d.gid
-where not exists (
-        select 1 from mega_generations r where r.mg_id = 'credit_transaction:refund:generation:' || d.gid)
-  and (g.mg_id is null or g.mg_mma_status is null or not (g.mg_mma_status = any($2::text[])))
-order by d.mg_created_at limit $3
+with candidates as materialized (
+    select d.gid, d.mg_pass_id, d.mg_delta, d.mg_created_at, g.mg_mma_status, g.mg_mma_mode, g.mg_updated_at,
+           make_interval(secs => case when g.mg_mma_mode = 'video' then $4::float8 else $1::float8 end) as idle_window
+    from (
+        select substr(mg_id, length('credit_transaction:debit:generation:') + 1) as gid, mg_pass_id, mg_delta,
+               mg_created_at
+        from mega_generations
+        where mg_record_type = 'credit_transaction'
+          and starts_with(mg_id, 'credit_transaction:debit:generation:')
+          and mg_created_at < now() - make_interval(secs => least($1::float8, $4::float8))
+    ) d
+    left join mega_generations g on g.mg_id = 'generation:' || d.gid
+    where not exists (
+            select 1 from mega_generations r where r.mg_id = 'credit_transaction:refund:generation:' || d.gid)
+      and (g.mg_id is null or g.mg_mma_status is null or not (g.mg_mma_status = any($2::text[])))
+)
+select c.gid as generation_id, c.mg_pass_id as pass_id, -c.mg_delta as debit, c.mg_mma_status as status,
+       c.mg_created_at as charged_at, c.mg_mma_mode as mode, p.progress_at
+from candidates c
+cross join lateral (
+    select greatest(c.mg_updated_at, max(s.mg_updated_at)) as progress_at
+    from mega_generations s
+    where s.mg_generation_id = c.gid and s.mg_record_type = 'mma_step'
+) p
+where c.mg_created_at < now() - c.idle_window
+  and coalesce(p.progress_at, c.mg_created_at) < now() - c.idle_window
+order by c.mg_created_at limit $3
 """
 
 # --------------------------------------------------------------------------- config

@@ -314,11 +314,12 @@ async def on_reconcile(req: Reconcile, deps: LedgerDeps) -> ReconcileReport:
 
 async def on_charged_unfinished(req: ChargedUnfinished, deps: LedgerDeps) -> ChargedList:
     async with deps.pool.acquire() as conn:
+        video = req.older_than_s if req.video_older_than_s is None else req.video_older_than_s
         rows = await conn.fetch(q.CHARGED_UNFINISHED, float(req.older_than_s), q.TERMINAL_STATUSES,
-                                max(1, int(req.limit)))
+                                max(1, int(req.limit)), float(video))
     return ChargedList(items=[
         ChargedItem(generation_id=r["generation_id"], pass_id=r["pass_id"] or "", debit=r["debit"] or 0,
-                    status=r["status"], charged_at=r["charged_at"])
+                    status=r["status"], charged_at=r["charged_at"], mode=r["mode"], progress_at=r["progress_at"])
         for r in rows
     ])
 

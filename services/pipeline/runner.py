@@ -26,10 +26,12 @@ from typing import Any, TypeVar
 import structlog
 
 from libs.errors import ConfigError, GptSchemaError, MmaError, ProviderError, ServiceUnavailableError
+from libs.final import STUCK_CODE, STUCK_MESSAGE, SWEEPER, final_event, last_event
 from libs.metrics import GENERATIONS, STEP_LATENCY
 from libs.schemas import (
     MESSAGE_TYPES,
     BusMessage,
+    CancelRequested,
     Flow,
     GenerationDone,
     GenerationFailed,
@@ -174,9 +176,10 @@ class Run:
 
     async def cancel_on_stream(self) -> bool:
         """A cancel requested while the job was still queued (no process was running it)."""
-        if self.cancel_requested_by is None and await self.deps.bus.last_seq(
-                f"mma.evt.{self.job.generation_id}.cancel_requested") > 0:
-            self.cancel_requested_by = "stream"
+        if self.cancel_requested_by is None:
+            requested = await last_event(self.deps.bus, f"mma.evt.{self.job.generation_id}.cancel_requested")
+            if isinstance(requested, CancelRequested):
+                self.cancel_requested_by = "sweeper" if requested.requested_by == SWEEPER else "stream"
         return self.cancel_requested_by is not None
 
     # ------------------------------------------------------------------ outbox
@@ -246,7 +249,8 @@ class Run:
             log.info("pipeline.job_already_finished", **self.ids)
             return
         if self.cancel_requested_by is not None:
-            await self.end_cancelled(None, None, None)
+            if await final_event(self.deps.bus, self.job.generation_id) is None:  # else the sweeper ended it
+                await self.end_cancelled(None, None, None)
             return
         if await self.deadline_ended():
             return
@@ -508,18 +512,23 @@ class Run:
             ))
         # billing decides the refund with the same setting (MMA_CANCEL_REFUND_AFTER_PROVIDER_START)
         refunded = not self.state.provider_started or self.deps.settings.cancel_refund_after_provider_start
+        code, message, status = (CANCELLED_CODE, CANCELLED_MESSAGE if refunded else CANCELLED_KEPT_MESSAGE,
+                                 MmaStatus.CANCELLED)
+        if self.cancel_requested_by == SWEEPER:  # stopped as stuck: a failure of ours, always refunded
+            code, message, status = STUCK_CODE, STUCK_MESSAGE, MmaStatus.ERROR
+            detail.update(emoji=CATEGORIES["TIMEOUT"], level="error", category="TIMEOUT", error_code=STUCK_CODE,
+                          message=STUCK_MESSAGE, run_cancelled=True)
         messages.append(GenerationFailed(
-            **self.ids, code=CANCELLED_CODE, message=CANCELLED_MESSAGE if refunded else CANCELLED_KEPT_MESSAGE,
-            status=MmaStatus.CANCELLED,
-            step_type=ctx.step_type if ctx else None, step_no=ctx.step_no if ctx else None, vars=self.state.vars,
-            detail=detail,
+            **self.ids, code=code, message=message, status=status, step_type=ctx.step_type if ctx else None,
+            step_no=ctx.step_no if ctx else None, vars=self.state.vars, detail=detail,
         ))
         self.state.terminal = True
-        self.state.status = MmaStatus.CANCELLED.value
+        self.state.status = status.value
         self.state.pending = None
         await self.commit(messages)
         if ctx is not None and elapsed is not None:
             self.observe_step(ctx.step_type, elapsed)
-        self.count_generation(MmaStatus.CANCELLED.value)
+        self.count_generation(self.state.status)
         log.info("pipeline.generation_cancelled", cancelled_phase=phase, provider_started=detail["provider_started"],
-                 prediction_cancelled=detail.get("prediction_cancelled"), **self.ids)
+                 prediction_cancelled=detail.get("prediction_cancelled"), requested_by=self.cancel_requested_by,
+                 **self.ids)

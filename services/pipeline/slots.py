@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -36,18 +35,11 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from libs.settings import Settings
+from libs.waiting import BUCKET, pass_key, stale_after_s
 
 log = structlog.get_logger("pipeline")
 
-BUCKET = "MMA_SLOTS"
-STALE_AFTER_POLLS = 20
-STALE_MIN_S = 5.0
 WRONG_LAST_SEQUENCE = (10071, 10164)  # JetStream: the subject's last sequence is not the expected one
-
-
-def pass_key(pass_id: str) -> str:
-    """KV keys allow few characters; a pass id (`pass:anon:<uuid>`) becomes a short digest."""
-    return hashlib.sha256(pass_id.encode()).hexdigest()[:24]
 
 
 @dataclass
@@ -77,7 +69,7 @@ class CustomerSlots:
         self.limit = settings.max_running_per_customer
         self.poll_s = max(0.01, settings.slot_poll_interval_s)
         self.ttl_s = settings.slot_ttl_s
-        self.stale_s = max(STALE_MIN_S, STALE_AFTER_POLLS * self.poll_s)
+        self.stale_s = stale_after_s(settings)
 
     @classmethod
     async def open(cls, js: JetStreamContext, settings: Settings) -> CustomerSlots:

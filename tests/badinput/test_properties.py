@@ -65,10 +65,11 @@ STATUS_EVENTS = st.lists(st.sampled_from([*[s for s in MmaStatus if not s.is_ter
 @given(events=STATUS_EVENTS)
 async def test_any_order_of_status_events_leaves_the_latest_ranked_status(
         deps: LedgerDeps, pool: Any, events: list[Any]) -> None:
-    """StatusChanged/Done/Failed projected in any order: the row shows the highest-ranked status seen."""
+    """StatusChanged/Done/Failed projected in any order: the row shows the highest-ranked status seen up to
+    the first end (done or error), and that first end stays: nothing after it replaces it."""
     gid = uuid.uuid4().hex
     pass_id = "pass:anon:prop-status"
-    best = None
+    best: MmaStatus | None = None
     for event in events:
         if event == "done":
             msg: Any = GenerationDone(generation_id=gid, pass_id=pass_id, vars={}, output_url="https://a/o.png")
@@ -81,7 +82,8 @@ async def test_any_order_of_status_events_leaves_the_latest_ranked_status(
             msg = StatusChanged(generation_id=gid, pass_id=pass_id, status=event)
             status = event
         await EVENT_HANDLERS[type(msg)](msg, deps)
-        best = status if best is None or STATUS_ORDER.index(status) > STATUS_ORDER.index(best) else best
+        if best is None or (not best.is_terminal and STATUS_ORDER.index(status) > STATUS_ORDER.index(best)):
+            best = MmaStatus(status)
     async with pool.acquire() as conn:
         got = await conn.fetchval("select mg_mma_status from mega_generations where mg_id = $1", f"generation:{gid}")
     assert got == best.value

@@ -3,48 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-import uvicorn
 
-from libs.assets import build_asset_store
 from libs.bus import Bus
-from libs.devinfra import free_port
 from libs.errors import InvalidInputError, RateLimitedError
 from libs.schemas import Flow, GenerationAccepted, GenerationDone, GenerationRejected, ScanLine
-from libs.settings import Settings
-from services.gateway.app import create_app
 from services.gateway.bodies import storable_problem
 from services.gateway.decisions import Decisions
-from services.gateway.deps import GatewayDeps
 from services.gateway.ensured import EnsuredPasses
 from services.gateway.errors import short_stack
-from services.gateway.idempotency import IdempotencyStore, generation_id_for
+from services.gateway.idempotency import generation_id_for
 from services.gateway.identity import normalize_pass_id
 from services.gateway.images import sniff
 from services.gateway.ratelimit import RateLimiter
 from services.gateway.routes.mma import preference_delta
 from tests.gateway.support import SseRead, png_bytes, read_sse
 from tests.helpers import wait_for
-
-
-@pytest.fixture
-async def gateway(settings: Settings, bus: Bus) -> AsyncIterator[str]:
-    """The gateway app on a real bus, served in this process with a fast SSE keepalive."""
-    deps = GatewayDeps(settings=settings, bus=bus, store=build_asset_store(settings),
-                       idempotency=await IdempotencyStore.open(bus), limiter=RateLimiter(0), sse_ping_s=0.2)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(deps), host="127.0.0.1", port=port, log_config=None))
-    task = asyncio.create_task(server.serve())
-    await wait_for(lambda: server.started or task.done(), 10, what="the in-test gateway to listen")
-    assert server.started, task.result()
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    with contextlib.suppress(asyncio.CancelledError):
-        await asyncio.wait_for(task, 10)
 
 
 async def test_sse_sends_keepalives_and_live_lines(gateway: str, bus: Bus) -> None:

@@ -49,5 +49,8 @@ class LedgerClient:
     async def generation_credits(self, generation_id: str) -> CreditTxnList:
         return await self._bus.request(GenerationCredits(generation_id=generation_id), CreditTxnList)
 
-    async def charged_unfinished(self, older_than_s: float, limit: int = 500) -> ChargedList:
-        return await self._bus.request(ChargedUnfinished(older_than_s=older_than_s, limit=limit), ChargedList)
+    async def charged_unfinished(self, older_than_s: float, video_older_than_s: float | None = None,
+                                 limit: int = 500) -> ChargedList:
+        return await self._bus.request(ChargedUnfinished(older_than_s=older_than_s,
+                                                         video_older_than_s=video_older_than_s, limit=limit),
+                                       ChargedList)

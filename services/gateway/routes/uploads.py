@@ -1,7 +1,8 @@
 """The R2 routes of ROUTES.md on our asset store, the multipart image upload and `/assets`.
 
-Nothing is stored without its type sniffed from its bytes (images decoded in full),
-so the asset domain never serves HTML or a script someone uploaded.
+Nothing is stored without its type sniffed from its bytes (images decoded in full, once,
+in a worker thread so the event loop stays free), so the asset domain never serves HTML or
+a script someone uploaded.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from libs.errors import ForbiddenError, InvalidInputError, MmaError, NotFoundErr
 from services.gateway.bodies import PassFields, first
 from services.gateway.deps import GatewayDeps
 from services.gateway.identity import Identity
-from services.gateway.images import IMAGE_TYPES, VIDEO_TYPES, check_media, decode_data_url, verify_image
+from services.gateway.images import IMAGE_TYPES, VIDEO_TYPES, decode_upload, inspect_media
 from services.gateway.routes.common import get_deps, identity, request_id
 
 router = APIRouter(tags=["uploads"])
@@ -39,11 +40,11 @@ def stored(asset: StoredAsset, **extra: Any) -> dict[str, Any]:
 
 
 async def store_data_url(deps: GatewayDeps, data_url: str, folder: str, filename: str | None) -> StoredAsset:
-    data, _declared = decode_data_url(data_url)
+    data, _declared = await decode_upload(data_url)
     if len(data) > deps.settings.upload_max_bytes:
         raise TooLargeError(f"The file is larger than {deps.settings.upload_max_bytes} bytes.")
-    kind = check_media(data)
-    return await deps.store.put_bytes(data, folder=folder, content_type=kind, filename=filename)
+    media = await inspect_media(data)
+    return await deps.store.put_bytes(data, folder=folder, content_type=media.content_type, filename=filename)
 
 
 class SignedBody(PassFields):
@@ -87,7 +88,7 @@ async def presigned_put(key: str, request: Request, expires: int = 0, content_ty
     data = await request.body()
     if len(data) > deps.settings.upload_max_bytes:
         raise TooLargeError(f"The file is larger than {deps.settings.upload_max_bytes} bytes.")
-    kind = check_media(data)
+    kind = (await inspect_media(data)).content_type
     if kind != content_type and not (kind.startswith("video/") and content_type.startswith("video/")):
         raise InvalidInputError("The file does not match the signed content type.", code="CONTENT_TYPE_MISMATCH")
     asset = await store.put_bytes(data, folder="", content_type=content_type, key=safe_key(key))
@@ -167,13 +168,12 @@ async def upload_image(request: Request, file: UploadFile = File(...), kind: str
     data = await file.read(limit + 1)
     if len(data) > limit:
         raise TooLargeError(f"The image is larger than {limit} bytes.")
-    content_type = check_media(data)
-    if content_type not in IMAGE_TYPES:
+    media = await inspect_media(data)  # decoded once, in a worker thread
+    if media.content_type not in IMAGE_TYPES:
         raise InvalidInputError("Only images can be uploaded here.", code="INVALID_IMAGE")
-    width, height = verify_image(data)
-    asset = await deps.store.put_bytes(data, folder=folder_of(kind, None), content_type=content_type,
+    asset = await deps.store.put_bytes(data, folder=folder_of(kind, None), content_type=media.content_type,
                                        filename=file.filename)
-    return stored(asset, width=width, height=height, requestId=request_id(request), passId=who.pass_id)
+    return stored(asset, width=media.width, height=media.height, requestId=request_id(request), passId=who.pass_id)
 
 
 @router.get("/assets/{key:path}", response_class=FileResponse)
