@@ -59,7 +59,15 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(25 * 1024 * 1024, description="largest accepted request body")
     upload_max_bytes: int = Field(15 * 1024 * 1024, description="largest accepted image upload")
     remote_fetch_allow_private: bool = Field(
-        False, description="let store-remote routes fetch from loopback/private hosts (local testing only)")
+        False, description="let every server-side fetch reach loopback/private hosts (local experiments only)")
+    fetch_allow_hosts: list[str] = Field(
+        default_factory=list, description='JSON list of hosts or host:port a server-side fetch may reach although '
+        'they are not public (set by the test fixtures for their loopback wire servers; empty in production)')
+    fetch_max_bytes: int = Field(50 * 1024 * 1024, description="largest file a server-side fetch reads")
+    fetch_timeout_s: float = Field(60.0, description="time limit of one server-side fetch, redirects included")
+    fetch_max_redirects: int = Field(5, description="redirect hops a server-side fetch follows (each one checked)")
+    fetch_probe_timeout_s: float = Field(
+        5.0, description="how long a create follows a customer's asset URL to check where it leads")
     decision_timeout_s: float = Field(5.0, description="how long a create waits for the billing decision")
     legacy_wait_timeout_s: float = Field(600.0, description="how long /editorial/generate waits for the result")
     rate_limit_per_minute: int = Field(60, description="creates per pass id per minute (0 = unlimited)")
