@@ -28,11 +28,6 @@ class ImageServer(WireServer):
         self.big_bytes = big_bytes
         self._request = threading.local()  # the query of the request this handler thread serves
 
-    @property
-    def host_port(self) -> str:
-        """`127.0.0.1:<port>`: the entry that lets a fetch reach this server (MMA_FETCH_ALLOW_HOSTS)."""
-        return self.url.split("://", 1)[1]
-
     def redirect_to(self, target: str) -> str:
         return f"{self.url}/redirect?to={target}"
 
