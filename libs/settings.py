@@ -39,6 +39,21 @@ class Settings(BaseSettings):
     ack_wait_s: float = Field(30.0, description="JetStream ack wait; in-progress acks are sent at a third of it")
     dedupe_window_s: float = Field(120.0, description="JetStream duplicate window for Nats-Msg-Id")
     events_max_age_days: int = Field(7, description="how long the EVENTS stream keeps messages")
+    events_max_bytes: int = Field(
+        2 * 1024**3, description="bytes the EVENTS stream keeps at most (the oldest go first); size it from "
+        "docs/runbook.md (Storage): about 16 KB per generation")
+    work_queue_max_bytes: int = Field(
+        256 * 1024**2, description="bytes each work queue (COMMANDS, JOBS) holds at most; when full, new work is "
+        "refused (never dropped once accepted)")
+    work_queue_max_age_s: float = Field(86400.0, description="how long a command or job may wait in its queue")
+    checkpoints_max_bytes: int = Field(256 * 1024**2, description="bytes of the run checkpoints KV bucket (MMA_RUNS)")
+    checkpoints_max_age_s: float = Field(
+        86400.0, description="a checkpoint never removed (a crash right at the end) expires after this")
+    checkpoint_final_ttl_s: float = Field(
+        600.0, description="a finished run leaves only a small `terminal` marker, gone after this (it stops a late"
+        " redelivery of the job from running it again)")
+    idempotency_max_bytes: int = Field(128 * 1024**2, description="bytes of the Idempotency-Key KV bucket")
+    slots_max_bytes: int = Field(16 * 1024**2, description="bytes of the customer slots KV bucket (MMA_SLOTS)")
     rpc_timeout_s: float = Field(10.0, description="timeout of a request/reply call")
     stream_replicas: int = Field(1, description="replicas of the streams (3 on a production cluster)")
     events_max_consumers: int = Field(
