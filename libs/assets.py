@@ -11,9 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import ipaddress
 import mimetypes
-import socket
 import time
 import uuid
 from dataclasses import dataclass
@@ -21,12 +19,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 from urllib.parse import urlencode, urlparse
 
-import httpx
-
 from libs.errors import InvalidInputError, ServiceUnavailableError
+from libs.fetch import FetchPolicy, fetch
 from libs.settings import Settings
-
-MAX_REMOTE_BYTES = 50 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -70,59 +65,9 @@ class AssetStore(Protocol):
     def is_ours(self, url: str) -> bool: ...
 
 
-async def ensure_public_host(url: str) -> None:
-    """Refuse a URL whose host is, or resolves to, a loopback, private, link-local or otherwise
-    non-public address: a customer's link must not make the gateway fetch from inside our
-    network (cloud metadata at 169.254.169.254, NATS monitoring, Postgres...). Checked again
-    on every redirect hop."""
-    host = urlparse(url).hostname
-    if not host:
-        raise InvalidInputError("the URL has no host", code="INVALID_URL")
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
-    except OSError as exc:
-        raise InvalidInputError(f"the host {host!r} does not resolve", code="FETCH_FAILED") from exc
-    for info in infos:
-        address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
-        if not address.is_global:
-            raise InvalidInputError(f"the host {host!r} is not a public address", code="URL_NOT_ALLOWED")
-
-
-async def fetch_url(url: str, max_bytes: int = MAX_REMOTE_BYTES, timeout_s: float = 60.0,
-                    public_only: bool = False) -> tuple[bytes, str]:
-    """Download a remote file (bytes, content type), refusing anything larger than `max_bytes`.
-
-    `public_only` (links sent by customers) refuses hosts inside our network, redirects included.
-    """
-    parsed = urlparse(url)
-    if parsed.scheme not in ("http", "https"):
-        raise InvalidInputError(f"unsupported URL scheme {parsed.scheme!r}", code="INVALID_URL")
-
-    async def check_hop(request: httpx.Request) -> None:
-        await ensure_public_host(str(request.url))
-
-    hooks = {"request": [check_hop]} if public_only else {}
-    async with httpx.AsyncClient(timeout=timeout_s, follow_redirects=True, event_hooks=hooks) as client:
-        try:
-            async with client.stream("GET", url) as response:
-                if response.status_code >= 400:
-                    raise InvalidInputError(f"download failed with HTTP {response.status_code}", code="FETCH_FAILED")
-                chunks, size = [], 0
-                async for chunk in response.aiter_bytes():
-                    size += len(chunk)
-                    if size > max_bytes:
-                        raise InvalidInputError("remote file too large", code="FILE_TOO_LARGE")
-                    chunks.append(chunk)
-                content_type = response.headers.get("content-type", "application/octet-stream").split(";")[0]
-                return b"".join(chunks), content_type
-        except httpx.HTTPError as exc:
-            raise ServiceUnavailableError(f"download failed: {type(exc).__name__}") from exc
-
-
-async def copy_from_url(store: AssetStore, url: str, *, folder: str, max_bytes: int = MAX_REMOTE_BYTES,
-                        public_only: bool = False) -> StoredAsset:
-    """Re-host a remote file (a provider output, a customer's link) in the store."""
-    data, content_type = await fetch_url(url, max_bytes=max_bytes, public_only=public_only)
+async def copy_from_url(store: AssetStore, url: str, *, folder: str, policy: FetchPolicy) -> StoredAsset:
+    """Re-host a remote file (a provider output, a customer's link) in the store, through the fetch guard."""
+    data, content_type = await fetch(url, policy)
     if content_type in ("application/octet-stream", "binary/octet-stream", ""):
         content_type = mimetypes.guess_type(urlparse(url).path)[0] or content_type
     return await store.put_bytes(data, folder=folder, content_type=content_type)
@@ -131,8 +76,10 @@ async def copy_from_url(store: AssetStore, url: str, *, folder: str, max_bytes: 
 class LocalAssetStore:
     """Files under `root`, public at `public_base` (the gateway serves `/assets`)."""
 
-    def __init__(self, root: Path, public_base: str, signing_secret: str, upload_base: str) -> None:
+    def __init__(self, root: Path, public_base: str, signing_secret: str, upload_base: str,
+                 fetch_policy: FetchPolicy | None = None) -> None:
         self.root = root
+        self.fetch_policy = fetch_policy or FetchPolicy()
         self.public_base = public_base.rstrip("/")
         self.upload_base = upload_base.rstrip("/")
         self._secret = signing_secret.encode()
@@ -167,7 +114,7 @@ class LocalAssetStore:
 
     async def get_bytes(self, url_or_key: str) -> bytes:
         if url_or_key.startswith(("http://", "https://")) and not self.is_ours(url_or_key):
-            data, _ = await fetch_url(url_or_key)
+            data, _ = await fetch(url_or_key, self.fetch_policy)
             return data
         path = self.path_of(self.key_of(url_or_key))
         if not path.exists():
@@ -199,6 +146,8 @@ class S3AssetStore:
 
     def __init__(self, settings: Settings) -> None:
         import boto3
+
+        self.fetch_policy = FetchPolicy.from_settings(settings)
 
         if not settings.s3_bucket:
             raise ServiceUnavailableError("S3 store needs MMA_S3_BUCKET", code="R2_NOT_CONFIGURED")
@@ -232,7 +181,7 @@ class S3AssetStore:
 
     async def get_bytes(self, url_or_key: str) -> bytes:
         if url_or_key.startswith(("http://", "https://")) and not self.is_ours(url_or_key):
-            data, _ = await fetch_url(url_or_key)
+            data, _ = await fetch(url_or_key, self.fetch_policy)
             return data
         key = url_or_key[len(self.public_base) + 1 :] if self.is_ours(url_or_key) else url_or_key
         obj = await asyncio.to_thread(self._client.get_object, Bucket=self.bucket, Key=safe_key(key))
@@ -255,4 +204,5 @@ def build_asset_store(settings: Settings) -> AssetStore:
         public_base=settings.assets_base_url,
         signing_secret=settings.upload_signing_secret.get_secret_value(),
         upload_base=f"{settings.gateway_public_url}/api/r2/put",
+        fetch_policy=FetchPolicy.from_settings(settings),
     )

@@ -230,13 +230,18 @@ class Bus:
     # ------------------------------------------------------------------ streams
 
     def stream_config(self, stream: Stream) -> api.StreamConfig:
+        """Every stream bounded by settings: EVENTS drops its oldest past its age or bytes (the ledger
+        projected them long ago); a full work queue refuses new work instead of dropping accepted work."""
         is_events = stream is Stream.EVENTS
+        s = self.settings
         return api.StreamConfig(
             name=stream.value,
             subjects=STREAM_SUBJECTS[stream],
             retention=api.RetentionPolicy.LIMITS if is_events else api.RetentionPolicy.WORK_QUEUE,
             storage=api.StorageType.FILE,
-            max_age=float(self.settings.events_max_age_days * 86400) if is_events else None,
+            max_age=float(s.events_max_age_days * 86400) if is_events else s.work_queue_max_age_s,
+            max_bytes=s.events_max_bytes if is_events else s.work_queue_max_bytes,
+            discard=api.DiscardPolicy.OLD if is_events else api.DiscardPolicy.NEW,
             duplicate_window=self.settings.dedupe_window_s,
             num_replicas=self.settings.stream_replicas,
             max_consumers=self.settings.events_max_consumers if is_events else None,

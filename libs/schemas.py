@@ -541,6 +541,8 @@ class CreditApplied(Model):
     delta: int
     expires_at: datetime | None = None
     txn_id: str
+    # a duplicate of an audited change: the balance right after the first apply (its audit row)
+    first_balance: int | None = None
 
 
 class CreditApplyBatch(RpcRequest):
@@ -950,6 +952,8 @@ class AdminAdjust(RpcRequest):
     reason: str = "admin_adjust"
     actor: str = "admin"
     request_id: str = Field(default_factory=new_id)
+    # the client's Idempotency-Key: the credit ref is `admin:<pass_id>:<key>`, so a retry credits once
+    idempotency_key: str | None = None
 
 
 class AdjustResult(Model):

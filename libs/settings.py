@@ -46,6 +46,21 @@ class Settings(BaseSettings):
     ack_wait_s: float = Field(30.0, description="JetStream ack wait; in-progress acks are sent at a third of it")
     dedupe_window_s: float = Field(120.0, description="JetStream duplicate window for Nats-Msg-Id")
     events_max_age_days: int = Field(7, description="how long the EVENTS stream keeps messages")
+    events_max_bytes: int = Field(
+        2 * 1024**3, description="bytes the EVENTS stream keeps at most (the oldest go first); size it from "
+        "docs/runbook.md (Storage): about 16 KB per generation")
+    work_queue_max_bytes: int = Field(
+        256 * 1024**2, description="bytes each work queue (COMMANDS, JOBS) holds at most; when full, new work is "
+        "refused (never dropped once accepted)")
+    work_queue_max_age_s: float = Field(86400.0, description="how long a command or job may wait in its queue")
+    checkpoints_max_bytes: int = Field(256 * 1024**2, description="bytes of the run checkpoints KV bucket (MMA_RUNS)")
+    checkpoints_max_age_s: float = Field(
+        86400.0, description="a checkpoint never removed (a crash right at the end) expires after this")
+    checkpoint_final_ttl_s: float = Field(
+        600.0, description="a finished run leaves only a small `terminal` marker, gone after this (it stops a late"
+        " redelivery of the job from running it again)")
+    idempotency_max_bytes: int = Field(128 * 1024**2, description="bytes of the Idempotency-Key KV bucket")
+    slots_max_bytes: int = Field(16 * 1024**2, description="bytes of the customer slots KV bucket (MMA_SLOTS)")
     rpc_timeout_s: float = Field(10.0, description="timeout of a request/reply call")
     rpc_responder_wait_s: float = Field(
         3.0, description="how long a request keeps asking while no process serves its subject (a service"
@@ -71,7 +86,15 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(25 * 1024 * 1024, description="largest accepted request body")
     upload_max_bytes: int = Field(15 * 1024 * 1024, description="largest accepted image upload")
     remote_fetch_allow_private: bool = Field(
-        False, description="let store-remote routes fetch from loopback/private hosts (local testing only)")
+        False, description="let every server-side fetch reach loopback/private hosts (local experiments only)")
+    fetch_allow_hosts: list[str] = Field(
+        default_factory=list, description='JSON list of hosts or host:port a server-side fetch may reach although '
+        'they are not public (set by the test fixtures for their loopback wire servers; empty in production)')
+    fetch_max_bytes: int = Field(50 * 1024 * 1024, description="largest file a server-side fetch reads")
+    fetch_timeout_s: float = Field(60.0, description="time limit of one server-side fetch, redirects included")
+    fetch_max_redirects: int = Field(5, description="redirect hops a server-side fetch follows (each one checked)")
+    fetch_probe_timeout_s: float = Field(
+        5.0, description="how long a create follows a customer's asset URL to check where it leads")
     decision_timeout_s: float = Field(5.0, description="how long a create waits for the billing decision")
     legacy_wait_timeout_s: float = Field(600.0, description="how long /editorial/generate waits for the result")
     rate_limit_per_minute: int = Field(60, description="creates per pass id per minute (0 = unlimited)")

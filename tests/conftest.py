@@ -36,6 +36,14 @@ ADMIN_TOKEN = "test-admin-token-5f1c"
 TEMPLATE_DB = "mina_template"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """The caller's shell cannot change the tests: every `MMA_*` variable it exported (a
+    `MMA_GATEWAY_PORT` left from `make up`...) is dropped before any Settings is built.
+    `MMA_TEST_*` variables are the tests' own switches (e.g. `MMA_TEST_DATABASE_URL`) and stay."""
+    for name in [n for n in os.environ if n.startswith("MMA_") and not n.startswith("MMA_TEST_")]:
+        del os.environ[name]
+
+
 # --------------------------------------------------------------------------- Postgres
 
 

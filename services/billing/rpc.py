@@ -72,16 +72,28 @@ async def on_shopify_order(req: ShopifyOrder, deps: BillingDeps) -> ShopifyOrder
                               balance=applied.balance, expires_at=applied.expires_at or expires_at)
 
 
+def admin_ref(req: AdminAdjust) -> tuple[str, str]:
+    """(credit ref, ref id): from the client's Idempotency-Key when it sent one, so a retry of the
+    same change (a lost answer, a 503) is the same ref and credits once; else from the request id."""
+    if req.idempotency_key:
+        return f"admin:{req.pass_id}:{req.idempotency_key}", req.idempotency_key
+    return f"admin:{req.request_id}", req.request_id
+
+
 async def on_admin_adjust(req: AdminAdjust, deps: BillingDeps) -> AdjustResult:
-    """An admin credit change with its `admin_audit` row, in the ledger's one transaction."""
+    """An admin credit change with its `admin_audit` row, in the ledger's one transaction.
+
+    A repeat of an applied change answers the first result (the balances its audit row
+    recorded); the same key with another delta is IDEMPOTENCY_CONFLICT (the ledger checks)."""
     if req.delta == 0:
         raise InvalidInputError("delta must be a non-zero integer.", code="INVALID_AMOUNT")
     await deps.ledger.ensure_customer(EnsureCustomer(pass_id=req.pass_id))
+    ref, ref_id = admin_ref(req)
     applied = await deps.ledger.apply(CreditApply(
-        pass_id=req.pass_id, delta=req.delta, ref=f"admin:{req.request_id}", reason=req.reason, source="admin",
-        ref_type="admin", ref_id=req.request_id,
+        pass_id=req.pass_id, delta=req.delta, ref=ref, reason=req.reason, source="admin",
+        ref_type="admin", ref_id=ref_id,
         audit={"actor": req.actor, "reason": req.reason, "delta": req.delta, "pass_id": req.pass_id,
-               "request_id": req.request_id},
+               "request_id": req.request_id, "idempotency_key": req.idempotency_key},
     ))
     CREDITS.labels(kind="admin", outcome=applied.outcome.value).inc()
     if applied.outcome is CreditOutcome.INSUFFICIENT:
@@ -91,8 +103,11 @@ async def on_admin_adjust(req: AdminAdjust, deps: BillingDeps) -> AdjustResult:
         )
     log.info("billing.admin_adjusted", pass_id=req.pass_id, delta=req.delta, actor=req.actor,
              outcome=applied.outcome.value, balance=applied.balance, request_id=req.request_id)
-    return AdjustResult(pass_id=req.pass_id, credits_before=applied.balance - applied.delta,
-                        credits_after=applied.balance, expires_at=applied.expires_at, outcome=applied.outcome)
+    after = applied.balance
+    if applied.outcome is CreditOutcome.DUPLICATE and applied.first_balance is not None:
+        after = applied.first_balance
+    return AdjustResult(pass_id=req.pass_id, credits_before=after - applied.delta, credits_after=after,
+                        expires_at=applied.expires_at, outcome=applied.outcome)
 
 
 async def on_price_list(_req: PriceList, deps: BillingDeps) -> Prices:

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 
 import nats.js.errors
 import orjson
-from nats.js import api
 from nats.js.kv import KeyValue
 
 from libs.bus import Bus
 from libs.errors import ConflictError
+from libs.kv import open_bucket
 
 BUCKET = "MMA_IDEMPOTENCY"
 TTL_S = 24 * 3600.0
@@ -44,11 +44,9 @@ class IdempotencyStore:
 
     @classmethod
     async def open(cls, bus: Bus, replicas: int = 1) -> IdempotencyStore:
-        try:
-            kv = await bus.js.key_value(BUCKET)
-        except nats.js.errors.BucketNotFoundError:
-            kv = await bus.js.create_key_value(api.KeyValueConfig(bucket=BUCKET, ttl=TTL_S, history=1,
-                                                                 replicas=replicas))
+        """The bucket, bounded by `MMA_IDEMPOTENCY_MAX_BYTES` (keys expire after a day)."""
+        kv = await open_bucket(bus.js, BUCKET, max_bytes=bus.settings.idempotency_max_bytes, ttl_s=TTL_S,
+                               replicas=replicas)
         return cls(kv)
 
     async def claim(self, pass_id: str, key: str, digest: str) -> Claim:

@@ -20,6 +20,7 @@ from typing import cast
 import structlog
 
 from libs.bus import Bus
+from libs.fetch import FetchPolicy, check_customer_urls
 from libs.schemas import (
     BusMessage,
     Flow,
@@ -72,6 +73,8 @@ async def submit(deps: GatewayDeps, cmd: CreateCommand, terminal_timeout_s: floa
     is durable, so the caller still answers `queued` and SSE tells the rest.
     """
     deps.limiter.check(cmd.pass_id)
+    await check_customer_urls(asset_urls(cmd.request), FetchPolicy.from_settings(deps.settings), deps.store.is_ours,
+                              deps.settings.fetch_probe_timeout_s)
     if cmd.idempotency_key:
         claim = await deps.idempotency.claim(cmd.pass_id, cmd.idempotency_key, cmd.body_digest)
         generation_id, is_new = claim.generation_id, claim.is_new
@@ -100,6 +103,13 @@ async def submit(deps: GatewayDeps, cmd: CreateCommand, terminal_timeout_s: floa
                rejected=outcome.rejected.code if outcome.rejected else None,
                terminal=type(outcome.terminal).__name__ if outcome.terminal else None)
     return outcome
+
+
+def asset_urls(request: GenerationRequest) -> list[str]:
+    """Every asset URL of the request: the ones the pipeline will fetch."""
+    assets = request.assets
+    return [url for url in (assets.product_image_url, assets.logo_image_url, *assets.inspiration_image_urls,
+                            assets.style_hero_image_url, assets.input_still_image_url, assets.end_image_url) if url]
 
 
 REPLAY_WINDOW_S = 1.0

@@ -77,6 +77,10 @@ values ('admin_audit:' || $1, 'admin_audit', $3, $4, jsonb_build_object('actor',
 on conflict (mg_id) do nothing
 """
 
+AUDIT_DETAIL = """
+select mg_detail from mega_admin where mg_id = 'admin_audit:' || $1
+"""
+
 CREDIT_TXNS_OF_GENERATION = """
 select * from mega_generations
 where mg_record_type = 'credit_transaction' and (mg_generation_id = $1 or mg_ref_id = $1)

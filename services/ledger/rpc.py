@@ -12,7 +12,7 @@ from typing import Any
 
 import structlog
 
-from libs.errors import InvalidInputError, NotFoundError
+from libs.errors import ConflictError, InvalidInputError, NotFoundError
 from libs.schemas import (
     AddConfigVersion,
     AdminSummary,
@@ -103,12 +103,25 @@ def credit_ref_parts(req: CreditApply) -> tuple[str | None, str | None, str | No
     return ref_type, ref_id, generation_id
 
 
-def _applied(req: CreditApply, row: Mapping[str, Any]) -> CreditApplied:
+def _applied(req: CreditApply, row: Mapping[str, Any], first_balance: int | None = None) -> CreditApplied:
     outcome = CreditOutcome(row["outcome"])
     log.info("ledger.credit_applied", pass_id=req.pass_id, ref=req.ref, delta=req.delta, outcome=outcome.value,
              balance=row["credits"])
     return CreditApplied(outcome=outcome, balance=row["credits"], delta=req.delta, expires_at=row["expires_at"],
-                         txn_id=req.ref)
+                         txn_id=req.ref, first_balance=first_balance)
+
+
+def _first_balance(req: CreditApply, first: Mapping[str, Any] | None) -> int | None:
+    """The balance the first apply of this audited ref left, so a retry answers what the first did.
+
+    The same ref with another pass id or delta is not a retry but a reused key: ConflictError."""
+    if not first:
+        return None
+    if first.get("pass_id") != req.pass_id or first.get("delta") != req.delta:
+        raise ConflictError("This Idempotency-Key was already used for a different credit change.",
+                            code="IDEMPOTENCY_CONFLICT", first_delta=first.get("delta"))
+    balance = first.get("balance_after")
+    return int(balance) if isinstance(balance, int) else None
 
 
 async def on_credit_apply(req: CreditApply, deps: LedgerDeps) -> CreditApplied:
@@ -121,6 +134,7 @@ async def on_credit_apply(req: CreditApply, deps: LedgerDeps) -> CreditApplied:
     """
     ref_type, ref_id, generation_id = credit_ref_parts(req)
     args = (req.ref, req.pass_id, generation_id, req.delta, req.reason, req.source, ref_type, ref_id, req.expires_at)
+    first: Mapping[str, Any] | None = None
     async with deps.pool.acquire() as conn:
         if req.audit is None:
             row = await conn.fetchrow(q.CREDIT_APPLY, *args)
@@ -132,8 +146,10 @@ async def on_credit_apply(req: CreditApply, deps: LedgerDeps) -> CreditApplied:
                               "balance_after": row["credits"]}
                     await conn.execute(q.INSERT_AUDIT, req.ref, req.audit.get("actor"),
                                        str(req.audit.get("action") or "credit_apply"), detail)
+                elif row is not None and row["outcome"] == CreditOutcome.DUPLICATE.value:
+                    first = await conn.fetchval(q.AUDIT_DETAIL, req.ref)
     assert row is not None  # the function returns exactly one row
-    return _applied(req, row)
+    return _applied(req, row, _first_balance(req, first))
 
 
 async def on_credit_apply_batch(req: CreditApplyBatch, deps: LedgerDeps) -> CreditAppliedBatch:

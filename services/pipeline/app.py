@@ -75,7 +75,7 @@ async def setup(ctx: ServiceContext) -> None:
     store = build_asset_store(settings)
     providers = build_providers(settings, store)
     await seed_config(ctx)
-    checkpoints = await CheckpointStore.open(ctx.bus.js)
+    checkpoints = await CheckpointStore.open(ctx.bus.js, settings)
     slots = await CustomerSlots.open(ctx.bus.js, settings)
     deps = PipelineDeps(settings=settings, bus=ctx.bus, store=store, providers=providers, checkpoints=checkpoints,
                         slots=slots)

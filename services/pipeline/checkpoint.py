@@ -8,6 +8,13 @@ checkpointed before the wait, so a resume reuses it instead of creating another.
 The run's first checkpoint (written once, when it is prepared) holds its `prep`: config
 snapshot, taste, parent, plan, several KB that no step changes. Every later transition
 goes to a second key without it, so a step writes a small value.
+
+Once the run's end is published, `forget` removes both: the first key is purged and the
+second replaced by a small `terminal` marker, and both the purge and the marker carry a
+per-message TTL (`MMA_CHECKPOINT_FINAL_TTL_S`), so nothing of a finished run stays in the
+bucket. The marker is what a late redelivery of the job (an ack lost after the end) finds
+instead of starting the run again. The bucket's own limits (`MMA_CHECKPOINTS_MAX_BYTES`,
+`MMA_CHECKPOINTS_MAX_AGE_S`) bound whatever a crash leaves behind.
 """
 
 from __future__ import annotations
@@ -21,8 +28,10 @@ import orjson
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
+from libs.kv import open_bucket
+from libs.settings import Settings
+
 BUCKET = "MMA_RUNS"
-TTL_S = 7 * 86400
 LATEST_SUFFIX = ".latest"
 
 
@@ -47,16 +56,17 @@ class CheckpointStore:
     """Two KV keys per generation id: `<key>` (the first checkpoint, with the prep) and `<key>.latest`
     (every later transition, without it); values are JSON."""
 
-    def __init__(self, kv: KeyValue) -> None:
+    def __init__(self, kv: KeyValue, js: JetStreamContext, bucket: str = BUCKET, final_ttl_s: float = 600.0) -> None:
         self.kv = kv
+        self.js = js
+        self.bucket = bucket
+        self.final_ttl_s = final_ttl_s
 
     @classmethod
-    async def open(cls, js: JetStreamContext, bucket: str = BUCKET) -> CheckpointStore:
-        try:
-            kv = await js.key_value(bucket)
-        except nats.js.errors.BucketNotFoundError:
-            kv = await js.create_key_value(bucket=bucket, history=1, ttl=TTL_S)
-        return cls(kv)
+    async def open(cls, js: JetStreamContext, settings: Settings, bucket: str = BUCKET) -> CheckpointStore:
+        kv = await open_bucket(js, bucket, max_bytes=settings.checkpoints_max_bytes,
+                               ttl_s=settings.checkpoints_max_age_s, replicas=settings.stream_replicas)
+        return cls(kv, js, bucket, settings.checkpoint_final_ttl_s)
 
     @staticmethod
     def key(generation_id: str) -> str:
@@ -86,3 +96,14 @@ class CheckpointStore:
             return
         latest = {name: value for name, value in vars(state).items() if name != "prep"}
         await self.kv.put(self.key(state.generation_id) + LATEST_SUFFIX, orjson.dumps(latest))
+
+    async def forget(self, state: RunState) -> None:
+        """After the run's end is published: purge the prep and leave only a small terminal marker,
+        both expiring after `final_ttl_s` (per-message TTL), so no finished run stays in the bucket."""
+        key = self.key(state.generation_id)
+        marker = {"generation_id": state.generation_id, "terminal": True, "status": state.status,
+                  "step_count": state.step_count, "provider_started": state.provider_started}
+        ttl = max(1.0, self.final_ttl_s)
+        await asyncio.gather(self.kv.purge(key, msg_ttl=ttl),
+                             self.js.publish(f"$KV.{self.bucket}.{key}{LATEST_SUFFIX}", orjson.dumps(marker),
+                                             msg_ttl=ttl))

@@ -194,6 +194,8 @@ class Run:
         self.state.outbox = [{"type": type(m).__name__, "data": m.model_dump(mode="json")} for m in messages]
         await self.deps.checkpoints.save(self.state, with_prep=with_prep)
         await self.deps.bus.publish_all(messages)
+        if self.state.terminal:  # the end is published: nothing of the run needs keeping
+            await self.deps.checkpoints.forget(self.state)
 
     async def republish(self) -> None:
         """Publish the stored outbox again: a crash may have come between its checkpoint and its publish."""
@@ -246,6 +248,8 @@ class Run:
         if self.state.outbox:
             await self.republish()
         if self.state.terminal:
+            if self.state.outbox:  # a crash came between publishing the end and forgetting the run
+                await self.deps.checkpoints.forget(self.state)
             log.info("pipeline.job_already_finished", **self.ids)
             return
         if self.cancel_requested_by is not None:

@@ -34,6 +34,7 @@ import structlog
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
+from libs.kv import open_bucket
 from libs.settings import Settings
 from libs.waiting import BUCKET, pass_key, stale_after_s
 
@@ -73,10 +74,8 @@ class CustomerSlots:
 
     @classmethod
     async def open(cls, js: JetStreamContext, settings: Settings) -> CustomerSlots:
-        try:
-            kv = await js.key_value(BUCKET)
-        except nats.js.errors.BucketNotFoundError:
-            kv = await js.create_key_value(bucket=BUCKET, history=1, ttl=settings.slot_ttl_s)
+        kv = await open_bucket(js, BUCKET, max_bytes=settings.slots_max_bytes, ttl_s=settings.slot_ttl_s,
+                               replicas=settings.stream_replicas)
         return cls(kv, settings)
 
     # ------------------------------------------------------------------ slots

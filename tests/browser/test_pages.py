@@ -293,7 +293,8 @@ async def test_studio_shows_the_out_of_credits_message(gateway_url: str, page: A
     await page.get_by_role("button", name="Use").click()
     await expect(page.get_by_test_id("balance")).to_have_text("20", timeout=20_000)
     async with httpx.AsyncClient(base_url=gateway_url, timeout=20.0) as http:
-        r = await http.post("/admin/credits/adjust", json={"passId": pass_id, "delta": -20, "reason": "test"},
+        r = await http.post("/admin/credits/adjust", json={"passId": pass_id, "delta": -20, "reason": "test",
+                                                           "idempotencyKey": f"browser-{pass_id}"},
                             headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
         assert r.status_code == 200, r.text
     await page.get_by_test_id("brief").fill("Anything")

@@ -97,10 +97,15 @@ async def test_cancel_while_scanning_refunds_in_full(services: Services, bus: Bu
 async def test_cancel_while_generating_cancels_the_prediction_and_follows_the_refund_rule(
     services: Services, bus: Bus, db, slow_replicate: ReplicateServer, refund_after_start: bool
 ):
-    """A running Replicate prediction is cancelled through the SDK; the refund follows the setting."""
+    """A running Replicate prediction is cancelled through the SDK; the refund follows the setting.
+
+    The stop takes ~0.1 s, but on a loaded CI machine it once took longer than the 3 s default
+    of MMA_CANCEL_WAIT_S and the answer was the documented 202 `cancelling`: this test is about
+    the prediction and the refund rule, so it gives the stop a generous budget and, if even that
+    passes, accepts the documented 202 and waits for the end like a client (SSE, events)."""
     await services.start_all(welcome_credits=5, provider="replicate", replicate_api_token="r8-test",
                              replicate_base_url=slow_replicate.url, provider_poll_interval_s=0.1,
-                             cancel_refund_after_provider_start=refund_after_start)
+                             cancel_refund_after_provider_start=refund_after_start, cancel_wait_s=20.0)
     pass_id = new_pass()
     async with httpx.AsyncClient(base_url=services.gateway_url, timeout=30) as client:
         generation_id = await create(client, pass_id)
@@ -110,8 +115,7 @@ async def test_cancel_while_generating_cancels_the_prediction_and_follows_the_re
 
         answer = await client.post(f"/mma/generations/{generation_id}/cancel",
                                    headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
-        assert answer.status_code == 200, answer.text
-        assert answer.json()["status"] == "cancelled"
+        assert (answer.status_code, answer.json()["status"]) in ((200, "cancelled"), (202, "cancelling")), answer.text
 
         failed = await failed_event(bus, generation_id)
         assert failed.detail["cancelled_phase"] == "generating" and failed.detail["provider_started"] is True

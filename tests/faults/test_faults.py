@@ -9,6 +9,7 @@ through the gateway, injects its fault mid-run, waits until every generation is 
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +90,7 @@ async def test_sigkill_a_service_mid_run_then_restart(services: Services, victim
 def provider_overrides(replicate: ReplicateServer, openai: OpenAIServer, **extra: Any) -> dict[str, Any]:
     return {**BASE, "provider": "auto", "replicate_base_url": replicate.url, "replicate_api_token": "r8-fault",
             "openai_base_url": openai.base_url, "openai_api_key": "sk-fault", "provider_poll_interval_s": 0.05,
-            "provider_max_attempts": 2, **extra}
+            "provider_max_attempts": 2, "fetch_allow_hosts": json.dumps([replicate.host_port]), **extra}
 
 
 @pytest.mark.parametrize("fault", ["5xx_burst", "slow_beyond_timeout", "malformed_json"])

@@ -264,13 +264,16 @@ async def test_billing_admin_and_webhook_routes(stack: Services, client: httpx.A
     assert n["credited"] == 0 and n["reason"] == "NO_MATCHING_PRODUCT"
 
     assert (await client.post("/admin/credits/adjust", json={"passId": pass_id, "delta": 5})).status_code == 401
-    adj = await client.post("/admin/credits/adjust", headers=ADMIN, json={"passId": pass_id, "delta": 5})
+    adj = await client.post("/admin/credits/adjust", headers={**ADMIN, "Idempotency-Key": "contract-adj-1"},
+                            json={"passId": pass_id, "delta": 5})
     a = adj.json()
     assert adj.status_code == 200 and a["ok"] is True and a["creditsBefore"] == 70 and a["creditsAfter"] == 75
     assert a["passId"] == pass_id and "expiresAt" in a
     assert (await client.post("/admin/credits/adjust", headers=ADMIN, json={"delta": 5})).status_code == 400
     assert_legacy_error(await client.post("/admin/credits/adjust", headers=ADMIN,
                                           json={"passId": pass_id, "delta": 1.5}), 400, "INVALID_AMOUNT")
+    assert_legacy_error(await client.post("/admin/credits/adjust", headers=ADMIN,
+                                          json={"passId": pass_id, "delta": 1}), 400, "MISSING_IDEMPOTENCY_KEY")
 
     assert (await client.post("/credits/add", json={"customerId": pass_id, "amount": 1})).status_code == 401
     add = (await client.post("/credits/add", headers=ADMIN, json={"customerId": pass_id, "amount": 2})).json()

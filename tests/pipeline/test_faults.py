@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import asyncpg
 
 from libs.schemas import Flow, GenerationRequest, Inputs, StepPhase, StepRecorded
@@ -13,7 +15,8 @@ async def test_replicate_500_then_success_records_one_retry(services, bus, repli
     """A 500 on create is retried once; the step records 2 attempts and the output is re-hosted by us."""
     await services.start("ledger")
     await services.start("pipeline", provider="replicate", replicate_base_url=replicate_server.url,
-                         replicate_api_token="r8-test", provider_poll_interval_s=0.05)
+                         replicate_api_token="r8-test", provider_poll_interval_s=0.05,
+                         fetch_allow_hosts=json.dumps([replicate_server.host_port]))
     replicate_server.fail("create_prediction", 500)
     events = await collect(bus, await publish_job(bus, Flow.STILL_CREATE))
     step = events.step("seedream_generate")
@@ -96,7 +99,8 @@ async def test_sigkill_during_seedream_generate_resumes_without_a_second_predict
     await services.start("ledger")
     replicate_server.processing_s = 4.0
     overrides = {"provider": "replicate", "replicate_base_url": replicate_server.url,
-                 "replicate_api_token": "r8-test", "provider_poll_interval_s": 0.1, "ack_wait_s": 2}
+                 "replicate_api_token": "r8-test", "provider_poll_interval_s": 0.1, "ack_wait_s": 2,
+                 "fetch_allow_hosts": json.dumps([replicate_server.host_port])}
     first = await services.start("pipeline", **overrides)
     gen = await publish_job(bus, Flow.STILL_CREATE)
     await wait_for(lambda: replicate_server.count("create_prediction") == 1, 20, what="prediction created")

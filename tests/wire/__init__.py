@@ -1,8 +1,9 @@
 """Local HTTP servers speaking provider wire protocols (OpenAI, Replicate, Supabase Auth) for tests."""
 
 from tests.wire.base import WireServer
+from tests.wire.image_server import ImageServer
 from tests.wire.openai_server import OpenAIServer
 from tests.wire.replicate_server import ReplicateServer
 from tests.wire.supabase_auth import SupabaseAuthServer
 
-__all__ = ["OpenAIServer", "ReplicateServer", "SupabaseAuthServer", "WireServer"]
+__all__ = ["ImageServer", "OpenAIServer", "ReplicateServer", "SupabaseAuthServer", "WireServer"]

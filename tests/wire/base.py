@@ -48,6 +48,12 @@ class WireServer:
         host, port = self._httpd.server_address[:2]
         return f"http://{host!s}:{port}"
 
+    @property
+    def host_port(self) -> str:
+        """`127.0.0.1:<port>`: the entry that lets a server-side fetch reach this loopback server
+        (`MMA_FETCH_ALLOW_HOSTS`; without it the fetch guard refuses loopback)."""
+        return self.url.split("://", 1)[1]
+
     def start(self) -> WireServer:
         self._stopped.clear()
         server = self

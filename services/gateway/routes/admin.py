@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
 from libs.errors import InvalidInputError
@@ -13,6 +13,7 @@ from libs.schemas import (
     AdminAdjust,
     AdminSummary,
     ConfigMap,
+    CreditOutcome,
     CustomerList,
     ErrorList,
     GetActiveConfig,
@@ -99,6 +100,27 @@ class AdjustBody(Body):
     delta: Any = None
     amount: Any = None
     reason: str | None = None
+    idempotencyKey: Any = None
+    idempotency_key: Any = None
+
+
+MAX_KEY_CHARS = 200
+
+
+def idempotency_key(request: Request, body: AdjustBody, *, required: bool) -> str | None:
+    """The client's `Idempotency-Key` (header, or `idempotencyKey` in the body): the credit ref is
+    derived from it, so a retried request credits once. Admin adjusts must send one."""
+    key = first(request.headers.get("idempotency-key"), body.idempotencyKey, body.idempotency_key)
+    if key is None:
+        if required:
+            raise InvalidInputError("An Idempotency-Key header (or idempotencyKey in the body) is required, so a"
+                                    " retried adjustment credits once.", code="MISSING_IDEMPOTENCY_KEY")
+        return None
+    if not isinstance(key, str | int) or isinstance(key, bool) or len(str(key)) > MAX_KEY_CHARS \
+            or not str(key).isprintable():
+        raise InvalidInputError(f"The Idempotency-Key must be printable text of at most {MAX_KEY_CHARS}"
+                                " characters.", code="INVALID_IDEMPOTENCY_KEY")
+    return str(key)
 
 
 def _target(request: Request, body: AdjustBody) -> str:
@@ -121,37 +143,45 @@ def _amount(value: Any) -> int:
     return int(number)
 
 
-async def _adjust(request: Request, deps: GatewayDeps, body: AdjustBody, value: Any,
-                  default_reason: str) -> tuple[str, AdjustResult]:
-    """Billing's audited credit change for the body's pass id (the one path of both admin credit routes)."""
+async def _adjust(request: Request, response: Response, deps: GatewayDeps, body: AdjustBody, value: Any,
+                  default_reason: str, *, key_required: bool) -> tuple[str, AdjustResult]:
+    """Billing's audited credit change for the body's pass id (the one path of both admin credit routes).
+
+    A repeat with the same key answers the first result, marked `Idempotent-Replayed: true`."""
     target = _target(request, body)
-    result = await deps.bus.request(AdminAdjust(pass_id=target, delta=_amount(value),
-                                                reason=body.reason or default_reason, actor="admin_token",
-                                                request_id=request_id(request)), AdjustResult)
+    delta = _amount(value)
+    key = idempotency_key(request, body, required=key_required)
+    result = await deps.bus.request(AdminAdjust(pass_id=target, delta=delta, reason=body.reason or default_reason,
+                                                actor="admin_token", request_id=request_id(request),
+                                                idempotency_key=key), AdjustResult)
+    if result.outcome is CreditOutcome.DUPLICATE:
+        response.headers["Idempotent-Replayed"] = "true"
     return target, result
 
 
 @router.post("/admin/credits/adjust")
-async def admin_adjust(request: Request, body: AdjustBody | None = None,
+async def admin_adjust(request: Request, response: Response, body: AdjustBody | None = None,
                        deps: GatewayDeps = Depends(get_deps)) -> dict[str, Any]:
-    """A credit change with its `admin_audit` row (billing asks the ledger)."""
+    """A credit change with its `admin_audit` row (billing asks the ledger); `Idempotency-Key` required."""
     request.state.failure_code = "ADJUST_FAILED"
     body = body or AdjustBody()
-    target, result = await _adjust(request, deps, body, body.delta if body.delta is not None else body.amount,
-                                   "admin_adjust")
+    target, result = await _adjust(request, response, deps, body,
+                                   body.delta if body.delta is not None else body.amount, "admin_adjust",
+                                   key_required=True)
     return {"ok": True, "requestId": request_id(request), "passId": target, "creditsBefore": result.credits_before,
             "creditsAfter": result.credits_after, "expiresAt": iso(result.expires_at), "customerId": target,
             "balance": result.credits_after, "source": "mega"}
 
 
 @router.post("/credits/add")
-async def credits_add(request: Request, body: AdjustBody | None = None,
+async def credits_add(request: Request, response: Response, body: AdjustBody | None = None,
                       deps: GatewayDeps = Depends(get_deps)) -> dict[str, Any]:
-    """E2's credit grant, now admin-only."""
+    """E2's credit grant, now admin-only; credited once per `Idempotency-Key` when one is sent."""
     request.state.failure_code = "CREDITS_ADD_FAILED"
     body = body or AdjustBody()
-    target, result = await _adjust(request, deps, body, body.amount if body.amount is not None else body.delta,
-                                   "credits_add")
+    target, result = await _adjust(request, response, deps, body,
+                                   body.amount if body.amount is not None else body.delta, "credits_add",
+                                   key_required=False)
     return {"ok": True, "requestId": request_id(request), "customerId": target, "newBalance": result.credits_after,
             "source": "mega", "passId": target}
 

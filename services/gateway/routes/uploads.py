@@ -15,6 +15,7 @@ from fastapi.responses import FileResponse
 
 from libs.assets import LocalAssetStore, StoredAsset, copy_from_url, new_key, safe_key
 from libs.errors import ForbiddenError, InvalidInputError, MmaError, NotFoundError
+from libs.fetch import FetchPolicy
 from services.gateway.bodies import PassFields, first
 from services.gateway.deps import GatewayDeps
 from services.gateway.identity import Identity
@@ -108,8 +109,8 @@ async def _copy(deps: GatewayDeps, url: str, folder: str) -> StoredAsset:
     if deps.store.is_ours(url):
         key = url[len(deps.store.public_base) + 1:]
         return StoredAsset(key=key, url=url, content_type=mimetypes.guess_type(url)[0] or "", bytes=0)
-    return await copy_from_url(deps.store, url, folder=folder, max_bytes=deps.settings.upload_max_bytes,
-                               public_only=not deps.settings.remote_fetch_allow_private)
+    policy = FetchPolicy.from_settings(deps.settings, max_bytes=deps.settings.upload_max_bytes)
+    return await copy_from_url(deps.store, url, folder=folder, policy=policy)
 
 
 @router.post("/api/r2/store-remote-signed")

@@ -12,8 +12,8 @@ import mimetypes
 from typing import Any
 from urllib.parse import urlparse
 
-from libs.assets import fetch_url
 from libs.errors import InvalidInputError, ProviderError, ServiceUnavailableError
+from libs.fetch import FetchPolicy, fetch
 from services.pipeline.adapters.protocols import PredictionOutput
 from services.pipeline.adapters.retry import with_retries
 from services.pipeline.config import deep_merge
@@ -47,9 +47,10 @@ def resolve_settings(ctx: StepContext, provider: str) -> dict[str, Any]:
     return resolved
 
 
-async def _download(url: str) -> tuple[bytes, str]:
+async def _download(url: str, policy: FetchPolicy) -> tuple[bytes, str]:
+    """The provider's output, through the same guard as every server-side fetch."""
     try:
-        data, content_type = await fetch_url(url)
+        data, content_type = await fetch(url, policy)
     except ServiceUnavailableError as exc:
         raise ProviderError("the output could not be downloaded", code="PREDICTION_FAILED",
                             is_retryable=True) from exc
@@ -104,7 +105,7 @@ async def generate(ctx: StepContext) -> None:
             return out, out.data, out.content_type or "application/octet-stream"
         if not out.url:
             raise ProviderError("the generator returned no output", code="PREDICTION_FAILED")
-        data, content_type = await ctx.provider_call(_download(out.url))
+        data, content_type = await ctx.provider_call(_download(out.url, FetchPolicy.from_settings(settings)))
         return out, data, content_type
 
     label = provider.upper()
