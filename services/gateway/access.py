@@ -34,11 +34,11 @@ from fastapi import Request
 from prometheus_client import Counter
 
 from libs.errors import ForbiddenError, InvalidInputError, NotFoundError, UnauthorizedError
+from libs.final import last_event
 from libs.schemas import CustomerAccess, GenerationAccepted, GenerationView, GetCustomerAccess, GetGeneration
 from services.gateway.decisions import wait_until_stored
 from services.gateway.identity import BODY_KEYS, PASS_HEADER, QUERY_KEYS, bearer_token, json_body, normalize_pass_id
 from services.gateway.tokens import JwtUser
-from services.gateway.views import last_event
 
 if TYPE_CHECKING:
     from services.gateway.deps import GatewayDeps
