@@ -34,12 +34,10 @@ from libs.errors import (
 )
 from libs.metrics import CONSUMER_LAG, DEAD_LETTERS, MESSAGES
 from libs.schemas import (
-    DEAD_LETTER_SUBJECT,
     MESSAGE_TYPES,
     STREAM_SUBJECTS,
     TYPE_HEADER,
     BusMessage,
-    DeadLettered,
     Model,
     RpcRequest,
     Stream,
@@ -624,35 +622,12 @@ class Bus:
 
     async def _dead_letter(self, spec: _Spec[Any], raw: Msg, seq: int, deliveries: int, reason: str,
                            code: str) -> None:
-        """Keep the message in the retained dead-letter stream, then report it (an ops-plane row).
-
-        A refused report (a DeadLettered event the ledger could not write) is kept the same way
-        and logged, but not reported again: that would loop.
-        """
-        stream = spec.stream.value
-        kept = await deadletter.keep(self.js, consumer=spec.durable, subject=raw.subject, data=raw.data,
-                                     headers=raw.headers, stream=stream, stream_seq=seq, deliveries=deliveries,
-                                     reason=reason)
+        """Keep the message in the retained dead-letter stream, then report it (`deadletter.give_up`)."""
+        await deadletter.give_up(self.js, self.publish, consumer=spec.durable, subject=raw.subject, data=raw.data,
+                                 headers=raw.headers, stream=spec.stream.value, stream_seq=seq,
+                                 deliveries=deliveries, reason=reason, code=code)
         self.dead_letters += 1
-        DEAD_LETTERS.labels(stream).inc()
-        log.error("bus.dead_lettered", durable=spec.durable, original_subject=raw.subject, stream_seq=seq,
-                  deliveries=deliveries, reason=reason[:500], dead_letter_seq=kept)
-        if raw.subject == DEAD_LETTER_SUBJECT:
-            log.error("bus.dead_letter_record_refused", reason=reason[:500], stream_seq=seq, dead_letter_seq=kept)
-            return
-        await self.publish(
-            DeadLettered(
-                original_subject=raw.subject,
-                original_stream=stream,
-                stream_seq=seq,
-                deliveries=deliveries,
-                reason=reason[:2000],
-                data=raw.data.decode("utf-8", errors="replace")[:64_000],
-                consumer=spec.durable,
-                dead_letter_seq=kept,
-                code=code,
-            )
-        )
+        DEAD_LETTERS.labels(spec.stream.value).inc()
 
     # ------------------------------------------------------------------ broadcast
 

@@ -18,18 +18,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import nats.errors
 import nats.js.errors
+import structlog
 from nats.js import JetStreamContext, api
 
 from libs.errors import MmaError, ServiceUnavailableError, is_retryable
-from libs.schemas import TYPE_HEADER
+from libs.schemas import DEAD_LETTER_SUBJECT, TYPE_HEADER, BusMessage, DeadLettered
 from libs.settings import Settings
+
+log = structlog.get_logger("bus")
 
 DEAD_STREAM = "MMA_DEAD_LETTERS"
 DEAD_SUBJECTS = "mma.dlq.>"
@@ -167,6 +170,28 @@ async def keep(js: JetStreamContext, *, consumer: str, subject: str, data: bytes
     ack = await js.publish(dead_subject(consumer, subject), data, headers=kept, timeout=5,
                            stream=DEAD_STREAM)
     return int(ack.seq)
+
+
+async def give_up(js: JetStreamContext, publish: Callable[[BusMessage], Awaitable[Any]], *, consumer: str,
+                  subject: str, data: bytes, headers: Mapping[str, str] | None, stream: str, stream_seq: int,
+                  deliveries: int, reason: str, code: str) -> int:
+    """Keep the message (`keep`), log it, then report it: a DeadLettered event the ledger makes
+    an ops-plane row. A refused report (the ledger could not write that row) is kept the same way
+    and logged, but not reported again: that would loop. Returns the dead letter's sequence.
+    """
+    kept = await keep(js, consumer=consumer, subject=subject, data=data, headers=headers, stream=stream,
+                      stream_seq=stream_seq, deliveries=deliveries, reason=reason)
+    log.error("bus.dead_lettered", durable=consumer, original_subject=subject, stream_seq=stream_seq,
+              deliveries=deliveries, reason=reason[:500], code=code, dead_letter_seq=kept)
+    if subject == DEAD_LETTER_SUBJECT:
+        log.error("bus.dead_letter_record_refused", reason=reason[:500], stream_seq=stream_seq, dead_letter_seq=kept)
+        return kept
+    await publish(DeadLettered(
+        original_subject=subject, original_stream=stream, stream_seq=stream_seq, deliveries=deliveries,
+        reason=reason[:2000], data=data.decode("utf-8", errors="replace")[:64_000], consumer=consumer,
+        dead_letter_seq=kept, code=code,
+    ))
+    return kept
 
 
 # --------------------------------------------------------------------------- reading it
