@@ -200,9 +200,18 @@ async def test_admin_by_allowlist_as_well_as_by_token(services: Services, db: as
             r = await client.get("/admin/summary", headers=headers)
             assert r.status_code == 200 and r.json()["ok"] is True, r.text
             assert (await client.get("/ops/api/summary", headers=headers)).status_code == 200
+        me = await client.get("/me", headers={"Authorization": f"Bearer {user_token(s, admin_uid)}"})
+        assert me.json()["isAdmin"] is True and me.json()["user"]["id"] == admin_uid, me.text
+        not_me = await client.get("/me", headers={"Authorization": f"Bearer {user_token(s, plain_uid)}"})
+        assert not_me.json()["isAdmin"] is False
         plain = await client.get("/admin/summary", headers={"Authorization": f"Bearer {user_token(s, plain_uid)}"})
         assert plain.status_code == 403 and plain.json()["error"] == "Unauthorized", plain.text
         unverified = {"Authorization": f"Bearer {user_token(s, plain_uid, 'boss@example.com', verified=False)}"}
         assert (await client.get("/admin/summary", headers=unverified)).status_code == 403
+        # the user id decides first: a user whose own row is not allowlisted is no admin by email
+        await db.execute("insert into mega_customers (mg_pass_id, mg_user_id) values ($1, $2::uuid)",
+                         f"pass:user:{plain_uid}", plain_uid)
+        by_id_first = {"Authorization": f"Bearer {user_token(s, plain_uid, 'boss@example.com')}"}
+        assert (await client.get("/admin/summary", headers=by_id_first)).status_code == 403
         none = await client.get("/admin/summary")
         assert none.status_code == 401 and none.json()["error"] == "Unauthorized"

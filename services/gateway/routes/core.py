@@ -27,7 +27,7 @@ from libs.schemas import (
     SummaryView,
     new_id,
 )
-from services.gateway.access import caller_of
+from services.gateway.access import caller_of, is_admin
 from services.gateway.bodies import Body, PassFields, first
 from services.gateway.deps import GatewayDeps
 from services.gateway.identity import PASS_HEADER, Identity, json_body, normalize_pass_id, resolve
@@ -88,11 +88,14 @@ async def shopify_sync(request: Request, deps: GatewayDeps = Depends(get_deps)) 
 
 
 @router.get("/me")
-async def me(request: Request, who: Identity = Depends(identity)) -> dict[str, Any]:
+async def me(request: Request, deps: GatewayDeps = Depends(get_deps),
+             who: Identity = Depends(identity)) -> dict[str, Any]:
+    """`isAdmin`: the admin token or an allowlisted user (`mg_admin_allowlist`)."""
     if who.token_invalid:
         raise UnauthorizedError("Invalid or expired token.", code="INVALID_TOKEN")
     user = {"id": who.user.user_id, "email": who.user.email} if who.user else None
-    return {"ok": True, "user": user, "isAdmin": False, "passId": who.pass_id, "requestId": request_id(request)}
+    admin = who.user is not None and await is_admin(request, deps)
+    return {"ok": True, "user": user, "isAdmin": admin, "passId": who.pass_id, "requestId": request_id(request)}
 
 
 @router.get("/credits/balance", dependencies=[Depends(failure_code("CREDITS_FAILED"))])
