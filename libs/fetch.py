@@ -16,8 +16,10 @@ experiments only). Size and time are bounded by settings.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import socket
+import ssl
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -119,13 +121,19 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         await self.inner.sleep(seconds)
 
 
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    """One verifying TLS context for every guarded client (loading the CA bundle costs ~10 ms)."""
+    return httpx.create_ssl_context()
+
+
 def guarded_client(policy: FetchPolicy, timeout_s: float | None = None) -> httpx.AsyncClient:
     """An httpx client whose every connection goes through `GuardedBackend` (no proxies from the
     environment: a proxy would make the connection, not us)."""
     transport = httpx.AsyncHTTPTransport(trust_env=False)
     # httpx has no public parameter for the network backend; the pool it builds is replaced by
     # the same pool over the guarded backend (tests/libs/test_fetch.py fails if this stops working)
-    transport._pool = httpcore.AsyncConnectionPool(ssl_context=httpx.create_ssl_context(),
+    transport._pool = httpcore.AsyncConnectionPool(ssl_context=_ssl_context(),
                                                    network_backend=GuardedBackend(policy))
     return httpx.AsyncClient(transport=transport, timeout=timeout_s or policy.timeout_s, follow_redirects=True,
                              max_redirects=policy.max_redirects, trust_env=False)

@@ -59,7 +59,8 @@ class Settings(BaseSettings):
     checkpoint_final_ttl_s: float = Field(
         600.0, description="a finished run leaves only a small `terminal` marker, gone after this (it stops a late"
         " redelivery of the job from running it again)")
-    idempotency_max_bytes: int = Field(128 * 1024**2, description="bytes of the Idempotency-Key KV bucket")
+    idempotency_max_bytes: int = Field(
+        512 * 1024**2, description="bytes of the Idempotency-Key KV bucket (a key lives a day, about 260 bytes)")
     slots_max_bytes: int = Field(16 * 1024**2, description="bytes of the customer slots KV bucket (MMA_SLOTS)")
     rpc_timeout_s: float = Field(10.0, description="timeout of a request/reply call")
     rpc_responder_wait_s: float = Field(

@@ -166,7 +166,10 @@ class DbReader:
                     if self.conn is None or self.conn.is_closed():
                         self.conn = await asyncpg.connect(self.url, timeout=2)
                     return (list(await self.conn.fetch(sql, *args)),)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+            # InternalClientError: a connection the restarted server dropped mid-query can be left
+            # "busy" (seen once with 30 customers polling through it); a fresh one is the cure
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError,
+                    TimeoutError):
                 if self.conn is not None and not self.conn.is_closed():
                     self.conn.terminate()
                 self.conn = None

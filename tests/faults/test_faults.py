@@ -29,7 +29,12 @@ BASE: dict[str, Any] = {"welcome_credits": WELCOME, "offline_latency_ms": 120, "
                         "decision_timeout_s": 3.0}
 
 
-def driver(services: Services, kind: str, chains: int = 6) -> Driver:
+# customers (chains of two generations) per fault kind: 10 kinds x 30 + the retry test's keep the suite
+# above 600 generations (issue #16) in about the time 6 chains took on an idle machine
+CHAINS = 30
+
+
+def driver(services: Services, kind: str, chains: int = CHAINS) -> Driver:
     return Driver(services.gateway_url, services.settings.database_url or "", kind, chains=chains)
 
 
@@ -123,7 +128,7 @@ async def test_client_retries_with_and_without_idempotency_key(services: Service
     """With a key, retries are one generation and one debit; without one, each retry is its own
     generation and is charged (the documented behaviour): the ledger matches exactly."""
     await services.start_all(**BASE)
-    run = driver(services, "client_retry", chains=2)
+    run = driver(services, "client_retry", chains=10)
     task = asyncio.create_task(run.run())
     extra: list[Generation] = []
     body = {"inputs": {"brief": "same request again"}}
