@@ -62,7 +62,7 @@ async def test_money_checks_and_old_customers(services: Services, db: Any) -> No
 
 async def test_admin_config_and_old_rows_read_sensibly(stack: Services, client: httpx.AsyncClient, db: Any) -> None:
     """Admin adjust and config work; legacy generations, the unversioned config and old error rows read well."""
-    adjust = await client.post("/admin/credits/adjust", headers=ADMIN,
+    adjust = await client.post("/admin/credits/adjust", headers={**ADMIN, "Idempotency-Key": "prod-goodwill-1"},
                                json={"passId": "pass:shopify:7002", "delta": 4, "reason": "goodwill"})
     assert adjust.status_code == 200, adjust.text
     assert adjust.json()["creditsAfter"] == BALANCES["pass:shopify:7002"] + 4
