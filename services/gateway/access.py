@@ -87,8 +87,8 @@ ROUTE_ACCESS: dict[str, Access] = {
     "GET /ops/api/generations": A.ADMIN, "GET /ops/api/generations/{generation_id}": A.ADMIN,
     "GET /ops/api/generations/{generation_id}/chain": A.ADMIN,
     "GET /ops/api/generations/{generation_id}/credits": A.ADMIN, "GET /ops/api/errors": A.ADMIN,
-    "GET /ops/api/reconcile": A.ADMIN, "GET /ops/api/summary": A.ADMIN, "GET /ops/api/config": A.ADMIN,
-    "POST /ops/api/config": A.ADMIN,
+    "GET /ops/api/reconcile": A.ADMIN, "GET /ops/api/dead-letters": A.ADMIN, "GET /ops/api/summary": A.ADMIN,
+    "GET /ops/api/config": A.ADMIN, "POST /ops/api/config": A.ADMIN,
     "GET /studio": A.OPEN, "GET /ops": A.OPEN, "GET /ui/{name}": A.OPEN,
     "GET /healthz": A.OPEN, "GET /readyz": A.OPEN, "GET /metrics": A.OPEN,
 }
