@@ -10,9 +10,10 @@ from typing import Any
 
 import httpx
 
+from libs.settings import Settings
 from tests.conftest import Services
 from tests.faults.support import WELCOME, Driver, ledger_caught_up, reconcile, settle_and_check
-from tests.gateway.support import ADMIN
+from tests.gateway.support import ADMIN, signed_in
 from tests.gateway.test_flows import (
     create_and_watch,
     test_failed_tweak_parent_and_admin_reads,
@@ -26,6 +27,13 @@ __all__ = ["test_failed_tweak_parent_and_admin_reads", "test_scripted_happy_path
 OLD_USER = "pass:user:a1b2c3d4-0000-4000-8000-00000000aa01"
 
 
+def as_customer(settings: Settings, pass_id: str) -> dict[str, str]:
+    """The headers that prove `pass_id`: its own token, or (a Shopify id no user is linked to yet) the admin token."""
+    if pass_id.startswith(("pass:user:", "pass:email:")):
+        return signed_in(settings, pass_id)
+    return {**ADMIN, "X-Mina-Pass-Id": pass_id}
+
+
 async def test_money_checks_and_old_customers(services: Services, db: Any) -> None:
     """Chains of creates settle with exact money; no customer that existed before gains a credit."""
     before = await all_rows(db)
@@ -36,12 +44,12 @@ async def test_money_checks_and_old_customers(services: Services, db: Any) -> No
 
     async with httpx.AsyncClient(base_url=services.gateway_url, timeout=30.0) as client:
         # an old customer at 0: a balance read and a create give it nothing, the create is refused
-        zero = {"X-Mina-Pass-Id": "pass:email:zero@example.com"}
+        zero = as_customer(services.settings, "pass:email:zero@example.com")
         assert (await client.get("/credits/balance", headers=zero)).json()["balance"] == 0
         refused = await client.post("/mma/still/create", headers=zero, json={"inputs": {"brief": "a cup"}})
         assert refused.status_code == 402, refused.text
         # an old customer with a legacy balance spends it like any other
-        legacy = {"X-Mina-Pass-Id": "pass:shopify:7001"}
+        legacy = as_customer(services.settings, "pass:shopify:7001")
         _, sse = await create_and_watch(client, "/mma/still/create", {"inputs": {"brief": "a lamp"}}, legacy)
         assert sse.events[-1].event == "done", sse.events[-3:]
         balance = (await client.get("/credits/balance", headers=legacy)).json()["balance"]
@@ -77,9 +85,9 @@ async def test_admin_config_and_old_rows_read_sensibly(stack: Services, client: 
     listed = await client.get("/ops/api/config", headers=ADMIN)
     assert listed.status_code == 200, listed.text
 
-    h = {"X-Mina-Pass-Id": OLD_USER}
+    h = as_customer(stack.settings, OLD_USER)
     for gid, (state, owner) in LEGACY_GENERATIONS.items():
-        got = await client.get(f"/mma/generations/{gid}", headers={"X-Mina-Pass-Id": owner})
+        got = await client.get(f"/mma/generations/{gid}", headers=as_customer(stack.settings, owner))
         assert got.status_code == 200 and got.json()["state"] == state, (gid, got.text)
     history = (await client.get(f"/history/pass/{OLD_USER}", headers=h)).json()
     statuses = {g["id"]: g["status"] for g in history["generations"]}
