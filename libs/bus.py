@@ -43,6 +43,7 @@ from libs.schemas import (
     Stream,
 )
 from libs.settings import Settings
+from libs.transient import NATS_AWAY
 
 log = structlog.get_logger("bus")
 
@@ -57,15 +58,9 @@ ExhaustedHook = Callable[[Any, BaseException, D], Awaitable[None]]
 # the decoded messages, in stream order (their JetStream metadata is parsed only where used)
 BatchHandler = Callable[[list[Any], D], Awaitable[None]]
 
-_TRANSIENT = (
-    nats.errors.TimeoutError,
-    nats.errors.NoRespondersError,
-    nats.errors.ConnectionClosedError,
-    nats.errors.ConnectionReconnectingError,
-    nats.errors.OutboundBufferLimitError,
-    nats.js.errors.ServiceUnavailableError,
-    asyncio.TimeoutError,
-)
+_TRANSIENT = NATS_AWAY
+_TRANSIENT_OR_MISSING: tuple[type[BaseException], ...] = (nats.js.errors.NotFoundError, *NATS_AWAY)
+_TRANSIENT_OR_API: tuple[type[BaseException], ...] = (nats.js.errors.APIError, *NATS_AWAY)
 
 
 RESPONDER_POLL_S = 0.1
@@ -263,7 +258,7 @@ class Bus:
         try:
             for stream in Stream:
                 await self.js.stream_info(stream.value)
-        except (nats.js.errors.NotFoundError, *_TRANSIENT):
+        except _TRANSIENT_OR_MISSING:
             return False
         return True
 
@@ -512,7 +507,7 @@ class Bus:
                     msgs = await psub.fetch(size, timeout=1.0)
                 except nats.errors.TimeoutError:
                     continue
-                except (*_TRANSIENT, nats.js.errors.APIError) as exc:
+                except _TRANSIENT_OR_API as exc:
                     log.warning("bus.fetch_failed", durable=spec.durable, error=repr(exc))
                     await asyncio.sleep(0.5)
                     continue

@@ -16,7 +16,6 @@ ledger could not project and `mma.dlq.*.mma.evt.<generation>.>` everything about
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from nats.js import JetStreamContext, api
 from libs.errors import MmaError, ServiceUnavailableError, is_retryable
 from libs.schemas import DEAD_LETTER_SUBJECT, TYPE_HEADER, BusMessage, DeadLettered
 from libs.settings import Settings
+from libs.transient import NATS_AWAY
 
 log = structlog.get_logger("bus")
 
@@ -50,17 +50,7 @@ REASON_MAX = 1000
 NO_MESSAGE = 10057  # JetStream's error code: no message at that sequence
 
 # A dependency that is away: says nothing about the message, so never a reason to give it up.
-UNAVAILABLE: tuple[type[BaseException], ...] = (
-    ServiceUnavailableError,
-    nats.errors.TimeoutError,
-    nats.errors.NoRespondersError,
-    nats.errors.ConnectionClosedError,
-    nats.errors.ConnectionReconnectingError,
-    nats.errors.OutboundBufferLimitError,
-    nats.js.errors.ServiceUnavailableError,
-    asyncio.TimeoutError,
-    ConnectionError,
-)
+UNAVAILABLE: tuple[type[BaseException], ...] = (ServiceUnavailableError, *NATS_AWAY, ConnectionError)
 
 
 # --------------------------------------------------------------------------- what is retried

@@ -17,14 +17,14 @@ import nats.js.errors
 from libs.bus import Bus
 from libs.errors import ServiceUnavailableError
 from libs.schemas import MESSAGE_TYPES, TYPE_HEADER, BusMessage, GenerationDone, GenerationFailed, Stream
+from libs.transient import NATS_AWAY
 
 END_KINDS = ("done", "failed")
 SWEEPER = "sweeper"  # CancelRequested.requested_by of the stuck sweeper: the run ends STUCK_TIMEOUT, refunded
 STUCK_CODE = "STUCK_TIMEOUT"
 STUCK_MESSAGE = "This generation took too long and was stopped. Your credits were refunded."
 
-_UNAVAILABLE = (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.errors.ConnectionClosedError,
-                nats.errors.ConnectionReconnectingError, nats.js.errors.ServiceUnavailableError, TimeoutError)
+_UNAVAILABLE = NATS_AWAY
 
 
 async def _get(bus: Bus, subject: str, first: bool) -> tuple[int, BusMessage] | None:

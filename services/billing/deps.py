@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from libs.bus import Bus
+from libs.recent import RecentKeys
 from libs.schemas import utcnow
 from libs.settings import Settings
 from services.billing.adapters.ledger import LedgerClient
-from services.billing.recent import RecentPasses
 
 
 @dataclass(frozen=True)
@@ -19,7 +19,7 @@ class BillingDeps:
     bus: Bus
     ledger: LedgerClient
     clock: Callable[[], datetime] = field(default=utcnow)
-    welcomed: RecentPasses = field(default_factory=RecentPasses)  # welcome decided lately (welcome.py)
+    welcomed: RecentKeys = field(default_factory=lambda: RecentKeys(ttl_s=600.0))  # welcome decided lately (welcome.py)
 
     @classmethod
     def build(cls, settings: Settings, bus: Bus) -> BillingDeps:

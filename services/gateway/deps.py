@@ -6,10 +6,10 @@ from dataclasses import dataclass, field
 
 from libs.assets import AssetStore
 from libs.bus import Bus
+from libs.recent import RecentKeys
 from libs.settings import Settings
 from services.gateway.access import AccessFacts
 from services.gateway.decisions import Decisions
-from services.gateway.ensured import EnsuredPasses
 from services.gateway.idempotency import IdempotencyStore
 from services.gateway.ratelimit import RateLimiter
 from services.gateway.tokens import TokenVerifier, build_verifier
@@ -24,7 +24,7 @@ class GatewayDeps:
     limiter: RateLimiter
     sse_ping_s: float = 25.0
     decisions: Decisions = field(default_factory=Decisions)
-    ensured: EnsuredPasses = field(default_factory=EnsuredPasses)
+    ensured: RecentKeys = field(default_factory=RecentKeys)
     verifier: TokenVerifier = None  # type: ignore[assignment]  # built from settings when not given
     access_facts: AccessFacts = field(default_factory=AccessFacts)
 

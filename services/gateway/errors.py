@@ -12,8 +12,6 @@ from __future__ import annotations
 import traceback
 from typing import Any
 
-import nats.errors
-import nats.js.errors
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -21,6 +19,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from libs.errors import MmaError, ServiceUnavailableError
+from libs.transient import NATS_AWAY
 
 log = structlog.get_logger("gateway")
 
@@ -59,9 +58,7 @@ def error_response(path: str, status: int, code: str, message: str, request_id: 
 STACK_FRAMES = 8
 RETRY_AFTER_S = 2
 # raised by direct JetStream reads (stream gets, consumer info) while NATS reconnects
-UNAVAILABLE = (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.errors.ConnectionClosedError,
-               nats.errors.ConnectionReconnectingError, nats.errors.StaleConnectionError,
-               nats.js.errors.ServiceUnavailableError, TimeoutError)
+UNAVAILABLE = NATS_AWAY
 
 
 def short_stack(exc: BaseException, frames: int = STACK_FRAMES) -> list[str]:

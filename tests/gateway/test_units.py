@@ -9,10 +9,10 @@ import pytest
 
 from libs.bus import Bus
 from libs.errors import InvalidInputError, RateLimitedError
+from libs.recent import RecentKeys
 from libs.schemas import Flow, GenerationAccepted, GenerationDone, GenerationRejected, ScanLine
 from services.gateway.bodies import storable_problem
 from services.gateway.decisions import Decisions
-from services.gateway.ensured import EnsuredPasses
 from services.gateway.errors import short_stack
 from services.gateway.idempotency import generation_id_for
 from services.gateway.identity import normalize_pass_id
@@ -175,7 +175,7 @@ async def test_decisions_resolve_the_waiting_create_from_the_broadcast(bus: Bus)
 def test_ensured_passes_are_bounded_and_expire() -> None:
     """Entries leave after the TTL, and the longest-ensured leave first past the capacity."""
     now = [0.0]
-    ensured = EnsuredPasses(capacity=2, ttl_s=300.0, clock=lambda: now[0])
+    ensured = RecentKeys(capacity=2, ttl_s=300.0, clock=lambda: now[0])
     ensured.add("pass:anon:a")
     ensured.add("pass:anon:b")
     now[0] = 10.0
