@@ -110,7 +110,9 @@ class Settings(BaseSettings):
     assets_dir: Path | None = Field(None, description="local store directory (default <state_dir>/assets)")
     assets_public_base: str | None = Field(None, description="public base of stored assets")
     upload_signing_secret: SecretStr = Field(
-        SecretStr("dev-upload-signing-secret"), description="HMAC key of the local store's presigned PUT URLs"
+        SecretStr("dev-upload-signing-secret"),
+        description="HMAC key of the local store's presigned PUT URLs and of the SSE grants in `sse_url`; "
+                    "set one real value shared by every gateway in production"
     )
     s3_bucket: str | None = None
     s3_endpoint_url: str | None = None
