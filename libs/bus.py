@@ -165,7 +165,6 @@ class Bus:
         self._rpc_tasks: set[asyncio.Task[None]] = set()
         self._subs: list[Any] = []
         self._consumers: list[Consumer] = []
-        self.duplicate_publishes = 0
         self.dead_letters = 0
 
     # ------------------------------------------------------------------ connection
@@ -285,7 +284,6 @@ class Bus:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
         if ack.duplicate:
-            self.duplicate_publishes += 1
             log.debug("bus.publish_duplicate", subject=msg.subject(), msg_id=msg.msg_id(), stream_seq=ack.seq)
         elif self.settings.chaos_duplicate_publish:  # test mode: every consumer gets it twice
             await self.js.publish(msg.subject(), payload, headers={**headers, "Nats-Msg-Id": f"{msg.msg_id()}:dup"},
@@ -683,6 +681,3 @@ class Bus:
             return 0
         return int(raw.seq or 0)
 
-
-def json_bytes(data: Any) -> bytes:
-    return orjson.dumps(data)

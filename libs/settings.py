@@ -102,6 +102,7 @@ class Settings(BaseSettings):
 
     # logging
     log_format: LogFormat = Field("auto", description="auto: console on a TTY, JSON otherwise")
+    env: str = Field("development", description="the deployment's name, reported as `env` by GET /health")
     log_level: str = Field("INFO", description="minimum log level")
     event_loop: EventLoop = Field("uvloop", description="the services' event loop: uvloop (libuv, C) or the stdlib's")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime
 from typing import Any
 
@@ -61,7 +60,7 @@ async def health(request: Request, deps: GatewayDeps = Depends(get_deps)) -> dic
     except MmaError:
         reachable = False
     return {"ok": True, "service": "mina-mind-gateway", "time": now_iso(), "supabase": reachable,
-            "env": os.environ.get("MMA_ENV", "development"), "requestId": request_id(request)}
+            "env": deps.settings.env, "requestId": request_id(request)}
 
 
 @router.get("/public/stats/total-users")
