@@ -34,6 +34,11 @@ async def test_a_stuck_run_is_cancelled_with_its_prediction_and_a_slot_waiter_is
         await reached(bus, first, "generating")
         second = await create(client, pass_id)
         await wait_for(lambda: slow_replicate.count("create_prediction") == 1, 20, what="A's prediction")
+        # A shows progress after B was queued, so B turns stuck-old while A still holds the slot: the
+        # sweeper must meet B waiting (and skip it) before it stops A, whatever the machine's speed
+        await wait_for(lambda: _queued(db, second), 20, what="B's row")
+        await db.execute("update mega_generations set mg_updated_at = now() + interval '2 seconds' "
+                         "where mg_id = $1", f"generation:{first}")
 
         ended = await failed_event(bus, first, timeout=60)
         assert ended.status is MmaStatus.ERROR and ended.code == "STUCK_TIMEOUT"
@@ -49,6 +54,11 @@ async def test_a_stuck_run_is_cancelled_with_its_prediction_and_a_slot_waiter_is
         assert [e["outcome"] for e in swept] == ["run_cancelled"]
         state = (await client.get(f"/mma/generations/{first}")).json()
         assert state["state"] == "error" and state["error"]["code"] == "STUCK_TIMEOUT"
+
+
+async def _queued(db: Any, generation_id: str) -> bool:
+    return await db.fetchval("select count(*) from mega_generations where mg_id = $1",
+                             f"generation:{generation_id}") == 1
 
 
 async def _deltas_are(db: Any, generation_id: str, expected: list[int]) -> bool:
