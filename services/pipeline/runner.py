@@ -270,7 +270,8 @@ class Run:
                 await self.end_cancelled(None, None, None)
                 return
             except TimeoutError:
-                await self.deadline_ended()
+                if not await self.deadline_ended():
+                    raise  # NATS timed out (away for a moment), not the deadline: the job is redelivered
                 return
         elif self.deps.slots is not None:  # a resumed run takes its slot back (or a free one) at once
             slot = await self.deps.slots.acquire(self.job.generation_id, self.job.pass_id, first_in_line)

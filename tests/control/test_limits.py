@@ -75,7 +75,13 @@ async def test_a_deadline_that_passes_while_queued_ends_deadline_exceeded_refund
         return sorted(await credit_deltas(db, generation_id)) == [-1, 1]
 
     await wait_for(refunded, 15, what="the refund")
-    seen = [m for _s, m in await events(bus, generation_id)]
+
+    async def refund_announced() -> list[object] | None:
+        """Billing publishes `refunded` just after the ledger applied it: wait for it, then count."""
+        seen = [m for _s, m in await events(bus, generation_id)]
+        return seen if any(isinstance(m, GenerationRefunded) for m in seen) else None
+
+    seen = await wait_for(refund_announced, 15, what="the refunded event")
     assert not [m for m in seen if isinstance(m, StepRecorded)]
     assert len([m for m in seen if isinstance(m, GenerationRefunded)]) == 1
 
