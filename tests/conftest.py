@@ -86,12 +86,17 @@ async def template_dsn(pg: Any) -> str:
     return str(pg.dsn(TEMPLATE_DB))
 
 
+async def _clone(pg: Any, template: str, prefix: str) -> str:
+    """A fresh database copied from `template` (Postgres copies it file by file: fast)."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    await _admin_exec(pg, f"create database {name} template {template}")
+    return str(pg.dsn(name))
+
+
 @pytest.fixture
 async def database_url(pg: Any, template_dsn: str) -> str:
     """A fresh, migrated database for this test."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    await _admin_exec(pg, f"create database {name} template {TEMPLATE_DB}")
-    return str(pg.dsn(name))
+    return await _clone(pg, TEMPLATE_DB, "t")
 
 
 PRE_MMA_FIXTURE = ROOT / "tests" / "ledger" / "fixtures" / "pre_mma.sql"
@@ -116,9 +121,7 @@ async def prod_template_dsn(pg: Any) -> str:
 @pytest.fixture
 async def prod_database_url(pg: Any, prod_template_dsn: str) -> str:
     """A fresh copy of the migrated production-shaped database for this test (tests/production)."""
-    name = f"p_{uuid.uuid4().hex[:12]}"
-    await _admin_exec(pg, f"create database {name} template {PROD_TEMPLATE_DB}")
-    return str(pg.dsn(name))
+    return await _clone(pg, PROD_TEMPLATE_DB, "p")
 
 
 @pytest.fixture
