@@ -9,6 +9,7 @@ from pydantic import Field
 
 from libs.schemas.base import BusMessage, Model, utcnow
 from libs.schemas.enums import Flow
+from libs.schemas.fingertips import FingertipsRequest
 
 # --------------------------------------------------------------------------- generation request
 
@@ -50,6 +51,7 @@ class GenerationRequest(Model):
     feedback: Feedback = Field(default_factory=Feedback)
     vision_intelligence: bool = True
     settings: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    fingertips: FingertipsRequest | None = None  # the edit of a `fingertips` flow
 
 
 class GenerationRequested(BusMessage):

@@ -13,9 +13,12 @@ class Flow(StrEnum):
     STILL_TWEAK = "still_tweak"
     VIDEO_ANIMATE = "video_animate"
     VIDEO_TWEAK = "video_tweak"
+    FINGERTIPS = "fingertips"  # an image-editing tool (eraser, flux_fill, expand, ...), paid from the pool
 
     @property
-    def mode(self) -> Literal["still", "video"]:
+    def mode(self) -> Literal["still", "video", "fingertips"]:
+        if self is Flow.FINGERTIPS:
+            return "fingertips"
         return "still" if self.value.startswith("still") else "video"
 
     @property

@@ -11,6 +11,7 @@ from pydantic import Field
 from libs.schemas.base import BusMessage, new_id, utcnow
 from libs.schemas.commands import GenerationJob, GenerationRequest, GenerationRequested
 from libs.schemas.enums import Flow, MmaStatus
+from libs.schemas.fingertips import PoolCharge
 from libs.schemas.streams import DEAD_LETTER_SUBJECT
 
 # --------------------------------------------------------------------------- generation events
@@ -43,6 +44,7 @@ class GenerationAccepted(GenerationEvent):
     session_id: str | None = None
     platform: str = "web"
     request_id: str = ""
+    pool: PoolCharge | None = None  # a fingertips edit: what its draw from the pool did (price is then 0)
 
 
 class GenerationRejected(GenerationEvent):
@@ -139,6 +141,7 @@ class GenerationRefunded(GenerationEvent):
     kind: ClassVar[str] = "refunded"
     amount: int
     balance: int
+    pool_amount: float | None = None  # a fingertips edit: its cost, back to the pool (amount is then 0)
 
 
 # --------------------------------------------------------------------------- customer and ops events

@@ -44,6 +44,7 @@ from services.ledger.adapters.pg import UNAVAILABLE
 from services.ledger.deadletters import dead_letter_rows
 from services.ledger.deps import LedgerDeps
 from services.ledger.ends import EndAction, end_action
+from services.ledger.pool import fingertips_vars
 from services.ledger.staging import SET_FORMS
 from services.ledger.views import merge_vars, with_scan_line
 
@@ -105,6 +106,7 @@ def _initial_vars(msg: GenerationAccepted) -> dict[str, Any]:
         "inputs": {k: v for k, v in inputs.items() if v not in (None, "")},
         "feedback": req.feedback.model_dump(),
         "history": {"vision_intelligence": req.vision_intelligence},
+        **fingertips_vars(msg),
     }
 
 
@@ -116,13 +118,15 @@ def _initial_vars(msg: GenerationAccepted) -> dict[str, Any]:
 def _accepted_rows(msg: GenerationAccepted) -> Rows:
     mode = msg.flow.mode
     meta: dict[str, Any] = {"flow": msg.flow.value, "price": msg.price, "request_id": msg.request_id}
+    if msg.pool is not None:
+        meta["pool"] = msg.pool.model_dump()
     if msg.request.settings:
         meta["settings_overrides"] = msg.request.settings
     parent = f"generation:{msg.parent_generation_id}" if msg.parent_generation_id else None
     return [
         (q.ENSURE_CUSTOMER, (msg.pass_id,)),
         (q.UPSERT_ACCEPTED, (msg.generation_id, msg.pass_id, msg.session_id, parent, msg.platform,
-                             "image" if mode == "still" else "motion", "image" if mode == "still" else "video", mode,
+                             "motion" if mode == "video" else "image", "video" if mode == "video" else "image", mode,
                              _initial_vars(msg), meta, msg.at)),
     ]
 

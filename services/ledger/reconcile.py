@@ -14,13 +14,26 @@ from services.ledger.queries import Conn
 DEFAULT_PROVIDER_HOSTS = ["replicate.delivery", "replicate.com", "oaidalleapiprodscus", "openai.com"]
 MAX_BREACHES_PER_CHECK = 200
 
-# Debits and refunds of a generation: credit rows naming it, by the sign of the delta.
+# Debits and refunds of a generation: credit rows naming it, by the sign of the delta. A fingertips
+# edit pays from the pool (its refill is a transfer, never refunded as a credit): `_POOL_ROWS` below.
 _GEN_CREDITS = """
 select mg_generation_id as gid,
        count(*) filter (where mg_delta < 0) as debits,
        count(*) filter (where mg_delta > 0) as refunds
 from mega_generations
 where mg_record_type = 'credit_transaction' and mg_generation_id is not null
+  and coalesce(mg_source, '') <> 'fingertips'
+group by mg_generation_id
+"""
+
+# The pool rows of a fingertips edit (supabase/migrations/20261201000000_fingertips_pool.sql).
+_POOL_ROWS = """
+select mg_generation_id as gid,
+       count(*) filter (where mg_ref_type = 'fingertips_draw') as draws,
+       count(*) filter (where mg_ref_type = 'fingertips_refund') as refunds,
+       count(*) filter (where mg_ref_type = 'fingertips_refill') as refills
+from mega_generations
+where mg_record_type = 'credit_transaction' and mg_source = 'fingertips' and mg_generation_id is not null
 group by mg_generation_id
 """
 
@@ -36,8 +49,33 @@ CHECKS: dict[str, str] = {
         ) s on s.mg_pass_id = c.mg_pass_id
         where coalesce(c.mg_credits, 0) <> coalesce(s.total, 0) or c.mg_pass_id is null
     """,
+    # the fingertips pool = the sum of its pool deltas (so balance + pool = the sum of all deltas)
+    "pool_mismatch": """
+        select coalesce(c.mg_pass_id, s.mg_pass_id) as pass_id, c.mg_fingertips_pool as pool,
+               coalesce(s.total, 0) as sum_pool_deltas
+        from mega_customers c
+        full join (
+            select mg_pass_id, sum(mg_pool_delta) as total from mega_generations
+            where mg_record_type = 'credit_transaction' and mg_pool_delta is not null group by mg_pass_id
+        ) s on s.mg_pass_id = c.mg_pass_id
+        where coalesce(c.mg_fingertips_pool, 0) <> coalesce(s.total, 0) or c.mg_pass_id is null
+    """,
+    # a failed edit gave its cost back to the pool exactly once; a done one never; a refill only with a draw
+    "pool_refund_count": f"""
+        select x.gid as generation_id, g.mg_mma_status as status, x.draws, x.refunds, x.refills
+        from ({_POOL_ROWS}) x
+        left join mega_generations g on g.mg_id = 'generation:' || x.gid
+        where x.draws <> 1 or x.refills > 1
+           or (coalesce(g.mg_mma_status, '') not in ('error', 'cancelled') and x.refunds > 0)
+           or (g.mg_mma_status in ('error', 'cancelled') and x.refunds <> 1
+               and not (x.refunds = 0 and g.mg_mma_status = 'cancelled' and exists (
+                    select 1 from mega_admin a
+                    where a.mg_record_type = 'error' and a.mg_detail->>'generation_id' = x.gid
+                      and a.mg_detail->>'provider_started' = 'true')))
+    """,
     "negative_balance": """
-        select mg_pass_id as pass_id, mg_credits as balance from mega_customers where mg_credits < 0
+        select mg_pass_id as pass_id, mg_credits as balance, mg_fingertips_pool as pool from mega_customers
+        where mg_credits < 0 or mg_fingertips_pool < 0
     """,
     "multiple_debits": f"""
         select gid as generation_id, debits from ({_GEN_CREDITS}) x where debits > 1
@@ -126,7 +164,10 @@ select (select count(*) from mega_customers) as customers,
        (select count(*) from mega_generations where mg_record_type = 'generation') as generations,
        (select coalesce(sum(mg_credits), 0)::bigint from mega_customers) as sum_balances,
        (select coalesce(sum(mg_delta), 0)::bigint from mega_generations
-         where mg_record_type = 'credit_transaction') as sum_deltas
+         where mg_record_type = 'credit_transaction') as sum_deltas,
+       (select coalesce(sum(mg_fingertips_pool), 0)::float8 from mega_customers) as sum_pools,
+       (select coalesce(sum(mg_pool_delta), 0)::float8 from mega_generations
+         where mg_record_type = 'credit_transaction') as sum_pool_deltas
 """
 
 

@@ -65,6 +65,7 @@ from services.ledger import queries as q
 from services.ledger.access import on_get_customer_access
 from services.ledger.deadletters import with_dead_letters
 from services.ledger.deps import LedgerDeps
+from services.ledger.pool import POOL_RPC_HANDLERS
 from services.ledger.reconcile import run_checks
 from services.ledger.views import (
     config_entry,
@@ -394,4 +395,5 @@ RPC_HANDLERS: dict[type[RpcRequest], Callable[[Any, LedgerDeps], Awaitable[Model
     GetActiveConfig: on_get_active_config,
     SeedConfig: on_seed_config,
     AddConfigVersion: on_add_config_version,
+    **POOL_RPC_HANDLERS,
 }
