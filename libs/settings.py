@@ -146,6 +146,14 @@ class Settings(BaseSettings):
     queue_estimate_window: int = Field(
         20, description="recent finished generations whose mean duration estimates a queued one's wait")
 
+    # fingertips (image-editing tools)
+    fingertips_upscale_crystal: bool = Field(
+        False, description="upscale with the crystal upscaler instead of the magic image refiner (upstream's"
+        " UPSCALE_CRYSTAL=1)")
+    fingertips_wait_s: float = Field(
+        170.0, description="how long POST /fingertips/generate waits for the edit before it answers `processing`"
+        " (the edit goes on and is read later at GET /fingertips/generations/<id>)")
+
     # credits and billing
     price_still_create: int = 1
     price_still_tweak: int = 1

@@ -13,7 +13,8 @@ from libs.schemas import CANCEL_REQUESTS, GENERATION_JOBS, ConfigMap, Generation
 from libs.service import ServiceContext
 from libs.settings import Settings
 from services.pipeline.adapters.offline import OfflineCompleter, OfflinePredictor, OfflineScanner
-from services.pipeline.adapters.protocols import Completer, Predictor, Providers, Scanner
+from services.pipeline.adapters.offline_edits import OfflineEditor, OfflineEditWriter
+from services.pipeline.adapters.protocols import Completer, EditWriter, Predictor, Providers, Scanner
 from services.pipeline.checkpoint import CheckpointStore
 from services.pipeline.config import seed_entries
 from services.pipeline.deps import PipelineDeps
@@ -31,16 +32,22 @@ def build_providers(settings: Settings, store: AssetStore) -> Providers:
     use_replicate = settings.provider == "replicate" or (
         settings.provider != "offline" and settings.replicate_api_token)
     writer: Scanner | None = None
+    edit_writer: EditWriter = OfflineEditWriter()
+    editor: Predictor = OfflineEditor(store, settings.offline_latency_ms)
     completer: Completer
     scanner: Scanner
     predictor: Predictor
     if use_openai:
+        from services.pipeline.adapters.edit_prompts import OpenAIEditWriter
         from services.pipeline.adapters.openai_gpt import OpenAIWriter
 
         key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else ""
         openai_writer = OpenAIWriter(api_key=key, base_url=settings.openai_base_url, model=settings.openai_model,
                                      timeout_s=settings.provider_timeout_s, attempts=settings.provider_max_attempts)
         writer, completer = openai_writer, openai_writer
+        edit_writer = OpenAIEditWriter(api_key=key, base_url=settings.openai_base_url,
+                                       timeout_s=min(settings.provider_timeout_s, 60.0),
+                                       attempts=settings.provider_max_attempts)
     else:
         completer = OfflineCompleter(settings.offline_latency_ms)
     scanner = writer or OfflineScanner(settings.offline_latency_ms)
@@ -51,9 +58,11 @@ def build_providers(settings: Settings, store: AssetStore) -> Providers:
         predictor = ReplicatePredictor(api_token=token, base_url=settings.replicate_base_url,
                                        timeout_s=settings.provider_timeout_s,
                                        poll_interval_s=settings.provider_poll_interval_s)
+        editor = predictor
     else:
         predictor = OfflinePredictor(store, settings.offline_latency_ms)
-    return Providers(scanner=scanner, completer=completer, predictor=predictor)
+    return Providers(scanner=scanner, completer=completer, predictor=predictor, editor=editor,
+                     edit_writer=edit_writer)
 
 
 async def seed_config(ctx: ServiceContext) -> None:

@@ -23,6 +23,9 @@ CTX_KEYS = {
     "motion_suggestion": "mma.ctx.motion_suggestion",
     "gpt_reader_motion": "mma.ctx.gpt_reader_motion",
     "gpt_feedback_motion": "mma.ctx.gpt_feedback_motion",
+    "fingertips_fill": "mma.ctx.fingertips_fill",
+    "fingertips_expand": "mma.ctx.fingertips_expand",
+    "fingertips_upscale": "mma.ctx.fingertips_upscale",
 }
 PROVIDER_KEYS = {
     "seedream": "mma.provider.seedream.defaults",
@@ -60,6 +63,21 @@ FALLBACKS: dict[str, dict[str, Any]] = {
     "mma.ctx.gpt_feedback_motion": {
         "system": "Rewrite the previous motion prompt following the feedback (motion_prompt). "
                   "Respect every constraint. " + _JSON_RULE,
+    },
+    "mma.ctx.fingertips_fill": {
+        "system": "You turn a customer's words into an inpainting prompt for the area they selected in a photo. "
+                  "Describe only what appears inside the selection; keep the photo's composition, light and the "
+                  "identity of everything else unless the customer asks otherwise. Answer JSON with prompt and "
+                  "negative_prompt. " + _JSON_RULE,
+    },
+    "mma.ctx.fingertips_expand": {
+        "system": "Look at the photo and say, in at most 80 words, how the scene continues beyond its borders so "
+                  "an outpainting model can extend it seamlessly: surfaces, light, colours, depth. Answer JSON with "
+                  "prompt and negative_prompt. " + _JSON_RULE,
+    },
+    "mma.ctx.fingertips_upscale": {
+        "system": "Describe the photo in at most 60 words for an image refiner: subject, materials, textures, "
+                  "colours and light. Plain text, no preamble.",
     },
     "mma.provider.seedream.defaults": {"size": "2K", "aspect_ratio": "1:1", "max_images": 1,
                                         "sequential_image_generation": "disabled"},

@@ -1,4 +1,4 @@
-"""The four flows: what a run reads before its first step, its step plan and its first vars.
+"""The flows: what a run reads before its first step, its step plan and its first vars.
 
 `prepare` runs once per generation (its result is checkpointed), so a resumed run
 follows the same plan with the same config snapshot, taste and parent, even if a
@@ -23,6 +23,7 @@ from libs.schemas import (
     GetGeneration,
     MmaStatus,
 )
+from services.pipeline import fingertips
 from services.pipeline.config import load_active
 from services.pipeline.taste import constraints_for
 
@@ -152,6 +153,8 @@ async def _parent(bus: Bus, generation_id: str | None) -> dict[str, Any]:
 async def prepare(job: GenerationJob, bus: Bus, postscan_video: bool) -> tuple[dict[str, Any], dict[str, Any]]:
     """(prep, vars): config snapshot, taste, parent facts and the plan, read at the start of the run."""
     command = job.command
+    if command.flow is Flow.FINGERTIPS:  # an edit: its own plan and vars (services/pipeline/fingertips.py)
+        return await fingertips.prepare(job, bus)
     parent_id = _parent_id(job)
     config, customer, parent = await asyncio.gather(load_active(bus), _customer(bus, command.pass_id),
                                                     _parent(bus, parent_id))

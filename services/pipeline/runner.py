@@ -49,6 +49,7 @@ from services.pipeline.adapters.retry import count_provider_error
 from services.pipeline.checkpoint import RunState
 from services.pipeline.config import ActiveConfig
 from services.pipeline.deps import PipelineDeps
+from services.pipeline.fingertips import fingertips_done
 from services.pipeline.flows import prepare
 from services.pipeline.slots import CustomerSlots, Slot
 from services.pipeline.steps import STEPS
@@ -412,7 +413,9 @@ class Run:
         vars = self.state.vars
         outputs = vars["outputs"]
         flow = self.job.command.flow
-        if flow.mode == "still":
+        if flow is Flow.FINGERTIPS:
+            done = fingertips_done(self.ids, vars)
+        elif flow.mode == "still":
             done = GenerationDone(**self.ids, vars=vars, output_url=outputs.get("seedream_image_url"),
                                   output_key=outputs.get("seedream_image_id"), prompt=vars["prompts"]["clean_prompt"],
                                   provider="seedream", model=self.deps.settings.seedream_model, content_type="image")

@@ -4,12 +4,15 @@ Routes: `create_prediction` (POST /v1/models/<owner>/<name>/predictions and POST
 /v1/predictions), `get_prediction` (GET /v1/predictions/<id>), `cancel_prediction`
 (POST /v1/predictions/<id>/cancel), `download` (GET /files/<name>).
 A prediction succeeds `processing_s` after its creation (`never_finish` keeps it
-processing; `fail_predictions` makes it fail); its output is a PNG, or an MP4 when the
-input has a `start_image`, downloaded from this server.
+processing; `fail_predictions` makes every one fail, `failures_left = n` the next n, with
+`failure_error` as the model's error text); its output is a PNG, or an MP4 when the input
+has a `start_image`, downloaded from this server. The fingertips models answer in their own
+kind: an SVG for recraft-vectorize, a PNG with transparency for birefnet (by its version).
 """
 
 from __future__ import annotations
 
+import io
 import re
 import threading
 import time
@@ -17,8 +20,23 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from PIL import Image
+
 from services.pipeline.adapters.offline import render_still, render_video
 from tests.wire.base import Response, WireServer, json_response
+
+BIREFNET_VERSION = "f74986db0355b58403ed20963af156525e2891ea3c2d499bfbfb2a28cd87c5d7"
+SVG = (b'<?xml version="1.0" encoding="UTF-8"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="64" height="64">'
+       b'<path d="M8 8h48v48H8z" fill="#c0392b"/></svg>\n')
+
+
+def cutout_png() -> bytes:
+    """A transparent PNG with an opaque square in the middle: what a background remover answers."""
+    image = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    image.paste((200, 40, 40, 255), (16, 16, 48, 48))
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
 
 
 class ReplicateServer(WireServer):
@@ -27,6 +45,8 @@ class ReplicateServer(WireServer):
         self.processing_s = processing_s
         self.never_finish = False
         self.fail_predictions = False
+        self.failures_left = 0
+        self.failure_error = "injected model failure"
         self.predictions: dict[str, dict[str, Any]] = {}
         self._created: dict[str, float] = {}
         self._files: dict[str, tuple[str, bytes]] = {}
@@ -55,8 +75,9 @@ class ReplicateServer(WireServer):
         if time.monotonic() - self._created[prediction["id"]] < self.processing_s:
             prediction["status"] = "processing"
             return
-        if self.fail_predictions:
-            prediction.update(status="failed", error="injected model failure")
+        if self.fail_predictions or self.failures_left > 0:
+            self.failures_left = max(0, self.failures_left - 1)
+            prediction.update(status="failed", error=self.failure_error)
             return
         name, content_type, data = self._render(prediction)
         self._files[name] = (content_type, data)
@@ -66,6 +87,10 @@ class ReplicateServer(WireServer):
     def _render(self, prediction: dict[str, Any]) -> tuple[str, str, bytes]:
         payload = prediction["input"] or {}
         prompt = str(payload.get("prompt", ""))
+        if prediction["model"] == "recraft-ai/recraft-vectorize":
+            return f"{prediction['id']}.svg", "image/svg+xml", SVG
+        if prediction["version"] == BIREFNET_VERSION:
+            return f"{prediction['id']}.png", "image/png", cutout_png()
         if payload.get("start_image"):
             return f"{prediction['id']}.mp4", "video/mp4", render_video(None, prompt, seconds=0.5)
         return f"{prediction['id']}.png", "image/png", render_still(prompt, (256, 256))

@@ -7,7 +7,7 @@ interchangeable and a test can point the real SDK adapters at a local wire serve
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel
 
@@ -82,8 +82,24 @@ class Predictor(Protocol):
     async def cancel(self, prediction_id: str) -> None: ...
 
 
+EditPurpose = Literal["fill", "expand", "upscale"]
+
+
+class EditWriter(Protocol):
+    """The prompt helpers of the fingertips tools: one question to a named model, raw text back."""
+
+    provider: str
+
+    async def ask(self, *, purpose: EditPurpose, model: str, system: str, user: str, image: bytes | None,
+                  temperature: float | None, max_tokens: int, detail: str | None = None) -> tuple[str, int]:
+        """(answer text, attempts used); a failed call raises ProviderError."""
+        ...
+
+
 @dataclass(frozen=True)
 class Providers:
     scanner: Scanner
     completer: Completer
     predictor: Predictor
+    editor: Predictor  # the fingertips tools (Replicate, or the offline editor)
+    edit_writer: EditWriter  # the fingertips prompt helpers

@@ -94,9 +94,11 @@ class ReplicatePredictor:
                     if not url:
                         raise ProviderError("the generator returned no output", code="PREDICTION_FAILED")
                     return PredictionOutput(prediction_id=prediction_id, url=url)
-                if prediction.status in ("failed", "canceled"):
+                if prediction.status in ("failed", "canceled"):  # the model's own words, for a retry rule
                     raise ProviderError(f"the generation {prediction.status}", code="PREDICTION_FAILED",
-                                        prediction_status=prediction.status)
+                                        prediction_status=prediction.status,
+                                        provider_error=str(prediction.error or "")[:1000],
+                                        logs_tail=str(prediction.logs or "")[-2000:])
             if time.monotonic() >= deadline:
                 raise ProviderError("the generator did not finish in time", code="PREDICTION_TIMEOUT",
                                     is_retryable=True)

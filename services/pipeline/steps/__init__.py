@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from services.pipeline.steps.base import StepFn
+from services.pipeline.steps.fingertips import fingertips_generate, fingertips_prompt
 from services.pipeline.steps.generate import generate
 from services.pipeline.steps.history import like_history
 from services.pipeline.steps.prompts import (
@@ -33,4 +34,6 @@ STEPS: dict[str, StepFn] = {
     "postscan_output_still_feedback": postscan_still,
     "postscan_output_video": postscan_video,
     "postscan_output_video_feedback": postscan_video,
+    "fingertips_prompt": fingertips_prompt,
+    "fingertips_generate": fingertips_generate,
 }
