@@ -19,6 +19,7 @@ from libs.schemas import (
     BusMessage,
     CreditApply,
     CreditOutcome,
+    Flow,
     GenerationAccepted,
     GenerationDone,
     GenerationFailed,
@@ -29,6 +30,7 @@ from libs.schemas import (
     MmaStatus,
 )
 from services.billing.deps import BillingDeps
+from services.billing.fingertips import on_fingertips_requested, refund_to_pool
 from services.billing.welcome import welcome_before_charge
 
 log = structlog.get_logger("billing")
@@ -105,6 +107,9 @@ async def on_generation_requested(cmd: GenerationRequested, deps: BillingDeps) -
     command already charged it: then it is accepted again (the pipeline ends it with
     DEADLINE_EXCEEDED and the failure is refunded), so a charge is never orphaned.
     """
+    if cmd.flow is Flow.FINGERTIPS:  # paid from the fingertips pool, not debited
+        await on_fingertips_requested(cmd, deps, _deadline_passed(cmd, deps), DEADLINE_MESSAGE)
+        return
     started = time.perf_counter()
     price = price_of(cmd, deps)
     if _deadline_passed(cmd, deps) and not await _already_debited(cmd, deps):
@@ -139,6 +144,9 @@ async def on_generation_requests(batch: list[GenerationRequested], deps: Billing
     started = time.perf_counter()
     charged: list[tuple[GenerationRequested, int]] = []
     for cmd in batch:
+        if cmd.flow is Flow.FINGERTIPS:
+            await on_generation_requested(cmd, deps)
+            continue
         price = price_of(cmd, deps)
         if price == 0 or _deadline_passed(cmd, deps):
             await on_generation_requested(cmd, deps)
@@ -185,6 +193,8 @@ async def on_generation_failed(evt: GenerationFailed, deps: BillingDeps) -> None
         if not refund:
             CREDITS.labels(kind="refund", outcome="skipped").inc()
             return
+    if await refund_to_pool(evt, deps):  # a fingertips edit: its cost goes back to the pool, never a credit
+        return
     txns = await deps.ledger.generation_credits(evt.generation_id)
     debited = -sum(t.delta for t in txns.txns if t.delta < 0)
     if debited <= 0:

@@ -20,6 +20,10 @@ from libs.schemas import (
     EnsureCustomer,
     GenerationCredits,
     GetCustomer,
+    PoolDraw,
+    PoolDrawn,
+    PoolRefund,
+    PoolRefunded,
 )
 
 
@@ -34,6 +38,14 @@ class LedgerClient:
     async def apply_batch(self, items: list[CreditApply]) -> CreditAppliedBatch:
         """Many applies in one ledger transaction; results in the same order."""
         return await self._bus.request(CreditApplyBatch(items=items), CreditAppliedBatch)
+
+    async def pool_draw(self, req: PoolDraw) -> PoolDrawn:
+        """A fingertips edit's cost from the pool (one credit in when it is short); once per generation."""
+        return await self._bus.request(req, PoolDrawn)
+
+    async def pool_refund(self, generation_id: str) -> PoolRefunded:
+        """A failed edit's cost back to the pool, once; NO_DRAW when the generation never drew."""
+        return await self._bus.request(PoolRefund(generation_id=generation_id), PoolRefunded)
 
     async def ensure_customer(self, req: EnsureCustomer) -> CustomerView:
         return await self._bus.request(req, CustomerView)
