@@ -49,6 +49,7 @@ from libs.schemas.events import (
     StepRecorded,
 )
 from libs.schemas.fingertips import (
+    DrawnUnfinished,
     FingertipsRequest,
     GetPool,
     PoolCharge,
@@ -179,6 +180,7 @@ __all__ = [
     "CustomerView",
     "DeadLettered",
     "DeleteResult",
+    "DrawnUnfinished",
     "DurationStats",
     "EnsureCustomer",
     "EnsureWelcome",

@@ -80,6 +80,16 @@ class PoolRefunded(Model):
     balance: int
 
 
+class DrawnUnfinished(RpcRequest):
+    """Edits that drew from the pool, have no refund and no terminal status, and whose draw and last
+    progress are older than `older_than_s`: the stuck sweeper's fingertips candidates (ChargedList,
+    debit 0, mode `fingertips`)."""
+
+    rpc_subject: ClassVar[str] = "mma.rpc.ledger.pool.drawn_unfinished"
+    older_than_s: float
+    limit: int = 500
+
+
 class GetPool(RpcRequest):
     rpc_subject: ClassVar[str] = "mma.rpc.ledger.pool.get"
     pass_id: str

@@ -3,8 +3,9 @@
 Postgres is the source of truth for money: the sweeper asks the ledger which generations
 were debited, have no terminal status and no refund, and whose debit and last progress
 (the generation row or one of its step rows changing) are older than their mode's window
-(`stuck_after_s`, `stuck_after_video_s`: Kling is slow). A job lost by the bus or a crash
-with no redelivery therefore cannot keep a customer's credit.
+(`stuck_after_s`, `stuck_after_video_s`: Kling is slow); and which fingertips edits drew from
+the pool and stopped the same way (`stuck_after_s`). A job lost by the bus or a crash with no
+redelivery therefore cannot keep a customer's credit, nor an edit's share of the pool.
 
 Each candidate is skipped while it waits for a customer slot (it is in line, not stuck) or
 once the stream holds its end (the ledger has not projected it yet). Otherwise the run is
@@ -114,15 +115,17 @@ async def sweep_item(deps: BillingDeps, item: ChargedItem) -> str:
 async def sweep_once(deps: BillingDeps) -> int:
     """Sweep every stuck charged generation (a few at once); returns how many were stopped."""
     settings = deps.settings
-    charged = await deps.ledger.charged_unfinished(older_than_s=settings.stuck_after_s,
-                                                   video_older_than_s=settings.stuck_after_video_s)
+    charged, drawn = await asyncio.gather(
+        deps.ledger.charged_unfinished(older_than_s=settings.stuck_after_s,
+                                       video_older_than_s=settings.stuck_after_video_s),
+        deps.ledger.drawn_unfinished(older_than_s=settings.stuck_after_s))  # fingertips edits: paid from the pool
     gate = asyncio.Semaphore(SWEEP_CONCURRENCY)
 
     async def one(item: ChargedItem) -> str:
         async with gate:
             return await sweep_item(deps, item)
 
-    outcomes = await asyncio.gather(*(one(item) for item in charged.items))
+    outcomes = await asyncio.gather(*(one(item) for item in [*charged.items, *drawn.items]))
     return sum(1 for outcome in outcomes if outcome in ("run_cancelled", "failed"))
 
 

@@ -15,6 +15,9 @@ from typing import Any
 import structlog
 
 from libs.schemas import (
+    ChargedItem,
+    ChargedList,
+    DrawnUnfinished,
     GenerationAccepted,
     GetPool,
     Model,
@@ -37,6 +40,33 @@ from mega_pool_draw($1, $2, $3::numeric, $4)
 """
 
 POOL_REFUND = "select outcome, amount, credits, pool, expires_at from mega_pool_refund($1)"
+
+# Drawn, not refunded, not terminal (or no generation row at all), and idle for `$1` seconds: the draw is
+# older than that, and so is the last change of the generation row or of its step rows.
+DRAWN_UNFINISHED = """
+with candidates as materialized (
+    select d.mg_generation_id as gid, d.mg_pass_id, d.mg_created_at, g.mg_mma_status, g.mg_updated_at
+    from mega_generations d
+    left join mega_generations g on g.mg_id = 'generation:' || d.mg_generation_id
+    where d.mg_record_type = 'credit_transaction'
+      and starts_with(d.mg_id, 'credit_transaction:fingertips:draw:')
+      and d.mg_created_at < now() - make_interval(secs => $1::float8)
+      and not exists (select 1 from mega_generations r
+                      where r.mg_id = 'credit_transaction:fingertips:refund:' || d.mg_generation_id)
+      and (g.mg_id is null or g.mg_mma_status is null or not (g.mg_mma_status = any($2::text[])))
+)
+select c.gid as generation_id, c.mg_pass_id as pass_id, c.mg_mma_status as status, c.mg_created_at as charged_at,
+       p.progress_at
+from candidates c
+cross join lateral (
+    select greatest(c.mg_updated_at, max(s.mg_updated_at)) as progress_at
+    from mega_generations s
+    where s.mg_generation_id = c.gid and s.mg_record_type = 'mma_step'
+) p
+where coalesce(p.progress_at, c.mg_created_at) < now() - make_interval(secs => $1::float8)
+order by c.mg_created_at limit $3
+"""
+TERMINAL = ["suggested", "done", "error", "cancelled"]
 
 GET_POOL = "select mg_credits, mg_expires_at, mg_fingertips_pool from mega_customers where mg_pass_id = $1"
 
@@ -88,6 +118,16 @@ async def on_get_pool(req: GetPool, deps: LedgerDeps) -> PoolView:
                     expires_at=row["mg_expires_at"])
 
 
+async def on_drawn_unfinished(req: DrawnUnfinished, deps: LedgerDeps) -> ChargedList:
+    async with deps.pool.acquire() as conn:
+        rows = await conn.fetch(DRAWN_UNFINISHED, float(req.older_than_s), TERMINAL, max(1, int(req.limit)))
+    return ChargedList(items=[
+        ChargedItem(generation_id=r["generation_id"], pass_id=r["pass_id"] or "", debit=0, status=r["status"],
+                    charged_at=r["charged_at"], mode="fingertips", progress_at=r["progress_at"])
+        for r in rows
+    ])
+
+
 def fingertips_vars(msg: GenerationAccepted) -> dict[str, Any]:
     """What the generation row's variable map says of an edit from the start: tool, inputs, charge."""
     edit = msg.request.fingertips
@@ -101,4 +141,5 @@ POOL_RPC_HANDLERS: dict[type[RpcRequest], Callable[[Any, LedgerDeps], Awaitable[
     PoolDraw: on_pool_draw,
     PoolRefund: on_pool_refund,
     GetPool: on_get_pool,
+    DrawnUnfinished: on_drawn_unfinished,
 }

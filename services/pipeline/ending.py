@@ -16,10 +16,11 @@ import structlog
 
 from libs.errors import ConfigError, GptSchemaError, MmaError, ProviderError
 from libs.final import STUCK_CODE, STUCK_MESSAGE, SWEEPER
-from libs.schemas import GenerationDone, GenerationJob, MmaStatus
+from libs.schemas import Flow, GenerationDone, GenerationJob, MmaStatus
 from libs.settings import Settings
 from services.pipeline.adapters.protocols import Predictor
 from services.pipeline.adapters.retry import count_provider_error
+from services.pipeline.fingertips import fingertips_done
 from services.pipeline.records import StepError, StepRun, error_payload
 from services.pipeline.state import MmaVars, RunIds, RunState
 
@@ -70,6 +71,8 @@ def done_event(job: GenerationJob, vars: MmaVars, settings: Settings) -> Generat
     """`done` with the flow's result: a still, a video, or (suggest only) the suggested motion prompt."""
     ids = RunIds(generation_id=job.generation_id, pass_id=job.pass_id)
     outputs, prompts = vars["outputs"], vars["prompts"]
+    if job.command.flow is Flow.FINGERTIPS:
+        return fingertips_done(ids, vars)
     if job.command.flow.mode == "still":
         return GenerationDone(**ids, vars=vars, output_url=outputs.get("seedream_image_url"),
                               output_key=outputs.get("seedream_image_id"), prompt=prompts["clean_prompt"],

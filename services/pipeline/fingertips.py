@@ -18,6 +18,7 @@ from libs.fingertips import CANVAS_SIZES, Tool, check_inputs, tool_for
 from libs.schemas import MMA_VARS_VERSION, GenerationDone, GenerationJob
 from libs.settings import Settings
 from services.pipeline.config import load_active
+from services.pipeline.state import MmaVars, PlanEntry, Prep, RunIds
 
 STOCK_NEGATIVE = "blurry, distorted, deformed, low quality, artifacts, watermark, text, seams, mismatched lighting"
 EXPAND_FALLBACK = ("Continue the scene naturally beyond its borders with the same surfaces, lighting, colours and "
@@ -45,7 +46,7 @@ def helper_of(tool: Tool, inputs: dict[str, Any]) -> str | None:
     return None
 
 
-def initial_vars(job: GenerationJob, tool: Tool, inputs: dict[str, Any], settings: Settings) -> dict[str, Any]:
+def initial_vars(job: GenerationJob, tool: Tool, inputs: dict[str, Any]) -> MmaVars:
     return {
         "version": MMA_VARS_VERSION,
         "mode": "fingertips",
@@ -61,7 +62,7 @@ def initial_vars(job: GenerationJob, tool: Tool, inputs: dict[str, Any], setting
     }
 
 
-async def prepare(job: GenerationJob, bus: Bus) -> tuple[dict[str, Any], dict[str, Any]]:
+async def prepare(job: GenerationJob, bus: Bus) -> tuple[Prep, MmaVars]:
     """(prep, vars) of an edit: the inputs re-checked against the tool's schema, the plan, the config snapshot."""
     settings = bus.settings
     tool = tool_of(settings, job)
@@ -72,11 +73,10 @@ async def prepare(job: GenerationJob, bus: Bus) -> tuple[dict[str, Any], dict[st
                                 code="MISSING_REQUIRED_INPUTS")
     config = await load_active(bus)
     helper = helper_of(tool, checked.inputs)
-    plan: list[list[Any]] = [["fingertips_prompt", {"purpose": helper}]] if helper else []
-    plan.append(["fingertips_generate", {"model_key": tool.key}])
-    prep: dict[str, Any] = {"config": config.to_json(), "plan": plan, "hard_blocks": [], "constraints": [],
-                            "customer_settings": {}, "parent": {}}
-    return prep, initial_vars(job, tool, checked.inputs, settings)
+    plan: list[PlanEntry] = [("fingertips_prompt", {"purpose": helper})] if helper else []
+    plan.append(("fingertips_generate", {"model_key": tool.key}))
+    prep = Prep(config=config.to_json(), plan=plan, hard_blocks=[], constraints=[], customer_settings={}, parent={})
+    return prep, initial_vars(job, tool, checked.inputs)
 
 
 def parse_helper_answer(purpose: str, text: str | None, inputs: dict[str, Any]) -> tuple[str, str | None, bool]:
@@ -137,7 +137,7 @@ def low_memory_input(sent: dict[str, Any]) -> dict[str, Any]:
             "guidance_scale": min(float(sent.get("guidance_scale") or 7), 6.0)}
 
 
-def fingertips_done(ids: dict[str, str], vars: dict[str, Any]) -> GenerationDone:
+def fingertips_done(ids: RunIds, vars: MmaVars) -> GenerationDone:
     """The end of an edit: the stored output, the model it came from, the prompt it was sent."""
     outputs, edit = vars["outputs"], vars["fingertips"]
     return GenerationDone(**ids, vars=vars, output_url=outputs.get("fingertips_image_url"),

@@ -179,3 +179,22 @@ async def test_an_unknown_tool_is_refused_with_nothing_drawn(bus, services, ledg
     assert isinstance(rejected, GenerationRejected) and rejected.code == "UNKNOWN_FINGERTIPS_MODEL"
     view = await pool_of(bus, pass_id)
     assert (view.balance, view.pool) == (2, 0.0)
+
+
+async def test_an_edit_whose_job_never_runs_is_swept_and_refunded_to_the_pool(bus, services, ledger, db, settings):
+    """With no pipeline, a drawn edit never runs: the sweeper fails it STUCK_TIMEOUT, its cost goes back once."""
+    await services.start("billing", stuck_after_s=1, sweep_interval_s=0.3, sweep_cancel_wait_s=0.5)
+    pass_id = new_pass()
+    await give_credits(bus, pass_id, 1)
+    image, mask = await images(settings)
+    cmd = edit(pass_id, "eraser", image=image, mask_image=mask)
+    await bus.publish(cmd)
+    assert isinstance(await next_event(bus, cmd.generation_id, {"accepted", "rejected"}), GenerationAccepted)
+    failed = await next_event(bus, cmd.generation_id, {"failed"}, timeout=30)
+    assert isinstance(failed, GenerationFailed) and failed.code == "STUCK_TIMEOUT"
+    refunded = await next_event(bus, cmd.generation_id, {"refunded"}, timeout=30)
+    assert isinstance(refunded, GenerationRefunded) and refunded.pool_amount == 0.5
+    view = await pool_of(bus, pass_id)
+    assert (view.balance, view.pool) == (0, 1.0)
+    await ledger_projected(db, [cmd.generation_id])
+    await money_is_clean(bus)

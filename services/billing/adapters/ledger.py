@@ -17,6 +17,7 @@ from libs.schemas import (
     CreditApplyBatch,
     CreditTxnList,
     CustomerView,
+    DrawnUnfinished,
     EnsureCustomer,
     GenerationCredits,
     GetCustomer,
@@ -42,6 +43,10 @@ class LedgerClient:
     async def pool_draw(self, req: PoolDraw) -> PoolDrawn:
         """A fingertips edit's cost from the pool (one credit in when it is short); once per generation."""
         return await self._bus.request(req, PoolDrawn)
+
+    async def drawn_unfinished(self, older_than_s: float, limit: int = 500) -> ChargedList:
+        """Fingertips edits that drew, never ended and show no progress: the sweeper's other candidates."""
+        return await self._bus.request(DrawnUnfinished(older_than_s=older_than_s, limit=limit), ChargedList)
 
     async def pool_refund(self, generation_id: str) -> PoolRefunded:
         """A failed edit's cost back to the pool, once; NO_DRAW when the generation never drew."""
