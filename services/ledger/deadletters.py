@@ -16,9 +16,9 @@ from nats.js import JetStreamContext
 from libs import deadletter
 from libs.schemas import DeadLettered, ReconcileReport
 from services.ledger import queries as q
+from services.ledger.queries import Rows
 
 DATA_MAX = 4000
-Rows = list[tuple[str, tuple[Any, ...]]]
 
 
 def dead_letter_id(msg: DeadLettered) -> str:
