@@ -51,11 +51,6 @@ class ForbiddenError(MmaError):
     http_status = 403
 
 
-class InsufficientCreditsError(MmaError):
-    code = "INSUFFICIENT_CREDITS"
-    http_status = 402
-
-
 class RateLimitedError(MmaError):
     code = "RATE_LIMITED"
     http_status = 429
@@ -107,7 +102,7 @@ ERROR_TYPES: dict[str, type[MmaError]] = {
     cls.__name__: cls
     for cls in (
         MmaError, InvalidInputError, NotFoundError, ConflictError, UnauthorizedError, ForbiddenError,
-        InsufficientCreditsError, RateLimitedError, InvalidMessageError, ServiceUnavailableError,
+        RateLimitedError, InvalidMessageError, ServiceUnavailableError,
         ProviderError, GptSchemaError, ConfigError,
     )
 }
