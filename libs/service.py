@@ -19,7 +19,6 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import structlog
 import uvicorn
@@ -146,7 +145,7 @@ def run_service(name: str, setup: Callable[[ServiceContext], Awaitable[None]]) -
         run_loop(serve(name, setup, settings), settings)
 
 
-def run_loop(main: Coroutine[Any, Any, None], settings: Settings) -> None:
+def run_loop(main: Coroutine[object, object, None], settings: Settings) -> None:
     """Run `main` on the configured loop: uvloop by default (a C event loop; a socket write, a
     timer or a future costs a fraction of the stdlib's, and every service is I/O-bound)."""
     if settings.event_loop == "uvloop":

@@ -7,8 +7,6 @@ row at most once, never below zero.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
-from typing import Any
 
 import structlog
 
@@ -24,6 +22,7 @@ from libs.schemas import (
 )
 from services.ledger import credit_queries as cq
 from services.ledger import queries as q
+from services.ledger.adapters.pg import Row
 from services.ledger.deps import LedgerDeps
 from services.ledger.views import customer_view
 
@@ -46,7 +45,7 @@ def credit_ref_parts(req: CreditApply) -> tuple[str | None, str | None, str | No
     return ref_type, ref_id, generation_id
 
 
-def _applied(req: CreditApply, row: Mapping[str, Any], first_balance: int | None = None) -> CreditApplied:
+def _applied(req: CreditApply, row: Row, first_balance: int | None = None) -> CreditApplied:
     outcome = CreditOutcome(row["outcome"])
     log.info("ledger.credit_applied", pass_id=req.pass_id, ref=req.ref, delta=req.delta, outcome=outcome.value,
              balance=row["credits"])
@@ -54,7 +53,7 @@ def _applied(req: CreditApply, row: Mapping[str, Any], first_balance: int | None
                          txn_id=req.ref, first_balance=first_balance)
 
 
-def _first_balance(req: CreditApply, first: Mapping[str, Any] | None) -> int | None:
+def _first_balance(req: CreditApply, first: Row | None) -> int | None:
     """The balance the first apply of this audited ref left, so a retry answers what the first did.
 
     The same ref with another pass id or delta is not a retry but a reused key: ConflictError."""
@@ -77,7 +76,7 @@ async def on_credit_apply(req: CreditApply, deps: LedgerDeps) -> CreditApplied:
     """
     ref_type, ref_id, generation_id = credit_ref_parts(req)
     args = (req.ref, req.pass_id, generation_id, req.delta, req.reason, req.source, ref_type, ref_id, req.expires_at)
-    first: Mapping[str, Any] | None = None
+    first: Row | None = None
     async with deps.pool.acquire() as conn:
         if req.audit is None:
             row = await conn.fetchrow(cq.CREDIT_APPLY, *args)

@@ -37,7 +37,7 @@ from libs.schemas import (
     StepRecorded,
 )
 from services.ledger import queries as q
-from services.ledger.adapters.pg import UNAVAILABLE
+from services.ledger.adapters.pg import UNAVAILABLE, Conn
 from services.ledger.deadletters import dead_letter_rows
 from services.ledger.deps import LedgerDeps
 from services.ledger.queries import Rows
@@ -91,7 +91,7 @@ ROWS: dict[type[BusMessage], Callable[[Any], Rows]] = {
     OpsLogged: ops_rows,
     DeadLettered: dead_letter_rows,
 }
-APPLY: dict[type[BusMessage], Callable[[q.Conn, Any, LedgerDeps], Awaitable[None]]] = {
+APPLY: dict[type[BusMessage], Callable[[Conn, Any, LedgerDeps], Awaitable[None]]] = {
     ScanLine: apply_scan_line,
     GenerationDone: apply_done,
     GenerationFailed: apply_failed,
@@ -144,10 +144,10 @@ class _Run:
         self.reset()
 
     def reset(self) -> None:
-        self.firsts: dict[str, list[tuple[Any, ...]]] = {statement: [] for statement in GROUP_ORDER}
-        self.later: dict[str, list[tuple[Any, ...]]] = {statement: [] for statement in GROUP_ORDER}
+        self.firsts: dict[str, list[tuple[object, ...]]] = {statement: [] for statement in GROUP_ORDER}
+        self.later: dict[str, list[tuple[object, ...]]] = {statement: [] for statement in GROUP_ORDER}
         self.keys: dict[str, set[Hashable]] = {statement: set() for statement in GROUP_ORDER}
-        self.gen_rank: dict[str, int] = {}  # generation id -> highest CREATES_GENERATION rank in the run
+        self.gen_rank: dict[object, int] = {}  # generation id -> highest CREATES_GENERATION rank in the run
 
     def conflicts(self, rows: Rows) -> bool:
         return any(CREATES_GENERATION[st] < self.gen_rank.get(args[0], -1)
@@ -164,7 +164,7 @@ class _Run:
             elif statement not in FIRST_ONLY:
                 self.later[statement].append(args)
 
-    async def flush(self, conn: q.Conn) -> None:
+    async def flush(self, conn: Conn) -> None:
         for statement, rows in self.firsts.items():
             if rows:
                 form = SET_FORMS[statement]

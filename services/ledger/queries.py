@@ -8,12 +8,9 @@ into SQL.
 
 from __future__ import annotations
 
-from typing import Any
-
 from libs.schemas import STATUS_ORDER
 
-Conn = Any  # an asyncpg Connection or pool connection proxy (asyncpg ships no types)
-Rows = list[tuple[str, tuple[Any, ...]]]  # (statement, args) pairs an event writes
+Rows = list[tuple[str, tuple[object, ...]]]  # (statement, args) pairs an event writes
 
 STATUS_ORDER_VALUES: list[str] = [s.value for s in STATUS_ORDER]
 TERMINAL_STATUSES: list[str] = ["suggested", "done", "error", "cancelled"]

@@ -6,7 +6,7 @@ order-sensitive one (a read-modify-write of a generation, a conditional effect).
 
 from __future__ import annotations
 
-from typing import Any
+from pydantic import JsonValue
 
 from libs.errors import InvalidMessageError
 from libs.schemas import (
@@ -26,6 +26,7 @@ from libs.schemas import (
     status_can_move,
 )
 from services.ledger import queries as q
+from services.ledger.adapters.pg import Conn, Row
 from services.ledger.deps import LedgerDeps
 from services.ledger.ends import EndAction, end_action
 from services.ledger.queries import Rows
@@ -35,10 +36,10 @@ SCAN_LINES_MAX = 1000
 STEP_STATUS = {StepPhase.STARTED: "pending", StepPhase.SUCCEEDED: "succeeded", StepPhase.FAILED: "failed"}
 
 
-def _initial_vars(msg: GenerationAccepted) -> dict[str, Any]:
+def _initial_vars(msg: GenerationAccepted) -> dict[str, JsonValue]:
     """The canonical variable map as far as the request tells (the pipeline fills the rest)."""
     req = msg.request
-    assets = {
+    assets: dict[str, JsonValue] = {
         "product_image_id": req.assets.product_image_url,
         "logo_image_id": req.assets.logo_image_url,
         "inspiration_image_ids": list(req.assets.inspiration_image_urls),
@@ -74,9 +75,9 @@ def _initial_vars(msg: GenerationAccepted) -> dict[str, Any]:
 
 def accepted_rows(msg: GenerationAccepted) -> Rows:
     mode = msg.flow.mode
-    meta: dict[str, Any] = {"flow": msg.flow.value, "price": msg.price, "request_id": msg.request_id}
+    meta: dict[str, JsonValue] = {"flow": msg.flow.value, "price": msg.price, "request_id": msg.request_id}
     if msg.request.settings:
-        meta["settings_overrides"] = msg.request.settings
+        meta["settings_overrides"] = dict(msg.request.settings)
     parent = f"generation:{msg.parent_generation_id}" if msg.parent_generation_id else None
     return [
         (q.ENSURE_CUSTOMER, (msg.pass_id,)),
@@ -121,7 +122,7 @@ def feedback_rows(msg: FeedbackRecorded) -> Rows:
 
 def ops_rows(msg: OpsLogged) -> Rows:
     """The actor is named in mg_detail; mg_actor_pass_id only when it is a stored customer (query)."""
-    detail: dict[str, Any] = {"level": msg.level, **msg.detail}
+    detail: dict[str, JsonValue] = {"level": msg.level, **msg.detail}
     if msg.actor_pass_id:
         detail.setdefault("actor_pass_id", msg.actor_pass_id)
     return [(q.INSERT_ADMIN_LOG, (msg.msg_id(), msg.level, msg.actor_pass_id, msg.route, msg.method,
@@ -132,22 +133,27 @@ def ops_rows(msg: OpsLogged) -> Rows:
 # Read-modify-write of a generation's vars, or a conditional effect: run one by one, in stream order.
 
 
-async def apply_scan_line(conn: q.Conn, msg: ScanLine, _deps: LedgerDeps) -> None:
+async def _locked_generation(conn: Conn, msg: ScanLine | GenerationDone | GenerationFailed) -> Row:
+    """The generation's row, created if this event came first, locked for the rest of the transaction."""
+    await conn.execute(q.ENSURE_CUSTOMER, msg.pass_id)
+    await conn.execute(q.ENSURE_GENERATION, msg.generation_id, msg.pass_id, msg.at)
+    row = await conn.fetchrow(q.LOCK_GENERATION, msg.generation_id)
+    assert row is not None  # ensured just above, in this transaction
+    return row
+
+
+async def apply_scan_line(conn: Conn, msg: ScanLine, _deps: LedgerDeps) -> None:
     """Persisted at once, so a reload replays what the customer was told."""
     if not 0 <= msg.index < SCAN_LINES_MAX:
         raise InvalidMessageError(f"scan line index {msg.index} out of range")
-    await conn.execute(q.ENSURE_CUSTOMER, msg.pass_id)
-    await conn.execute(q.ENSURE_GENERATION, msg.generation_id, msg.pass_id, msg.at)
-    row = await conn.fetchrow(q.LOCK_GENERATION, msg.generation_id)
+    row = await _locked_generation(conn, msg)
     await conn.execute(q.SET_VARS, msg.generation_id, with_scan_line(row["mg_mma_vars"] or {}, msg.index, msg.text))
 
 
-async def apply_done(conn: q.Conn, msg: GenerationDone, deps: LedgerDeps) -> None:
+async def apply_done(conn: Conn, msg: GenerationDone, deps: LedgerDeps) -> None:
     """Final row; the merge keeps scan lines already persisted, status never moves back, and an end
     stored before it stays unless the stream says this one came first (`ends`)."""
-    await conn.execute(q.ENSURE_CUSTOMER, msg.pass_id)
-    await conn.execute(q.ENSURE_GENERATION, msg.generation_id, msg.pass_id, msg.at)
-    row = await conn.fetchrow(q.LOCK_GENERATION, msg.generation_id)
+    row = await _locked_generation(conn, msg)
     action = await end_action(row, msg, deps.bus)
     if action is EndAction.IGNORE:
         return
@@ -166,30 +172,28 @@ async def apply_done(conn: q.Conn, msg: GenerationDone, deps: LedgerDeps) -> Non
     )
 
 
-def _step_error(msg: GenerationFailed) -> dict[str, Any]:
-    error: dict[str, Any] = {"error_code": msg.code, "message": msg.message}
+def _step_error(msg: GenerationFailed) -> dict[str, JsonValue]:
+    error: dict[str, JsonValue] = {"error_code": msg.code, "message": msg.message}
     for key in ("provider_http_status", "retry"):
         if msg.detail.get(key) is not None:
             error[key] = msg.detail[key]
     return error
 
 
-def _ops_detail(msg: GenerationFailed) -> dict[str, Any]:
-    detail: dict[str, Any] = {"level": "error", **msg.detail}
+def _ops_detail(msg: GenerationFailed) -> dict[str, JsonValue]:
+    detail: dict[str, JsonValue] = {"level": "error", **msg.detail}
     detail.update(generation_id=msg.generation_id, pass_id=msg.pass_id, error_code=msg.code,
                   message=msg.message, step_type=msg.step_type)
     return detail
 
 
-async def apply_failed(conn: q.Conn, msg: GenerationFailed, deps: LedgerDeps) -> None:
+async def apply_failed(conn: Conn, msg: GenerationFailed, deps: LedgerDeps) -> None:
     """Both log planes in one transaction: generation + step (run), error row (ops)."""
     raw_http = msg.detail.get("http")
-    http: dict[str, Any] = raw_http if isinstance(raw_http, dict) else {}
+    http: dict[str, JsonValue] = raw_http if isinstance(raw_http, dict) else {}
     route = msg.detail.get("route") or http.get("route")
     http_status = http.get("status") if isinstance(http.get("status"), int) else None
-    await conn.execute(q.ENSURE_CUSTOMER, msg.pass_id)
-    await conn.execute(q.ENSURE_GENERATION, msg.generation_id, msg.pass_id, msg.at)
-    row = await conn.fetchrow(q.LOCK_GENERATION, msg.generation_id)
+    row = await _locked_generation(conn, msg)
     action = await end_action(row, msg, deps.bus)
     if action is EndAction.IGNORE:
         return
@@ -210,7 +214,7 @@ async def apply_failed(conn: q.Conn, msg: GenerationFailed, deps: LedgerDeps) ->
     )
 
 
-async def apply_customer_event(conn: q.Conn, msg: CustomerEventRecorded, _deps: LedgerDeps) -> None:
+async def apply_customer_event(conn: Conn, msg: CustomerEventRecorded, _deps: LedgerDeps) -> None:
     """The preference delta applies only with the newly inserted event row: once per event id."""
     hard_blocks = list(msg.add_hard_blocks)
     payload_block = msg.payload.get("hard_block")

@@ -7,8 +7,9 @@ database answers (compose, `make up`), so connecting retries (stamina) for a bou
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol, TypeVar
 
 import asyncpg
 import orjson
@@ -30,6 +31,33 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.TransactionRollbackError,  # serialization failure, deadlock
     asyncpg.exceptions.ObjectNotInPrerequisiteStateError,  # the database is not accepting connections
 )
+
+Row = Mapping[str, Any]
+"""A row as asyncpg decodes it, column -> value: the database is the boundary, its values untyped."""
+
+
+class Conn(Protocol):
+    """What the ledger uses of an asyncpg connection or pooled proxy (asyncpg ships no types)."""
+
+    async def execute(self, query: str, *args: object) -> str: ...
+
+    async def executemany(self, command: str, args: Iterable[Sequence[object]]) -> None: ...
+
+    async def fetch(self, query: str, *args: object) -> list[Row]: ...
+
+    async def fetchrow(self, query: str, *args: object) -> Row | None: ...
+
+    async def fetchval(self, query: str, *args: object) -> Any: ...  # one column of one row, as decoded
+
+    def transaction(self, *, isolation: str | None = None,
+                    readonly: bool = False) -> AbstractAsyncContextManager[object]: ...
+
+
+class Pool(Protocol):
+    """What the handlers use of the asyncpg pool: a connection for the length of a block."""
+
+    def acquire(self) -> AbstractAsyncContextManager[Conn]: ...
+
 
 R = TypeVar("R")
 Q = TypeVar("Q")
@@ -53,7 +81,7 @@ def db_unavailable_is_retryable(handler: Callable[[Q, D], Awaitable[R]]) -> Call
     return run
 
 
-def _encode_json(value: Any) -> str:
+def _encode_json(value: object) -> str:
     return orjson.dumps(value).decode()
 
 
