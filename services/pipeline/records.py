@@ -49,7 +49,9 @@ def error_payload(exc: BaseException) -> StepError:
     if isinstance(exc, ProviderError) and exc.provider_http_status is not None:
         error["provider_http_status"] = exc.provider_http_status
     if isinstance(exc, MmaError) and isinstance(retry := exc.details.get("retry"), dict):
-        error["retry"] = Retry(attempt=int(retry["attempt"]), max=int(retry["max"]))
+        attempt, most = retry.get("attempt"), retry.get("max")
+        if isinstance(attempt, int) and isinstance(most, int):
+            error["retry"] = Retry(attempt=attempt, max=most)
     return error
 
 
