@@ -246,6 +246,10 @@ async def test_replicate_and_openai_through_their_sdks(services, bus, settings, 
     assert (retry["resolution"], retry["steps"], retry["creativity"], retry["guidance_scale"]) == ("2048", 16, 0.2, 6)
     assert refined.step("fingertips_generate").payload["output"]["low_memory_retry"] is True
 
+    replicate_server.svg = b'<svg xmlns="http://www.w3.org/2000/svg" onload="alert(1)"><path d="M0 0h9v9z"/></svg>'
+    unsafe = await collect(bus, await edit(bus, "vectorize", image=image), timeout=60)
+    assert unsafe.failed.code == "EDIT_FAILED"  # an SVG that could run script on our origin is never stored
+
     replicate_server.fail_predictions = True
     failed = await collect(bus, await edit(bus, "remove_bg", image=image), timeout=60)
     assert failed.failed.code == "REPLICATE_FAILED"

@@ -47,6 +47,7 @@ class ReplicateServer(WireServer):
         self.fail_predictions = False
         self.failures_left = 0
         self.failure_error = "injected model failure"
+        self.svg = SVG  # what recraft-vectorize answers
         self.predictions: dict[str, dict[str, Any]] = {}
         self._created: dict[str, float] = {}
         self._files: dict[str, tuple[str, bytes]] = {}
@@ -88,7 +89,7 @@ class ReplicateServer(WireServer):
         payload = prediction["input"] or {}
         prompt = str(payload.get("prompt", ""))
         if prediction["model"] == "recraft-ai/recraft-vectorize":
-            return f"{prediction['id']}.svg", "image/svg+xml", SVG
+            return f"{prediction['id']}.svg", "image/svg+xml", self.svg
         if prediction["version"] == BIREFNET_VERSION:
             return f"{prediction['id']}.png", "image/png", cutout_png()
         if payload.get("start_image"):

@@ -9,6 +9,7 @@ provider's expiring URL.
 from __future__ import annotations
 
 import mimetypes
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,8 @@ from services.pipeline.steps.base import StepContext
 EXTENSIONS = {".png": ".png", ".jpg": ".jpg", ".jpeg": ".jpg", ".webp": ".webp", ".gif": ".gif", ".svg": ".svg"}
 TYPE_EXTENSIONS = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp", "image/gif": ".gif",
                    "image/svg+xml": ".svg"}
+# an SVG is served from our own origin: one that could run script there is never stored
+UNSAFE_SVG = re.compile(rb"<script|<foreignobject|javascript:|\son[a-z]+\s*=", re.IGNORECASE)
 LINES = {
     "eraser": "Erasing what you circled and rebuilding what was behind it.",
     "flux_fill": "Painting your idea into the selection.",
@@ -191,6 +194,8 @@ async def fingertips_generate(ctx: StepContext) -> None:
         exc.instance_code = _failure_code(exc, editor.provider)
         raise
     key = f"fingertips/{tool.key}/{ctx.job.generation_id}{extension_of(out, content_type)}"
+    if key.endswith(".svg") and UNSAFE_SVG.search(data):
+        raise ProviderError("the tool returned an SVG with script in it", code="EDIT_FAILED")
     try:
         stored = await ctx.deps.store.put_bytes(data, folder="fingertips", content_type=content_type, key=key)
     except (OSError, InvalidInputError) as exc:
