@@ -16,9 +16,9 @@ from fastapi.responses import FileResponse
 from libs.assets import LocalAssetStore, StoredAsset, copy_from_url, new_key, safe_key
 from libs.errors import ForbiddenError, InvalidInputError, MmaError, NotFoundError
 from libs.fetch import FetchPolicy
+from services.gateway.auth.identity import Identity
 from services.gateway.bodies import PassFields, first
 from services.gateway.deps import GatewayDeps
-from services.gateway.identity import Identity
 from services.gateway.images import IMAGE_TYPES, VIDEO_TYPES, decode_upload, inspect_media
 from services.gateway.routes.common import get_deps, identity, request_id
 

@@ -21,14 +21,14 @@ from libs.schemas import (
     GenerationRequest,
     Inputs,
 )
+from services.gateway.adapters.idempotency import body_hash
+from services.gateway.auth.identity import Identity, json_body
 from services.gateway.bodies import PassFields, aspect_of, first, style_of
 from services.gateway.deps import GatewayDeps
 from services.gateway.errors import legacy_body
-from services.gateway.idempotency import body_hash
-from services.gateway.identity import Identity, json_body
+from services.gateway.generations.submit import CreateCommand, Outcome, submit
+from services.gateway.generations.views import as_dict
 from services.gateway.routes.common import ensure_customer_once, get_deps, identity, request_id
-from services.gateway.submit import CreateCommand, Outcome, submit
-from services.gateway.views import as_dict
 
 router = APIRouter(tags=["legacy generation"])
 
@@ -156,7 +156,7 @@ async def editorial_generate(request: Request, body: EditorialBody | None = None
         return result
     outcome, done = result
     balance = outcome.accepted.balance if outcome.accepted else None
-    cost = outcome.accepted.price if outcome.accepted else deps.settings.price_still_create
+    cost = outcome.accepted.price if outcome.accepted else (await deps.prices.get()).still_create
     return {"ok": True, "message": "Image generated.", "requestId": request_id(request), "prompt": done.prompt,
             "imageUrl": done.output_url, "imageUrls": [done.output_url] if done.output_url else [],
             "generationId": outcome.generation_id, "sessionId": first(body.sessionId), "passId": who.pass_id,
@@ -213,7 +213,7 @@ async def motion_generate(request: Request, body: MotionBody | None = None, deps
         return result
     outcome, done = result
     balance = outcome.accepted.balance if outcome.accepted else None
-    cost = outcome.accepted.price if outcome.accepted else deps.settings.price_video_animate
+    cost = outcome.accepted.price if outcome.accepted else (await deps.prices.get()).video_animate
     return {"ok": True, "message": "Video generated.", "requestId": request_id(request), "prompt": done.prompt,
             "videoUrl": done.output_url, "generationId": outcome.generation_id, "sessionId": first(body.sessionId),
             "passId": who.pass_id, "credits": {"balance": balance, "cost": cost}, "gpt": _gpt(done)}

@@ -28,7 +28,7 @@ from libs.schemas import (
     RecentDurations,
     Stream,
 )
-from services.gateway.views import TERMINAL
+from services.gateway.generations.views import TERMINAL
 
 PIPELINE_DURABLE = "pipeline"
 
