@@ -27,7 +27,7 @@ import hmac
 import time
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import structlog
 from fastapi import Request
@@ -183,19 +183,19 @@ def grant_ok(request: Request, deps: GatewayDeps, generation_id: str, owner: str
     return hmac.compare_digest(sig, _grant_sig(deps, generation_id, owner, int(expires)))
 
 
-def _claimed(request: Request, body: dict[str, Any]) -> set[str]:
+def _claimed(request: Request, body: dict[str, object]) -> set[str]:
     values = [body.get(k) for k in BODY_KEYS] + [request.headers.get(PASS_HEADER)]
     values += [request.query_params.get(k) for k in (*QUERY_KEYS, "pass_id")]
     values.append(request.path_params.get("pass_id"))
     return {p for p in (normalize_pass_id(v) for v in values) if p and not p.startswith("pass:anon:")}
 
 
-def _named_generation(request: Request, body: dict[str, Any]) -> str | None:
+def _named_generation(request: Request, body: dict[str, object]) -> str | None:
     gid = request.path_params.get("generation_id")
     if gid:
         return str(gid)
     raw = body.get("assets")
-    assets: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    assets: dict[str, object] = raw if isinstance(raw, dict) else {}
     for value in [assets.get(k) for k in STILL_KEYS] + [body.get("parent_generation_id"), body.get("generation_id")]:
         if isinstance(value, str) and value.strip():
             return value.strip()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass
-from typing import Any
 
 import orjson
 from fastapi import Request
@@ -36,7 +35,7 @@ class Identity:
     token_invalid: bool = False  # a Bearer token was sent but did not verify
 
 
-def normalize_pass_id(value: Any) -> str | None:
+def normalize_pass_id(value: object) -> str | None:
     """A client value as a pass id: `pass:*` as is, another id (legacy Shopify) as `pass:shopify:<id>`.
 
     A value that is present but not one of the MEGA.md forms (odd characters, NUL, too long)
@@ -62,7 +61,7 @@ def bearer_token(request: Request) -> str | None:
     return token
 
 
-async def json_body(request: Request) -> dict[str, Any]:
+async def json_body(request: Request) -> dict[str, object]:
     """The request's JSON object (cached by Starlette), {} for anything else."""
     if request.method in ("GET", "HEAD", "DELETE", "OPTIONS"):
         return {}
@@ -78,7 +77,7 @@ async def json_body(request: Request) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def explicit_pass_id(request: Request, body: dict[str, Any]) -> tuple[str | None, str]:
+def explicit_pass_id(request: Request, body: dict[str, object]) -> tuple[str | None, str]:
     for key in BODY_KEYS:
         found = normalize_pass_id(body.get(key))
         if found:

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Mapping
 
 import orjson
 import structlog
@@ -45,7 +44,7 @@ TERMINAL_STATES = {s.value for s in MmaStatus if s.is_terminal}
 QUEUE_EVERY_S = 2.0
 
 
-def _event(name: str, data: dict[str, Any], seq: int | None) -> ServerSentEvent:
+def _event(name: str, data: Mapping[str, object], seq: int | None) -> ServerSentEvent:
     return ServerSentEvent(data=orjson.dumps(data).decode(), event=name, id=str(seq) if seq is not None else None)
 
 

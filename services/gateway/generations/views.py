@@ -53,18 +53,19 @@ class GenerationOut(BaseModel):
     generation_id: str
     status: str
     state: str
-    mma_vars: dict[str, Any]
+    mma_vars: dict[str, object]
     still_engine: str
     outputs: Outputs
     prompt: str | None
     error: ErrorOut | None
 
 
-def as_dict(value: Any) -> dict[str, Any]:
+def as_dict(value: object) -> dict[str, Any]:
+    """A JSON object of a generation's free-form `vars` (anything else reads as empty)."""
     return value if isinstance(value, dict) else {}
 
 
-def status_line(state: str, vars_: dict[str, Any]) -> str:
+def status_line(state: str, vars_: dict[str, object]) -> str:
     messages = as_dict(vars_.get("userMessages"))
     if state in ("done", "suggested") and messages.get("final_line"):
         return str(messages["final_line"])

@@ -6,8 +6,6 @@ old shapes, so the Dec 15–23 client works unchanged.
 
 from __future__ import annotations
 
-from typing import Any
-
 import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
@@ -72,7 +70,7 @@ class MotionBody(LegacyCommon):
         return style_of(self.movementStyle, None, styles)
 
 
-def _gpt(done: GenerationDone | None) -> dict[str, Any]:
+def _gpt(done: GenerationDone | None) -> dict[str, object]:
     vars_ = done.vars if done else {}
     messages = as_dict(vars_.get("userMessages"))
     texts = [str(x.get("text") if isinstance(x, dict) else x) for x in messages.get("scan_lines") or []]
@@ -135,9 +133,10 @@ async def run_legacy(request: Request, deps: GatewayDeps, who: Identity, flow: F
     return await submit(deps, cmd, terminal_timeout_s=deps.settings.legacy_wait_timeout_s)
 
 
-@router.post("/editorial/generate")
+@router.post("/editorial/generate", response_model=None)
 async def editorial_generate(request: Request, body: EditorialBody | None = None,
-                             deps: GatewayDeps = Depends(get_deps), who: Identity = Depends(identity)) -> Any:
+                             deps: GatewayDeps = Depends(get_deps), who: Identity = Depends(identity),
+                             ) -> dict[str, object] | JSONResponse:
     """A still generation, answered when it is done (E2 shape)."""
     request.state.failure_code = "EDITORIAL_GENERATION_ERROR"
     body = body or EditorialBody()
@@ -163,9 +162,9 @@ async def editorial_generate(request: Request, body: EditorialBody | None = None
             "credits": {"balance": balance, "cost": cost}, "gpt": _gpt(done)}
 
 
-@router.post("/motion/suggest")
+@router.post("/motion/suggest", response_model=None)
 async def motion_suggest(request: Request, body: MotionBody | None = None, deps: GatewayDeps = Depends(get_deps),
-                         who: Identity = Depends(identity)) -> Any:
+                         who: Identity = Depends(identity)) -> dict[str, object] | JSONResponse:
     """A motion prompt suggestion for a still (type for me, suggest only): no charge."""
     request.state.failure_code = "MOTION_SUGGESTION_ERROR"
     body = body or MotionBody()
@@ -189,9 +188,9 @@ async def motion_suggest(request: Request, body: MotionBody | None = None, deps:
             "gpt": {"usedFallback": False, "error": None}}
 
 
-@router.post("/motion/generate")
+@router.post("/motion/generate", response_model=None)
 async def motion_generate(request: Request, body: MotionBody | None = None, deps: GatewayDeps = Depends(get_deps),
-                          who: Identity = Depends(identity)) -> Any:
+                          who: Identity = Depends(identity)) -> dict[str, object] | JSONResponse:
     """A video from a still, answered when it is done (E2 shape)."""
     request.state.failure_code = "MOTION_GENERATION_ERROR"
     body = body or MotionBody()
