@@ -28,6 +28,7 @@ from services.gateway.routes import (
     billing,
     credits,
     events,
+    fingertips,
     generations,
     history,
     legacy,
@@ -40,7 +41,8 @@ from services.gateway.routes import (
 log = structlog.get_logger("gateway")
 
 ROUTERS = (generations.router, events.router, auth.router, credits.router, history.router, legacy.router,
-           admin.router, billing.router, uploads.router, ops.router, ops_console.router, pages.router)
+           admin.router, billing.router, fingertips.router, uploads.router, ops.router, ops_console.router,
+           pages.router)
 
 
 def create_app(deps: GatewayDeps) -> FastAPI:

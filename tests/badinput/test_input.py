@@ -22,7 +22,7 @@ from tests.gateway.support import read_sse
 # routes that stream or fetch arbitrary remote URLs: fuzzing them only measures timeouts
 SKIP = {("GET", "/mma/stream/{generation_id}"), ("POST", "/api/r2/store-remote-signed"),
         ("POST", "/store-remote-generation"), ("GET", "/public/download")}
-DOCUMENTED_503 = ("POST /api/checkout/create -> 503", "POST /fingertips/generate -> 503")
+DOCUMENTED_503 = ("POST /api/checkout/create -> 503",)
 ADMIN_PREFIXES = ("/admin", "/mma/admin", "/billing/settings", "/credits/add")
 
 
@@ -76,7 +76,7 @@ async def test_schemathesis_no_5xx_and_every_4xx_in_its_shape(services: Services
     problems = await asyncio.to_thread(fuzz, doc, services.gateway_url, 8)
     shape = [p for p in problems if not p.split(" -> ", 1)[1].startswith("5")]
     assert not shape, "\n".join(shape[:30])
-    # 503 of the two routes documented as not available here (tests/gateway/test_contract.py)
+    # 503 of the route documented as not available here (tests/gateway/test_contract.py)
     server = [p for p in problems if p not in shape and not p.startswith(DOCUMENTED_503)]
     assert not server, "schemathesis 5xx:\n" + "\n".join(server[:40])
 

@@ -59,13 +59,6 @@ async def welcome_claim(request: Request, deps: GatewayDeps = Depends(get_deps),
             "balance": view.credits}
 
 
-@router.post("/fingertips/generate", status_code=503)
-async def fingertips(request: Request, who: Identity = Depends(identity)) -> JSONResponse:
-    return JSONResponse({"ok": False, "error": "FINGERTIPS_NOT_AVAILABLE",
-                         "message": "Fingertips is not available on this server.",
-                         "requestId": request_id(request)}, status_code=503)
-
-
 @router.post("/mma/generations/{generation_id}/refresh")
 async def refresh_generation(generation_id: str, deps: GatewayDeps = Depends(get_deps)) -> JSONResponse:
     """Re-read a generation (the ledger is always current; nothing to re-fetch from a provider)."""
