@@ -9,6 +9,7 @@ defaults, and names the required keys still missing, as the original backend did
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -46,7 +47,7 @@ class Tool:
 
     @property
     def generations_per_credit(self) -> int:
-        return int(1 // self.cost) if self.cost > 0 else 0
+        return math.floor(1 / self.cost + 1e-9) if self.cost > 0 else 0  # 1 // 0.1 is 9.0 in floats
 
     @property
     def uri_keys(self) -> list[str]:

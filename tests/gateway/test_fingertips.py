@@ -95,7 +95,9 @@ async def test_erase_expand_and_fill_as_the_studio_sends_them(stack: Services, c
     models = (await client.get("/fingertips/models")).json()
     assert [m["key"] for m in models["models"]] == ["eraser", "flux_fill", "expand", "remove_bg", "upscale",
                                                       "vectorize"]
-    assert {m["key"]: m["costPerGeneration"] for m in models["models"]}["remove_bg"] == 0.2
+    prices = {m["key"]: (m["costPerGeneration"], m["generationsPerMatcha"]) for m in models["models"]}
+    assert prices == {"eraser": (0.5, 2), "flux_fill": (0.5, 2), "expand": (0.5, 2), "remove_bg": (0.2, 5),
+                      "upscale": (0.1, 10), "vectorize": (0.5, 2)}
 
     sse = await read_sse(client, f"/mma/stream/{out['generation_id']}", headers=h, timeout=30)
     assert sse.closed and sse.events[-1].event == "done"
@@ -155,6 +157,7 @@ async def test_an_edit_that_outlives_the_wait_answers_processing_then_lands(
         assert out["model"].startswith("fermatresearch/magic-image-refiner:")
         assert (out["credits_cost"], out["matchas_deducted"], out["pool_remaining"]) == (0.1, 1, 0.9)
         assert "/fingertips/generations/" in out["message"]
+        assert out["prediction_id"].startswith("offline-edit-")  # recorded before the tool's wait
 
         async def landed() -> dict[str, Any] | None:
             got = (await client.get(f"/fingertips/generations/{out['generation_id']}", headers=h)).json()
