@@ -74,6 +74,12 @@ from libs.schemas.rpc import (
     Ok,
     RpcRequest,
 )
+from libs.schemas.rpc_checkout import (
+    CheckoutCreated,
+    ClaimWelcome,
+    CreateCheckout,
+    WelcomeClaimed,
+)
 from libs.schemas.rpc_config import (
     AddConfigVersion,
     AdjustResult,
@@ -163,8 +169,11 @@ __all__ = [
     "ChargedItem",
     "ChargedList",
     "ChargedUnfinished",
+    "CheckoutCreated",
+    "ClaimWelcome",
     "ConfigEntry",
     "ConfigMap",
+    "CreateCheckout",
     "CreditApplied",
     "CreditAppliedBatch",
     "CreditApply",
@@ -251,6 +260,7 @@ __all__ = [
     "StepView",
     "Stream",
     "SummaryView",
+    "WelcomeClaimed",
     "generation_events",
     "new_id",
     "status_can_move",

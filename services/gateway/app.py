@@ -25,7 +25,7 @@ from services.gateway.ratelimit import RateLimiter
 from services.gateway.routes import (
     admin,
     auth,
-    billing,
+    checkout,
     credits,
     events,
     fingertips,
@@ -40,8 +40,8 @@ from services.gateway.routes import (
 
 log = structlog.get_logger("gateway")
 
-ROUTERS = (generations.router, events.router, auth.router, credits.router, history.router, legacy.router,
-           admin.router, billing.router, fingertips.router, uploads.router, ops.router, ops_console.router,
+ROUTERS = (generations.router, events.router, auth.router, credits.router, checkout.router, history.router,
+           legacy.router, admin.router, fingertips.router, uploads.router, ops.router, ops_console.router,
            pages.router)
 
 
