@@ -90,6 +90,9 @@ async def serve(ctx: ServiceContext, app: FastAPI) -> None:
     server = uvicorn.Server(uvicorn.Config(
         app, host=settings.gateway_host, port=settings.gateway_port, log_config=None, lifespan="on",
         access_log=False, timeout_graceful_shutdown=10,
+        # idle keep-alive longer than any wait a request may do (a create waits up to decision_timeout_s), so a
+        # client reusing a connection never races the server closing it (uvicorn's default is 5 s)
+        timeout_keep_alive=max(75, int(settings.decision_timeout_s) + 5),
     ))
     task = asyncio.create_task(server.serve(), name="uvicorn")
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+import stamina
+from stamina.instrumentation import get_prometheus_counter
 
 from libs.bus import Bus
+from libs.bus.retry import retried
 from libs.errors import ConflictError, ServiceUnavailableError
 from libs.schemas import (
     DEAD_LETTER_SUBJECT,
@@ -19,6 +22,7 @@ from libs.schemas import (
     StatusChanged,
     Stream,
 )
+from libs.settings import Settings
 from tests.helpers import wait_for
 
 
@@ -120,6 +124,73 @@ async def test_request_reply_carries_errors_back(bus: Bus) -> None:
 async def test_request_without_a_server_is_service_unavailable(bus: Bus) -> None:
     with pytest.raises(ServiceUnavailableError):
         await bus.request(GetCustomer(pass_id="pass:anon:x"), CustomerView, timeout=1)
+
+
+async def test_request_is_answered_by_a_server_that_starts_late(bus: Bus) -> None:
+    """A request sent while nobody serves its subject asks again, and a server subscribing meanwhile answers it."""
+    counter = get_prometheus_counter()
+    assert counter is not None
+
+    def no_responder_retries() -> float:
+        return sum(sample.value for metric in counter.collect() for sample in metric.samples
+                   if sample.name == "stamina_retries_total"
+                   and sample.labels["error_type"].endswith("NoRespondersError"))
+
+    async def get(req: GetCustomer, deps: None) -> CustomerView:
+        return CustomerView(pass_id=req.pass_id, credits=2)
+
+    patient = Bus(bus.nc, bus.settings.model_copy(update={"rpc_responder_wait_s": 60.0}), "patient")
+    before = no_responder_retries()
+    call = asyncio.create_task(patient.request(GetCustomer(pass_id="pass:anon:late"), CustomerView, timeout=60))
+    await wait_for(lambda: no_responder_retries() > before, timeout=30, what="the request asked again")
+    assert not call.done()
+    await bus.serve(GetCustomer, get, None, queue="ledger")
+    view = await asyncio.wait_for(call, 30)
+    assert view.pass_id == "pass:anon:late" and view.credits == 2
+
+
+async def test_retried_tries_again_only_what_it_is_told_to_and_only_in_time() -> None:
+    """An accepted failure is tried again until the call succeeds; another failure, or one after the time
+    is up, is raised as it is."""
+    calls: list[str] = []
+
+    async def away_twice() -> str:
+        calls.append("away_twice")
+        if calls.count("away_twice") < 3:
+            raise ConnectionError("away")
+        return "answered"
+
+    async def broken() -> str:
+        calls.append("broken")
+        raise ValueError("bug")
+
+    def away(exc: Exception) -> bool:
+        return isinstance(exc, ConnectionError)
+
+    with stamina.set_testing(True, attempts=10):
+        assert await retried(away_twice, on=away, timeout_s=30, wait_s=0.1, wait_max_s=2.0) == "answered"
+        with pytest.raises(ValueError):
+            await retried(broken, on=away, timeout_s=30, wait_s=0.1)
+    calls.clear()
+    with pytest.raises(ConnectionError):
+        await retried(away_twice, on=away, timeout_s=0.0, wait_s=0.1)
+    assert calls == ["away_twice"]
+
+
+async def test_duplicating_publisher_stores_every_message_a_second_time(bus: Bus, settings: Settings) -> None:
+    """With MMA_CHAOS_DUPLICATE_PUBLISH a publish is stored again under `<msg id>:dup` (a retry of it adds
+    nothing); without it, once."""
+    chaotic = Bus(bus.nc, settings.model_copy(update={"chaos_duplicate_publish": True}), "chaos")
+    await bus.publish(line("plain", 0))
+    await chaotic.publish(line("twice", 0))
+    assert (await chaotic.publish(line("twice", 0))).duplicate
+    info = await bus.js.stream_info(Stream.EVENTS.value)
+    assert info.state.messages == 3
+    ids = []
+    for seq in range(1, 4):
+        stored = await bus.js.get_msg(Stream.EVENTS.value, seq)
+        ids.append((stored.headers or {}).get("Nats-Msg-Id"))
+    assert ids == ["scan_line:plain:0", "scan_line:twice:0", "scan_line:twice:0:dup"]
 
 
 async def test_follow_replays_then_resumes_after_a_sequence(bus: Bus) -> None:

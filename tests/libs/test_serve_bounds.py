@@ -26,7 +26,7 @@ async def test_serve_runs_at_most_its_concurrency_and_answers_every_request(bus:
         return CustomerView(pass_id=req.pass_id, credits=1)
 
     await bus.serve(GetCustomer, get, None, queue="ledger", concurrency=3)
-    sub = bus._subs[-1]
+    sub = bus.subscriptions[-1]
     calls = [asyncio.create_task(bus.request(GetCustomer(pass_id=f"pass:anon:{i}"), CustomerView, timeout=30))
              for i in range(12)]
     # every request reached this process: started, queued in the subscription, or the one held at the gate

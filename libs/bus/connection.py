@@ -1,0 +1,56 @@
+"""The process's NATS connection: opened with retries while the server comes up, reconnecting forever after."""
+
+from __future__ import annotations
+
+import nats
+import nats.errors
+import stamina
+import structlog
+from nats.aio.client import Client as NatsClient
+
+from libs.errors import ServiceUnavailableError
+
+log = structlog.get_logger("bus")
+
+# what a server that is still starting (or not there yet) answers a connect with
+NOT_UP_YET: tuple[type[Exception], ...] = (OSError, nats.errors.NoServersError, nats.errors.TimeoutError)
+CONNECT_RETRY_S = 0.25
+
+
+async def _on_error(exc: Exception) -> None:
+    log.warning("bus.connection_error", error=repr(exc))
+
+
+async def _on_disconnected() -> None:
+    log.warning("bus.disconnected")
+
+
+async def _on_reconnected() -> None:
+    log.info("bus.reconnected")
+
+
+async def open_connection(url: str, name: str, timeout_s: float) -> NatsClient:
+    """Connect, trying every 0.25 s for up to `timeout_s`; ServiceUnavailableError when NATS never answers."""
+    try:
+        async for attempt in stamina.retry_context(
+            on=NOT_UP_YET, attempts=None, timeout=timeout_s, wait_initial=CONNECT_RETRY_S,
+            wait_max=CONNECT_RETRY_S, wait_jitter=0.0, wait_exp_base=1.0,
+        ):
+            with attempt:
+                nc = await nats.connect(
+                    url,
+                    name=name,
+                    allow_reconnect=True,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.25,
+                    connect_timeout=2,
+                    error_cb=_on_error,
+                    disconnected_cb=_on_disconnected,
+                    reconnected_cb=_on_reconnected,
+                    pending_size=64 * 1024 * 1024,
+                )
+                log.info("bus.connected", url=url, client=name)
+                return nc
+    except NOT_UP_YET as exc:
+        raise ServiceUnavailableError(f"NATS at {url} is not answering") from exc
+    raise AssertionError("unreachable: stamina yields at least one attempt")

@@ -1,0 +1,29 @@
+"""A running durable consumer: its fetch loop, the messages it has in hand, what it has done."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Consumer:
+    """`stop` finishes the messages in hand, then returns."""
+
+    name: str
+    task: asyncio.Task[None] | None = None
+    inflight: set[asyncio.Task[None]] = field(default_factory=set)
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    handled: int = 0
+    dead_lettered: int = 0
+
+    async def stop(self, grace_s: float = 10.0) -> None:
+        self.stopping.set()
+        if self.task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(self.task), grace_s)
+        if self.inflight:
+            await asyncio.wait(self.inflight, timeout=grace_s)
+        for task in self.inflight:
+            task.cancel()

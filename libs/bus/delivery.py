@@ -1,0 +1,191 @@
+"""What becomes of a delivered message, alone or in a fetched batch: ack, nak with a delay, or dead letter.
+
+Handlers never see a raw `Msg`. The payload is decoded into its model, its ids are bound to the
+log context, the handler runs while in-progress acks keep the message ours, and the ack comes only
+after it returns, so a crash redelivers instead of losing the effect. A retryable failure is naked
+with a growing delay; the rest, and what cannot be decoded, is dead-lettered and termed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Generic
+
+import nats.errors
+import structlog
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+from libs import deadletter
+from libs.bus.codec import decode
+from libs.bus.consumer import Consumer
+from libs.bus.types import BatchHandler, D, ExhaustedHook, Handler
+from libs.errors import InvalidMessageError
+from libs.metrics import CONSUMER_LAG, DEAD_LETTERS, MESSAGES
+from libs.schemas import BusMessage, Stream
+from libs.transient import NATS_AWAY
+
+log = structlog.get_logger("bus")
+
+Publish = Callable[[BusMessage], Awaitable[object]]
+
+
+def retry_delay(deliveries: int) -> float:
+    """Nak delay: 0.5 s, 1 s, 2 s ... capped at 15 s."""
+    return float(min(15.0, 0.5 * (2 ** max(0, deliveries - 1))))
+
+
+class Heartbeat:
+    """In-progress acks every `every_s` while a handler runs, for all of `raws`.
+
+    A loop timer rather than a task per message: arming it costs one heap push, and it
+    is re-armed only when it fires, i.e. only while a handler is still running.
+    """
+
+    def __init__(self, raws: Sequence[Msg], every_s: float) -> None:
+        self.raws = raws
+        self.every_s = every_s
+        self.loop = asyncio.get_running_loop()
+        self.beat: asyncio.Task[None] | None = None  # held so the task is not collected mid-send
+        self.timer = self.loop.call_later(every_s, self._fire)
+
+    def _fire(self) -> None:
+        self.beat = self.loop.create_task(self._send())
+        self.timer = self.loop.call_later(self.every_s, self._fire)
+
+    async def _send(self) -> None:
+        for raw in self.raws:
+            with contextlib.suppress(*NATS_AWAY, nats.errors.MsgAlreadyAckdError):
+                await raw.in_progress()
+
+    def cancel(self) -> None:
+        self.timer.cancel()
+
+
+@dataclass
+class Delivery(Generic[D]):
+    """One durable consumer's handlers and rules, shared by its per-message and batch paths."""
+
+    js: JetStreamContext
+    publish: Publish  # for the DeadLettered report
+    stream: Stream
+    durable: str
+    handlers: Mapping[type[BusMessage], Handler[D]]
+    deps: D
+    on_exhausted: ExhaustedHook[D] | None
+    max_deliver: int
+    ack_wait: float
+    consumer: Consumer
+    retry_unavailable: bool = False
+
+    @property
+    def default_model(self) -> type[BusMessage] | None:
+        """A consumer of one message type reads messages without a type header as that type."""
+        return next(iter(self.handlers)) if len(self.handlers) == 1 else None
+
+    def exhausted(self, deliveries: int) -> bool:
+        return self.max_deliver > 0 and deliveries >= self.max_deliver
+
+    async def decode_or_reject(self, raw: Msg) -> BusMessage | None:
+        """The typed message, or None once an undecodable/unhandled one is dead-lettered and termed."""
+        try:
+            msg = decode(raw, self.default_model)
+            if type(msg) not in self.handlers:
+                raise InvalidMessageError(f"no handler for {type(msg).__name__} on {self.durable}")
+            return msg
+        except InvalidMessageError as exc:
+            meta = raw.metadata
+            log.error("bus.message_invalid", subject=raw.subject, stream_seq=meta.sequence.stream, reason=exc.message)
+            await self.reject(raw, exc.message, exc.instance_code)
+            return None
+
+    async def handle_one(self, raw: Msg, msg: BusMessage) -> None:
+        """Run the message's handler with a heartbeat; ack, nak with a delay, or dead-letter."""
+        meta = raw.metadata
+        deliveries = meta.num_delivered
+        started = time.perf_counter()
+        with structlog.contextvars.bound_contextvars(subject=raw.subject, stream_seq=meta.sequence.stream,
+                                                     **msg.log_fields()):
+            heartbeat = Heartbeat([raw], self.ack_wait / 3)
+            try:
+                await self.handlers[type(msg)](msg, self.deps)
+            except Exception as exc:  # the edge: decide nak or term, never swallow silently
+                if deadletter.should_retry(exc, deliveries, self.max_deliver, self.retry_unavailable):
+                    await self.nak([raw], exc)
+                    return
+                log.error("bus.message_failed", error=repr(exc), deliveries=deliveries,
+                          exhausted=self.exhausted(deliveries), durable=self.durable)
+                if self.on_exhausted is not None:
+                    await self.on_exhausted(msg, exc, self.deps)
+                await self.reject(raw, deadletter.reason_of(exc), deadletter.code_of(exc))
+                MESSAGES.labels(self.durable, "failed").inc()
+                return
+            finally:
+                heartbeat.cancel()
+            await self.ack([raw])
+            log.debug("bus.message_handled", deliveries=deliveries,
+                      duration_ms=round((time.perf_counter() - started) * 1000, 2))
+
+    async def handle_batch(self, raws: list[Msg], batch_handler: BatchHandler[D]) -> None:
+        """One `batch_handler` call for the decodable messages; on failure nak all (a dependency away)
+        or re-run them one at a time, so only the bad message is retried, then dead-lettered."""
+        good: list[tuple[Msg, BusMessage]] = []
+        for raw in raws:
+            msg = await self.decode_or_reject(raw)
+            if msg is not None:
+                good.append((raw, msg))
+        if not good:
+            return
+        in_hand = [raw for raw, _ in good]
+        heartbeat = Heartbeat(in_hand, self.ack_wait / 3)
+        try:
+            await batch_handler([msg for _, msg in good], self.deps)
+        except Exception as exc:  # the edge: nak all, or find the bad message one at a time
+            exhausted = any(self.exhausted(raw.metadata.num_delivered) for raw in in_hand)
+            if deadletter.is_unavailable(exc) and (self.retry_unavailable or not exhausted):
+                await self.nak(in_hand, exc)
+                return
+            log.warning("bus.batch_failed", error=repr(exc), count=len(good), exhausted=exhausted)
+            heartbeat.cancel()  # each message gets its own from here on
+            for raw, msg in good:
+                await self.handle_one(raw, msg)
+            return
+        finally:
+            heartbeat.cancel()
+        await self.ack(in_hand)
+
+    async def ack(self, raws: Sequence[Msg]) -> None:
+        for raw in raws:
+            with contextlib.suppress(*NATS_AWAY):
+                await raw.ack()
+        self.consumer.handled += len(raws)
+        MESSAGES.labels(self.durable, "ok").inc(len(raws))
+        CONSUMER_LAG.labels(self.durable).set(raws[-1].metadata.num_pending)
+
+    async def nak(self, raws: Sequence[Msg], exc: BaseException) -> None:
+        """Redeliver later, each message after its own growing delay."""
+        deliveries = max(raw.metadata.num_delivered for raw in raws)
+        log.warning("bus.message_nak", error=repr(exc), deliveries=deliveries, delay_s=retry_delay(deliveries),
+                    count=len(raws))
+        for raw in raws:
+            with contextlib.suppress(*NATS_AWAY):
+                await raw.nak(delay=retry_delay(raw.metadata.num_delivered))
+        MESSAGES.labels(self.durable, "nak").inc(len(raws))
+
+    async def reject(self, raw: Msg, reason: str, code: str) -> None:
+        """Dead-letter and term: this message is never redelivered."""
+        meta = raw.metadata
+        await self.dead_letter(raw, meta.sequence.stream, meta.num_delivered, reason, code)
+        await raw.term()
+
+    async def dead_letter(self, raw: Msg, seq: int, deliveries: int, reason: str, code: str) -> None:
+        """Keep the message in the retained dead-letter stream, then report it (`deadletter.give_up`)."""
+        await deadletter.give_up(self.js, self.publish, consumer=self.durable, subject=raw.subject, data=raw.data,
+                                 headers=raw.headers, stream=self.stream.value, stream_seq=seq,
+                                 deliveries=deliveries, reason=reason, code=code)
+        self.consumer.dead_lettered += 1
+        DEAD_LETTERS.labels(self.stream.value).inc()

@@ -1,0 +1,148 @@
+"""Durable pull consumers: subscribe, fetch, and hand what comes to a `Delivery`, one by one or in batches."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Coroutine
+
+import nats.errors
+import nats.js.errors
+import structlog
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext, api
+
+from libs.bus.consumer import Consumer
+from libs.bus.delivery import Delivery
+from libs.bus.retry import retried
+from libs.bus.types import BatchHandler, D
+from libs.transient import NATS_AWAY
+
+log = structlog.get_logger("bus")
+
+FETCH_WAIT_S = 1.0  # a fetch that finds nothing returns after this, so a stop is seen
+FETCH_RETRY_S = 0.5  # between fetches while NATS is away
+AWAY_OR_API: tuple[type[BaseException], ...] = (nats.js.errors.APIError, *NATS_AWAY)
+
+Take = Callable[[list[Msg]], Coroutine[object, None, None]]
+
+
+async def start_each(delivery: Delivery[D], filter_subject: str, concurrency: int, batch: int) -> Consumer:
+    """Messages handled alone, at most `concurrency` at once; with 1, one after the other in stream order."""
+    psub = await _subscribe(delivery, filter_subject, max_ack_pending=max(concurrency * 2, 1000))
+    consumer = delivery.consumer
+    slots = asyncio.Semaphore(concurrency)
+
+    async def run_one(raw: Msg) -> None:
+        try:
+            msg = await delivery.decode_or_reject(raw)
+            if msg is not None:
+                await delivery.handle_one(raw, msg)
+        except Exception:
+            # a failure while acking or dead-lettering: the message is redelivered
+            log.exception("bus.process_crashed", subject=raw.subject)
+        finally:
+            slots.release()
+
+    async def want() -> int:
+        await slots.acquire()
+        slots.release()
+        return max(1, min(batch, concurrency - len(consumer.inflight)))
+
+    async def take(msgs: list[Msg]) -> None:
+        for raw in msgs:
+            await slots.acquire()
+            if concurrency == 1:
+                await run_one(raw)
+                continue
+            task = asyncio.create_task(run_one(raw))
+            consumer.inflight.add(task)
+            task.add_done_callback(consumer.inflight.discard)
+
+    return _start(delivery, filter_subject, _pull_loop(consumer, psub, want, take))
+
+
+async def start_batches(delivery: Delivery[D], filter_subject: str, batch_handler: BatchHandler[D],
+                        batch: int) -> Consumer:
+    """Up to `batch` messages per `batch_handler` call, in stream order; the next fetch overlaps the call."""
+    psub = await _subscribe(delivery, filter_subject, max_ack_pending=max(batch * 2, 1000))
+
+    async def want() -> int:
+        return batch
+
+    async def take(raws: list[Msg]) -> None:
+        try:
+            await delivery.handle_batch(raws, batch_handler)
+        except Exception:
+            # a failure while acking or dead-lettering: the unacked messages are redelivered
+            log.exception("bus.batch_crashed", durable=delivery.durable, count=len(raws))
+
+    return _start(delivery, filter_subject, _pull_loop(delivery.consumer, psub, want, take, overlap=True))
+
+
+async def _subscribe(delivery: Delivery[D], filter_subject: str,
+                     max_ack_pending: int) -> JetStreamContext.PullSubscription:
+    config = api.ConsumerConfig(
+        durable_name=delivery.durable,
+        ack_policy=api.AckPolicy.EXPLICIT,
+        deliver_policy=api.DeliverPolicy.ALL,
+        ack_wait=delivery.ack_wait,
+        max_deliver=-1,  # the bound is ours (`Delivery.handle_one`): the server would drop the last one silently
+        max_ack_pending=max_ack_pending,
+        filter_subject=filter_subject,
+    )
+    return await delivery.js.pull_subscribe(filter_subject, durable=delivery.durable, stream=delivery.stream.value,
+                                            config=config)
+
+
+def _start(delivery: Delivery[D], filter_subject: str, loop: Coroutine[object, None, None]) -> Consumer:
+    consumer = delivery.consumer
+    consumer.task = asyncio.create_task(loop, name=f"consumer:{delivery.durable}")
+    log.info("bus.consumer_started", durable=delivery.durable, stream=delivery.stream.value, filter=filter_subject)
+    return consumer
+
+
+async def _pull_loop(consumer: Consumer, psub: JetStreamContext.PullSubscription, want: Callable[[], Awaitable[int]],
+                     take: Take, overlap: bool = False) -> None:
+    """Fetch `await want()` messages at a time and hand them to `take` until stopped.
+
+    With `overlap`, the next fetch runs while `take` handles the previous messages (the
+    fetch round trip hides behind the batch's transaction); `take` calls still run one
+    after the other, in stream order.
+    """
+    taking: asyncio.Task[None] | None = None
+    try:
+        while not consumer.stopping.is_set():
+            msgs = await _fetch(consumer, psub, await want())
+            if not msgs:
+                continue
+            if taking is not None:
+                await taking
+                taking = None
+            if overlap:
+                taking = asyncio.create_task(take(msgs))
+            else:
+                await take(msgs)
+    finally:
+        if taking is not None:
+            await taking
+        # an unsubscribed pull subscription lets the connection drain at once
+        with contextlib.suppress(Exception):
+            await psub.unsubscribe()
+
+
+async def _fetch(consumer: Consumer, psub: JetStreamContext.PullSubscription, size: int) -> list[Msg]:
+    """Up to `size` messages; none when nothing came within a second, or when NATS is away and the
+    consumer is stopping. While NATS is away otherwise, fetching is tried again every 0.5 s."""
+
+    def away(exc: Exception) -> bool:
+        if isinstance(exc, nats.errors.TimeoutError) or not isinstance(exc, AWAY_OR_API):
+            return False  # an empty fetch is no failure
+        log.warning("bus.fetch_failed", durable=consumer.name, error=repr(exc))
+        return not consumer.stopping.is_set()
+
+    try:
+        return await retried(lambda: psub.fetch(size, timeout=FETCH_WAIT_S), on=away, timeout_s=None,
+                             wait_s=FETCH_RETRY_S)
+    except AWAY_OR_API:
+        return []

@@ -1,0 +1,109 @@
+"""Request/reply over core NATS, both sides: a typed call to a queue group, and serving one.
+
+The answer is an envelope `{"ok": true, "data": ...}` or `{"ok": false, "error": <MmaError.to_wire()>}`,
+so the caller raises the server's MmaError again with the same class and code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+import nats.errors
+import orjson
+import structlog
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from pydantic import ValidationError
+
+from libs import deadletter
+from libs.bus.retry import retried
+from libs.bus.types import D, Q, R, RpcHandler
+from libs.errors import InvalidMessageError, MmaError, ServiceUnavailableError, error_from_wire
+from libs.schemas import RpcRequest
+from libs.settings import Settings
+from libs.transient import NATS_AWAY
+
+log = structlog.get_logger("bus")
+
+RESPONDER_POLL_S = 0.1
+
+
+def _nobody_serves(exc: Exception) -> bool:
+    """No responder means nobody got the request, so asking again cannot run it twice."""
+    return isinstance(exc, nats.errors.NoRespondersError)
+
+
+class Rpc:
+    """The request/reply side of one connection; `close` waits for the answers in progress."""
+
+    def __init__(self, nc: NatsClient, settings: Settings) -> None:
+        self.nc = nc
+        self.settings = settings
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def request(self, req: RpcRequest, reply: type[R], timeout: float | None = None) -> R:
+        """Call the queue group serving `req`; its MmaError is raised again here.
+
+        While nobody serves the subject (a service restarting), the call asks again every 0.1 s for
+        up to `rpc_responder_wait_s` (never longer than `timeout`); other trouble reaching it, or
+        no answer within `timeout`, is ServiceUnavailableError at once.
+        """
+        wait_s = timeout or self.settings.rpc_timeout_s
+        subject = req.rpc_subject
+        payload = req.model_dump_json().encode()
+        try:
+            raw = await retried(lambda: self.nc.request(subject, payload, timeout=wait_s), on=_nobody_serves,
+                                timeout_s=min(wait_s, self.settings.rpc_responder_wait_s), wait_s=RESPONDER_POLL_S)
+        except NATS_AWAY as exc:
+            raise ServiceUnavailableError(f"no answer on {subject}", subject=subject) from exc
+        envelope = orjson.loads(raw.data)
+        if not envelope.get("ok"):
+            raise error_from_wire(envelope.get("error") or {})
+        return reply.model_validate(envelope["data"])
+
+    async def serve(self, req_type: type[Q], handler: RpcHandler[Q, D], deps: D, queue: str,
+                    concurrency: int | None = None) -> Subscription:
+        """Answer `req_type` requests in queue group `queue`, each in its own task, at most `concurrency`
+        (default `rpc_concurrency`) at once: the rest wait in the subscription, not as tasks on the loop."""
+        slots = asyncio.Semaphore(max(1, concurrency or self.settings.rpc_concurrency))
+
+        async def respond(raw: Msg) -> None:
+            started = time.perf_counter()
+            outcome = "ok"
+            try:
+                req = req_type.model_validate_json(raw.data)
+                result = await handler(req, deps)
+                body = {"ok": True, "data": result.model_dump(mode="json")}
+            except ValidationError as exc:
+                outcome = "invalid"
+                body = {"ok": False, "error": InvalidMessageError(f"invalid {req_type.__name__}: {exc}").to_wire()}
+            except MmaError as exc:
+                outcome = exc.instance_code
+                body = {"ok": False, "error": exc.to_wire()}
+            except Exception as exc:  # the edge: answer, log, never leave the caller hanging
+                outcome = "error"
+                log.exception("bus.rpc_failed", subject=raw.subject)
+                # a bug answers a non-retryable INTERNAL_ERROR: a consumer calling it must not loop
+                body = {"ok": False, "error": deadletter.rpc_error(exc, raw.subject).to_wire()}
+            if raw.reply:
+                with contextlib.suppress(*NATS_AWAY):
+                    await raw.respond(orjson.dumps(body))
+            log.debug("bus.rpc_handled", subject=raw.subject, outcome=outcome,
+                      duration_ms=round((time.perf_counter() - started) * 1000, 2))
+
+        async def on_msg(raw: Msg) -> None:  # one message at a time per subscription: waiting here backs up
+            await slots.acquire()
+            task = asyncio.create_task(respond(raw))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+            task.add_done_callback(lambda _: slots.release())
+
+        return await self.nc.subscribe(req_type.rpc_subject, queue=queue, cb=on_msg)
+
+    async def close(self, timeout_s: float = 5.0) -> None:
+        """Wait (bounded) for the answers in progress."""
+        if self.tasks:
+            await asyncio.wait(self.tasks, timeout=timeout_s)
