@@ -122,10 +122,10 @@ class Offline:
         return decoded(await self.run("bytedance/seedream-4", {"prompt": "revised", CONTEXT_KEY: {
             "still": url, "feedback": feedback}}))
 
-    async def video(self, still: Image.Image, brief: str) -> list[Image.Image]:
+    async def video(self, still: Image.Image, brief: str, **context: Any) -> list[Image.Image]:
         url = await self.put(still)
         data = await self.run("kwaivgi/kling-v2.1", {"prompt": "motion", "duration": 5, "start_image": url,
-                                                     CONTEXT_KEY: {"motion_brief": brief}})
+                                                     CONTEXT_KEY: {"motion_brief": brief, **context}})
         return frames_of(data, self.store.root)
 
 
@@ -229,6 +229,15 @@ async def test_the_video_moves_the_still_as_asked(offline):
 
     third = len(sweep) // 3
     assert light_x(sweep[third]) < light_x(sweep[2 * third]) - 0.1
+
+
+async def test_a_video_tweak_changes_the_previous_move(offline):
+    """The previous clip panned left; "the other way" pans right, "zoom out instead" pulls back."""
+    still = await offline.still({"aspect_ratio": "16:9"}, product=await offline.put(red_bottle()))
+    back = await offline.video(still, "", previous_motion="Slow cinematic motion: pan left", feedback="the other way")
+    assert red_centre_x(back[-1]) < red_centre_x(back[0]) - 0.05
+    out = await offline.video(still, "", previous_motion="push-in", feedback="zoom out instead")
+    assert red_share(out[-1]) < red_share(out[0]) * 0.9
 
 
 async def test_create_tweak_and_animate_through_the_pipeline(services, bus, settings):

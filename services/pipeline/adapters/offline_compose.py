@@ -106,7 +106,7 @@ def _backdrop(look: Look, size: tuple[int, int]) -> Image.Image:
         texture = ImageOps.fit(look.floor_texture, floor_size, Image.Resampling.BILINEAR)
         texture = ImageChops.multiply(texture.filter(ImageFilter.GaussianBlur(max(1.0, w / 60))),
                                       Image.new("RGB", floor_size, mix(look.floor, (255, 255, 255), 0.5)))
-        floor = Image.blend(floor, texture, 0.35)
+        floor = Image.blend(floor, texture, 0.5)
     elif look.texture is not None:  # a satin floor: the wall's lower part, mirrored and blurred
         top = max(0, 2 * horizon - h)
         mirrored = wall.crop((0, top, w, horizon)).transpose(Image.Transpose.FLIP_TOP_BOTTOM).resize(floor_size)
@@ -162,7 +162,7 @@ def _logo(canvas: Image.Image, logo: Image.Image, spot: str, product_box: tuple[
         scale = min(0.42 * pw / logo.width, 0.16 * ph / logo.height)
         cx, cy = px + pw / 2, py + ph * 0.55
     else:
-        scale = min(0.16 * w / logo.width, 0.1 * h / logo.height)
+        scale = min(0.22 * w / logo.width, 0.1 * h / logo.height)
         margin = 0.05 * min(w, h)
         lw, lh = logo.width * scale, logo.height * scale
         cx = margin + lw / 2 if "left" in spot else w - margin - lw / 2 if "right" in spot else w / 2

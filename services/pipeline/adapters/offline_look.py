@@ -156,7 +156,7 @@ def cut_out(image: Image.Image, tolerance: int = 30) -> Image.Image:
     if len(close) < 0.6 * len(border):  # a photo, not a packshot: keep it whole, softly framed
         return _framed(image)
     like = _distance(small, background).point(lambda v: 255 if v <= tolerance else 0)
-    subject = ImageOps.invert(_flood(like)).filter(ImageFilter.MinFilter(3)).filter(ImageFilter.MaxFilter(3))
+    subject = ImageOps.invert(_flood(like))
     if subject.getbbox() is None:
         return _framed(image)
     inside = subject.filter(ImageFilter.MinFilter(3)).resize(image.size, Image.Resampling.BILINEAR)
@@ -216,7 +216,8 @@ def _from_inspirations(inspirations: list[Image.Image]) -> Look:
     for extra_top, extra_bottom in zip(tops[1:], bottoms[1:], strict=True):  # the first leads, the rest tint
         top, bottom = mix(top, extra_top, 0.25), mix(bottom, extra_bottom, 0.25)
     light = mix(max(lights, key=luminance), (255, 250, 240), 0.35)
-    floor = mix(bottom, (0, 0, 0), 0.12)
+    floor = _mean(inspirations[1].convert("RGB").resize((16, 16))) if len(inspirations) > 1 else mix(
+        bottom, (0, 0, 0), 0.12)
     return Look(top=top, bottom=bottom, floor=floor, light=light, texture=inspirations[0].convert("RGB"),
                 floor_texture=inspirations[1].convert("RGB") if len(inspirations) > 1 else None)
 

@@ -72,7 +72,7 @@ def parse_motion(feedback: str | None = None, brief: str | None = None, previous
     base = _moves_in(brief or "") or _moves_in(previous or "")
     change = _moves_in(feedback or "")
     moves = list(base)
-    if change and re.search(r"\b(?:reverse|other way|opposite|backwards?)\b", (feedback or "").lower()):
+    if re.search(r"\b(?:reverse|other way|opposite|backwards?)\b", (feedback or "").lower()):
         moves = [OPPOSITE.get(m, m) for m in moves]
     for move in change:
         if move in OPPOSITE:  # a new direction replaces its opposite
@@ -102,10 +102,10 @@ def parse_motion(feedback: str | None = None, brief: str | None = None, previous
             motion.tilt = (side, -side)
         elif "down" in camera:
             motion.tilt = (-side, side)
-        if motion.zoom == (1.0, 1.0) and (motion.pan != (0.0, 0.0) or motion.tilt != (0.0, 0.0)):
-            motion.zoom = (1.25, 1.25)  # a pan needs room to travel
-        elif "orbit" in camera:
+        if "orbit" in camera:
             motion.zoom = (1.2, 1.2 + 0.12 * speed)
+        elif motion.zoom == (1.0, 1.0) and (motion.pan != (0.0, 0.0) or motion.tilt != (0.0, 0.0)):
+            motion.zoom = (1.25, 1.25)  # a pan needs room to travel
     motion.sweep = "sweep" in moves
     return motion
 

@@ -33,7 +33,7 @@ WORDS: list[tuple[str, str, float]] = [
     (r"sharp(?:er|en)?|crisp(?:er)?|clearer", "softness", -1),
     (r"saturated|vivid|vibrant|colou?rful|poppier", "saturation", 1),
     (r"muted|desaturated?|washed[- ]out|duller", "saturation", -1),
-    (r"black and white|b&w|monochrome|gr[ae]yscale", "saturation", -3),
+    (r"black and white|b&w|monochrome|gr[ae]yscale", "saturation", -4),
 ]
 FLIP = re.compile(r"(?:\bless|\bnot so|\bnot as|\btoo|\bno longer|\breduce|\blower)\s+(?:\w+\s+)?$")
 STRONG = re.compile(r"(?:\bmuch|\ba lot|\bway|\bvery|\breally|\bfar|\bsignificantly)\s+(?:\w+\s+)?$")
