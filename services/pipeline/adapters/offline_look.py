@@ -211,7 +211,7 @@ def _from_inspirations(inspirations: list[Image.Image]) -> Look:
         small = image.convert("RGB").resize((24, 24), Image.Resampling.BILINEAR)
         tops.append(_mean(small.crop((0, 0, 24, 9))))
         bottoms.append(_mean(small.crop((0, 15, 24, 24))))
-        lights.append(max(dominant(image), key=luminance))
+        lights.append(max(dominant(image) or [tops[-1]], key=luminance))
     top, bottom = tops[0], bottoms[0]
     for extra_top, extra_bottom in zip(tops[1:], bottoms[1:], strict=True):  # the first leads, the rest tint
         top, bottom = mix(top, extra_top, 0.25), mix(bottom, extra_bottom, 0.25)
