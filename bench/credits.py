@@ -1,6 +1,6 @@
 """Credit applies: concurrent debits across 100 customers through the ledger's RPC, vs the same SQL raw.
 
-Both sides run the ledger's own statement (services/ledger/queries.py CREDIT_APPLY: the
+Both sides run the ledger's own statement (services/ledger/credit_queries.py CREDIT_APPLY: the
 `mega_credit_apply` function, one transaction per debit) with the same concurrency and the
 ledger's pool size; the product adds the NATS request/reply and the ledger's Python.
 """
@@ -16,7 +16,7 @@ import asyncpg
 from bench.common import Figure, connect, pass_id, pct, ratio
 from bench.stack import Stack
 from libs.schemas import CreditApplied, CreditApply, CreditOutcome
-from services.ledger import queries as q
+from services.ledger import credit_queries as cq
 
 CUSTOMERS = 100
 CONCURRENCY = 64
@@ -74,7 +74,7 @@ async def run(stack: Stack, duration_s: float, limit: int) -> Figure:
         ref = f"bench:raw:{run_id}:{i}"
         who = pass_id(i % CUSTOMERS)
         async with pool.acquire() as conn:
-            await conn.fetchrow(q.CREDIT_APPLY, ref, who, None, -1, "bench", "mma", "bench", ref, None)
+            await conn.fetchrow(cq.CREDIT_APPLY, ref, who, None, -1, "bench", "mma", "bench", ref, None)
 
     try:
         await _drive(raw, 1.0, limit)

@@ -16,7 +16,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Protocol
+from typing import Protocol, TypedDict
 from urllib.parse import urlencode, urlparse
 
 from libs.errors import InvalidInputError, ServiceUnavailableError
@@ -141,6 +141,24 @@ class LocalAssetStore:
         return hmac.compare_digest(expected, sig)
 
 
+class _Body(Protocol):
+    def read(self) -> bytes: ...
+
+
+class _GotObject(TypedDict):
+    Body: _Body
+
+
+class _S3Client(Protocol):
+    """What the S3 store uses of boto3's client (boto3 ships no types)."""
+
+    def put_object(self, *, Bucket: str, Key: str, Body: bytes, ContentType: str, CacheControl: str) -> object: ...
+
+    def get_object(self, *, Bucket: str, Key: str) -> _GotObject: ...
+
+    def generate_presigned_url(self, ClientMethod: str, Params: dict[str, str], ExpiresIn: int) -> str: ...
+
+
 class S3AssetStore:
     """An S3-compatible bucket (R2 in production) through boto3, run in worker threads."""
 
@@ -153,7 +171,7 @@ class S3AssetStore:
             raise ServiceUnavailableError("S3 store needs MMA_S3_BUCKET", code="R2_NOT_CONFIGURED")
         self.bucket = settings.s3_bucket
         self.public_base = (settings.assets_public_base or f"{settings.s3_endpoint_url}/{self.bucket}").rstrip("/")
-        self._client: Any = boto3.client(
+        self._client: _S3Client = boto3.client(
             "s3",
             endpoint_url=settings.s3_endpoint_url,
             region_name=settings.s3_region,
@@ -185,14 +203,12 @@ class S3AssetStore:
             return data
         key = url_or_key[len(self.public_base) + 1 :] if self.is_ours(url_or_key) else url_or_key
         obj = await asyncio.to_thread(self._client.get_object, Bucket=self.bucket, Key=safe_key(key))
-        return bytes(await asyncio.to_thread(obj["Body"].read))
+        return await asyncio.to_thread(obj["Body"].read)
 
     def presign_put(self, key: str, content_type: str, expires_s: int = 600) -> str:
-        return str(
-            self._client.generate_presigned_url(
-                "put_object", Params={"Bucket": self.bucket, "Key": safe_key(key), "ContentType": content_type},
-                ExpiresIn=expires_s,
-            )
+        return self._client.generate_presigned_url(
+            "put_object", Params={"Bucket": self.bucket, "Key": safe_key(key), "ContentType": content_type},
+            ExpiresIn=expires_s,
         )
 
 

@@ -20,12 +20,12 @@ import contextlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 import nats.errors
 import nats.js.errors
 import structlog
 from nats.js import JetStreamContext, api
+from pydantic import JsonValue
 
 from libs.errors import MmaError, ServiceUnavailableError, is_retryable
 from libs.schemas import DEAD_LETTER_SUBJECT, TYPE_HEADER, BusMessage, DeadLettered
@@ -162,7 +162,7 @@ async def keep(js: JetStreamContext, *, consumer: str, subject: str, data: bytes
     return int(ack.seq)
 
 
-async def give_up(js: JetStreamContext, publish: Callable[[BusMessage], Awaitable[Any]], *, consumer: str,
+async def give_up(js: JetStreamContext, publish: Callable[[BusMessage], Awaitable[object]], *, consumer: str,
                   subject: str, data: bytes, headers: Mapping[str, str] | None, stream: str, stream_seq: int,
                   deliveries: int, reason: str, code: str) -> int:
     """Keep the message (`keep`), log it, then report it: a DeadLettered event the ledger makes
@@ -228,7 +228,7 @@ class DeadLetter:
         """The ops-plane row (`mega_admin`) that reports this dead letter."""
         return f"error:dlq:{self.consumer}:{self.stream}:{self.stream_seq}"
 
-    def summary(self, data_max: int = 2000) -> dict[str, Any]:
+    def summary(self, data_max: int = 2000) -> dict[str, JsonValue]:
         text = self.data.decode("utf-8", errors="replace")
         return {
             "seq": self.seq, "consumer": self.consumer, "subject": self.subject, "stream": self.stream,

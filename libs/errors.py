@@ -6,7 +6,18 @@ gateway answers, `retryable` whether a bus handler should be redelivered.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypedDict
+
+from pydantic import JsonValue
+
+
+class WireError(TypedDict):
+    """An error in a request/reply answer (`error_from_wire` rebuilds the exception)."""
+
+    type: str
+    code: str
+    message: str
+    details: dict[str, JsonValue]
 
 
 class MmaError(Exception):
@@ -14,13 +25,13 @@ class MmaError(Exception):
     http_status: ClassVar[int] = 500
     retryable: ClassVar[bool] = False
 
-    def __init__(self, message: str | None = None, *, code: str | None = None, **details: Any) -> None:
+    def __init__(self, message: str | None = None, *, code: str | None = None, **details: JsonValue) -> None:
         self.message = message or self.code
         self.instance_code = code or self.code
         self.details = details
         super().__init__(self.message)
 
-    def to_wire(self) -> dict[str, Any]:
+    def to_wire(self) -> WireError:
         """The error as carried in a request/reply answer."""
         return {"type": type(self).__name__, "code": self.instance_code, "message": self.message,
                 "details": self.details}
@@ -49,11 +60,6 @@ class UnauthorizedError(MmaError):
 class ForbiddenError(MmaError):
     code = "FORBIDDEN"
     http_status = 403
-
-
-class InsufficientCreditsError(MmaError):
-    code = "INSUFFICIENT_CREDITS"
-    http_status = 402
 
 
 class RateLimitedError(MmaError):
@@ -88,7 +94,7 @@ class ProviderError(MmaError):
         code: str | None = None,
         provider_http_status: int | None = None,
         is_retryable: bool = False,
-        **details: Any,
+        **details: JsonValue,
     ) -> None:
         super().__init__(message, code=code, **details)
         self.provider_http_status = provider_http_status
@@ -107,7 +113,7 @@ ERROR_TYPES: dict[str, type[MmaError]] = {
     cls.__name__: cls
     for cls in (
         MmaError, InvalidInputError, NotFoundError, ConflictError, UnauthorizedError, ForbiddenError,
-        InsufficientCreditsError, RateLimitedError, InvalidMessageError, ServiceUnavailableError,
+        RateLimitedError, InvalidMessageError, ServiceUnavailableError,
         ProviderError, GptSchemaError, ConfigError,
     )
 }

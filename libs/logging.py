@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import MutableMapping
-from typing import Any
 
 import structlog
+from structlog.typing import EventDict, Processor, WrappedLogger
 
 from libs.settings import Settings
 
 _SECRET_MARKERS = ("token", "secret", "password", "api_key", "authorization", "hmac")
 
 
-def redact_secrets(_logger: Any, _name: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+def redact_secrets(_logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDict:
     for key in list(event_dict):
         if any(marker in key.lower() for marker in _SECRET_MARKERS):
             event_dict[key] = "***"
@@ -31,7 +30,7 @@ def configure_logging(settings: Settings, service: str) -> None:
     """Configure structlog and the stdlib root logger for one service process."""
     use_json = settings.log_format == "json" or (settings.log_format == "auto" and not sys.stderr.isatty())
     level = logging.getLevelNamesMapping().get(settings.log_level.upper(), logging.INFO)
-    renderer: Any = structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer()
+    renderer: Processor = structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer()
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -49,7 +48,3 @@ def configure_logging(settings: Settings, service: str) -> None:
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(service=service)
     logging.basicConfig(level=max(level, logging.WARNING), stream=sys.stderr, format="%(name)s %(message)s")
-
-
-def get_logger(name: str | None = None) -> Any:
-    return structlog.get_logger(name)

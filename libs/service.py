@@ -14,15 +14,20 @@ import contextlib
 import gc
 import json
 import signal
-from collections.abc import Awaitable, Callable, Coroutine
+import socket
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import structlog
+import uvicorn
 import uvloop
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from libs.bus import Bus
 from libs.logging import configure_logging
@@ -63,40 +68,50 @@ class ServiceContext:
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-async def _health_server(ctx: ServiceContext, port: int) -> asyncio.Server:
+def health_app(ctx: ServiceContext) -> Starlette:
     """`/healthz` (alive), `/readyz` (bus + streams + own checks), `/metrics` (Prometheus)."""
 
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            request_line = (await asyncio.wait_for(reader.readline(), 5)).decode(errors="replace")
-            while (await reader.readline()) not in (b"\r\n", b"\n", b""):
-                pass
-            path = request_line.split(" ")[1] if " " in request_line else "/"
-            content_type = "application/json"
-            if path.startswith("/healthz"):
-                status, body = 200, b'{"ok":true}'
-            elif path.startswith("/readyz"):
-                ready = ctx.bus.is_connected and await ctx.bus.streams_present()
-                for check in ctx.ready_checks:
-                    ready = ready and await check()
-                status, body = (200 if ready else 503), json.dumps({"ok": ready}).encode()
-            elif path.startswith("/metrics"):
-                status, body, content_type = 200, generate_latest(), CONTENT_TYPE_LATEST
-            else:
-                status, body = 404, b'{"error":"NOT_FOUND"}'
-            reason = {200: "OK", 404: "Not Found", 503: "Service Unavailable"}[status]
-            writer.write(
-                f"HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body
-            )
-            await writer.drain()
-        except (TimeoutError, ConnectionError):
-            pass
-        finally:
-            writer.close()
+    async def healthz(_request: Request) -> Response:
+        return JSONResponse({"ok": True})
 
+    async def readyz(_request: Request) -> Response:
+        ready = ctx.bus.is_connected and await ctx.bus.streams_present()
+        for check in ctx.ready_checks:
+            ready = ready and await check()
+        return JSONResponse({"ok": ready}, status_code=200 if ready else 503)
+
+    async def metrics(_request: Request) -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    async def not_found(_request: Request, _exc: Exception) -> Response:
+        return JSONResponse({"error": "NOT_FOUND"}, status_code=404)
+
+    routes = [Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics)]
+    return Starlette(routes=routes, exception_handlers={404: not_found})
+
+
+class _InLoopServer(uvicorn.Server):
+    """uvicorn as one task of the service loop: SIGTERM/SIGINT stay the service's (`serve` below)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def _health_server(ctx: ServiceContext, port: int) -> Callable[[], Awaitable[None]]:
+    """Listening once this returns (a port in use raises here); the result stops it."""
     host = "0.0.0.0" if ctx.settings.gateway_host == "0.0.0.0" else "127.0.0.1"
-    return await asyncio.start_server(handle, host, port)
+    sock = socket.create_server((host, port))
+    server = _InLoopServer(uvicorn.Config(health_app(ctx), log_config=None, access_log=False, lifespan="off",
+                                          timeout_graceful_shutdown=5))
+    task = asyncio.create_task(server.serve(sockets=[sock]), name="health")
+
+    async def stop() -> None:
+        server.should_exit = True
+        await asyncio.wait({task}, timeout=10)
+        sock.close()
+
+    return stop
 
 
 async def serve(name: str, setup: Callable[[ServiceContext], Awaitable[None]], settings: Settings) -> None:
@@ -115,9 +130,7 @@ async def serve(name: str, setup: Callable[[ServiceContext], Awaitable[None]], s
         # it out of the garbage collector's full passes, which otherwise walk it every time.
         gc.freeze()
         if settings.health_port:
-            server = await _health_server(ctx, settings.health_port)
-            stack.push_async_callback(server.wait_closed)
-            stack.callback(server.close)
+            stack.push_async_callback(await _health_server(ctx, settings.health_port))
         log.info("service.ready", nats_url=nats_url, health_port=settings.health_port or None)
         await stopping.wait()
         log.info("service.stopping")
@@ -132,7 +145,7 @@ def run_service(name: str, setup: Callable[[ServiceContext], Awaitable[None]]) -
         run_loop(serve(name, setup, settings), settings)
 
 
-def run_loop(main: Coroutine[Any, Any, None], settings: Settings) -> None:
+def run_loop(main: Coroutine[object, object, None], settings: Settings) -> None:
     """Run `main` on the configured loop: uvloop by default (a C event loop; a socket write, a
     timer or a future costs a fraction of the stdlib's, and every service is I/O-bound)."""
     if settings.event_loop == "uvloop":

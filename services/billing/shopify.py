@@ -45,7 +45,7 @@ def verify_hmac(raw: bytes, header: str | None, secret: str | None) -> None:
         raise UnauthorizedError("Invalid webhook signature.", code="INVALID_HMAC")
 
 
-def _text(value: Any) -> str | None:
+def _text(value: object) -> str | None:
     if value is None:
         return None
     text = str(value).strip()

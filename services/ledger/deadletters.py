@@ -9,16 +9,16 @@ report twice, or replaying it after Postgres refused it once, leaves one row.
 from __future__ import annotations
 
 import hashlib
-from typing import Any
 
 from nats.js import JetStreamContext
+from pydantic import JsonValue
 
 from libs import deadletter
 from libs.schemas import DeadLettered, ReconcileReport
 from services.ledger import queries as q
+from services.ledger.queries import Rows
 
 DATA_MAX = 4000
-Rows = list[tuple[str, tuple[Any, ...]]]
 
 
 def dead_letter_id(msg: DeadLettered) -> str:
@@ -39,7 +39,7 @@ def dead_letter_rows(msg: DeadLettered) -> Rows:
     data = msg.data[:DATA_MAX].replace("\x00", "\ufffd")
     reason = msg.reason.replace("\x00", "\ufffd")
     code = msg.code or "INVALID_MESSAGE"
-    detail: dict[str, Any] = {
+    detail: dict[str, JsonValue] = {
         "emoji": "💥",
         "level": "error",
         "category": "INVALID_MESSAGE" if code == "INVALID_MESSAGE" else "POISON_MESSAGE",

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import asyncpg
 from nats.js import JetStreamContext
 
 from libs.bus import Bus
 from libs.settings import Settings
+from services.ledger.adapters.pg import Pool
 
 
 @dataclass(frozen=True)
 class LedgerDeps:
-    pool: asyncpg.Pool
+    pool: Pool  # an asyncpg pool
     settings: Settings
     js: JetStreamContext | None = None  # reconcile counts the waiting dead letters through it
     bus: Bus | None = None  # the stream decides between two ends projected out of order (ends.py)

@@ -9,7 +9,6 @@ then replaces it (billing refunds, and the gateway shows, by the stream's first 
 from __future__ import annotations
 
 from enum import Enum
-from typing import Any
 
 import structlog
 
@@ -17,6 +16,7 @@ from libs.bus import Bus
 from libs.final import final_event
 from libs.schemas import GenerationDone, GenerationFailed
 from services.ledger import queries as q
+from services.ledger.adapters.pg import Row
 
 log = structlog.get_logger("ledger")
 
@@ -33,7 +33,7 @@ def _same_end(a: GenerationDone | GenerationFailed, b: GenerationDone | Generati
     return isinstance(a, GenerationDone) or (isinstance(b, GenerationFailed) and a.message == b.message)
 
 
-async def end_action(row: Any, msg: GenerationDone | GenerationFailed, bus: Bus | None) -> EndAction:
+async def end_action(row: Row, msg: GenerationDone | GenerationFailed, bus: Bus | None) -> EndAction:
     """What projecting `msg` does to the generation `row` (locked by the caller)."""
     stored = row["mg_mma_status"]
     if stored not in q.TERMINAL_STATUSES:

@@ -5,6 +5,7 @@ that, so a crash redelivers instead of losing a row. Database outages raise
 ServiceUnavailableError (the bus naks and redelivers for ever); a row Postgres refuses as
 bad data is not worth a retry and becomes InvalidMessageError, which the bus keeps in the
 retained dead-letter stream and reports to the ops plane (`replay-dead` re-projects it).
+What each event writes is in `writes` (and `deadletters`).
 """
 
 from __future__ import annotations
@@ -19,12 +20,10 @@ import structlog
 
 from libs.errors import InvalidMessageError, ServiceUnavailableError
 from libs.schemas import (
-    MMA_VARS_VERSION,
     BusMessage,
     CancelRequested,
     CustomerEventRecorded,
     DeadLettered,
-    EventType,
     FeedbackRecorded,
     GenerationAccepted,
     GenerationDone,
@@ -35,26 +34,31 @@ from libs.schemas import (
     ScanLine,
     SessionStarted,
     StatusChanged,
-    StepPhase,
     StepRecorded,
-    status_can_move,
 )
 from services.ledger import queries as q
-from services.ledger.adapters.pg import UNAVAILABLE
+from services.ledger.adapters.pg import UNAVAILABLE, Conn
 from services.ledger.deadletters import dead_letter_rows
 from services.ledger.deps import LedgerDeps
-from services.ledger.ends import EndAction, end_action
+from services.ledger.queries import Rows
 from services.ledger.staging import SET_FORMS
-from services.ledger.views import merge_vars, with_scan_line
+from services.ledger.writes import (
+    accepted_rows,
+    apply_customer_event,
+    apply_done,
+    apply_failed,
+    apply_scan_line,
+    feedback_rows,
+    ops_rows,
+    session_rows,
+    status_rows,
+    step_rows,
+)
 
 log = structlog.get_logger("ledger")
 
 M = TypeVar("M", bound=BusMessage)
 EventHandler = Callable[[M, LedgerDeps], Awaitable[None]]
-Rows = list[tuple[str, tuple[Any, ...]]]
-
-SCAN_LINES_MAX = 1000
-STEP_STATUS = {StepPhase.STARTED: "pending", StepPhase.SUCCEEDED: "succeeded", StepPhase.FAILED: "failed"}
 
 
 def projection(handler: EventHandler[M]) -> EventHandler[M]:
@@ -76,210 +80,22 @@ def projection(handler: EventHandler[M]) -> EventHandler[M]:
     return run
 
 
-def _initial_vars(msg: GenerationAccepted) -> dict[str, Any]:
-    """The canonical variable map as far as the request tells (the pipeline fills the rest)."""
-    req = msg.request
-    assets = {
-        "product_image_id": req.assets.product_image_url,
-        "logo_image_id": req.assets.logo_image_url,
-        "inspiration_image_ids": list(req.assets.inspiration_image_urls),
-        "style_hero_image_id": req.assets.style_hero_image_url,
-        "input_still_image_id": req.assets.input_still_image_url,
-        "input_still_generation_id": req.assets.input_still_generation_id,
-        "end_image_id": req.assets.end_image_url,
-    }
-    inputs = {
-        "userBrief": req.inputs.user_brief,
-        "style": req.inputs.style,
-        "motion_user_brief": req.inputs.motion_user_brief,
-        "movement_style": req.inputs.movement_style,
-        "aspect_ratio": req.inputs.aspect_ratio,
-        "type_for_me": req.inputs.type_for_me,
-        "suggest_only": req.inputs.suggest_only,
-        "duration_s": req.inputs.duration_s,
-    }
-    return {
-        "version": MMA_VARS_VERSION,
-        "mode": msg.flow.mode,
-        "assets": {k: v for k, v in assets.items() if v not in (None, [])},
-        "inputs": {k: v for k, v in inputs.items() if v not in (None, "")},
-        "feedback": req.feedback.model_dump(),
-        "history": {"vision_intelligence": req.vision_intelligence},
-    }
-
-
-# --------------------------------------------------------------------------- independent events
-# Each of these is a list of (statement, args) rows of idempotent statements. One event runs
-# its rows in one transaction; a batch runs them grouped by statement, set-based (`staging`).
-
-
-def _accepted_rows(msg: GenerationAccepted) -> Rows:
-    mode = msg.flow.mode
-    meta: dict[str, Any] = {"flow": msg.flow.value, "price": msg.price, "request_id": msg.request_id}
-    if msg.request.settings:
-        meta["settings_overrides"] = msg.request.settings
-    parent = f"generation:{msg.parent_generation_id}" if msg.parent_generation_id else None
-    return [
-        (q.ENSURE_CUSTOMER, (msg.pass_id,)),
-        (q.UPSERT_ACCEPTED, (msg.generation_id, msg.pass_id, msg.session_id, parent, msg.platform,
-                             "image" if mode == "still" else "motion", "image" if mode == "still" else "video", mode,
-                             _initial_vars(msg), meta, msg.at)),
-    ]
-
-
-def _status_rows(msg: StatusChanged) -> Rows:
-    return [
-        (q.ENSURE_CUSTOMER, (msg.pass_id,)),
-        (q.MOVE_STATUS, (msg.generation_id, msg.pass_id, msg.status.value, msg.status.mg_status, msg.at,
-                         q.STATUS_ORDER_VALUES)),
-    ]
-
-
-def _step_rows(msg: StepRecorded) -> Rows:
-    return [
-        (q.ENSURE_CUSTOMER, (msg.pass_id,)),
-        (q.ENSURE_GENERATION, (msg.generation_id, msg.pass_id, msg.at)),
-        (q.UPSERT_STEP, (msg.generation_id, msg.pass_id, msg.step_no, msg.step_type, msg.provider, msg.model,
-                         msg.latency_ms, msg.payload, STEP_STATUS[msg.phase], msg.at)),
-    ]
-
-
-def _session_rows(msg: SessionStarted) -> Rows:
-    return [
-        (q.ENSURE_CUSTOMER, (msg.pass_id,)),
-        (q.INSERT_SESSION, (msg.session_id, msg.pass_id, msg.platform, msg.title, msg.meta, msg.at)),
-    ]
-
-
-def _feedback_rows(msg: FeedbackRecorded) -> Rows:
-    return [
-        (q.ENSURE_CUSTOMER, (msg.pass_id,)),
-        (q.INSERT_FEEDBACK, (msg.feedback_id, msg.pass_id, msg.generation_id, msg.session_id, msg.result_type,
-                             msg.platform, msg.prompt, msg.comment, msg.image_url, msg.video_url,
-                             {"liked": msg.liked}, msg.at)),
-    ]
-
-
-def _ops_rows(msg: OpsLogged) -> Rows:
-    """The actor is named in mg_detail; mg_actor_pass_id only when it is a stored customer (query)."""
-    detail: dict[str, Any] = {"level": msg.level, **msg.detail}
-    if msg.actor_pass_id:
-        detail.setdefault("actor_pass_id", msg.actor_pass_id)
-    return [(q.INSERT_ADMIN_LOG, (msg.msg_id(), msg.level, msg.actor_pass_id, msg.route, msg.method,
-                                  msg.http_status, detail, msg.at))]
-
-
-# --------------------------------------------------------------------------- order-sensitive events
-# Read-modify-write of a generation's vars, or a conditional effect: run one by one, in stream order.
-
-
-async def _apply_scan_line(conn: q.Conn, msg: ScanLine, _deps: LedgerDeps) -> None:
-    """Persisted at once, so a reload replays what the customer was told."""
-    if not 0 <= msg.index < SCAN_LINES_MAX:
-        raise InvalidMessageError(f"scan line index {msg.index} out of range")
-    await conn.execute(q.ENSURE_CUSTOMER, msg.pass_id)
-    await conn.execute(q.ENSURE_GENERATION, msg.generation_id, msg.pass_id, msg.at)
-    row = await conn.fetchrow(q.LOCK_GENERATION, msg.generation_id)
-    await conn.execute(q.SET_VARS, msg.generation_id, with_scan_line(row["mg_mma_vars"] or {}, msg.index, msg.text))
-
-
-async def _apply_done(conn: q.Conn, msg: GenerationDone, deps: LedgerDeps) -> None:
-    """Final row; the merge keeps scan lines already persisted, status never moves back, and an end
-    stored before it stays unless the stream says this one came first (`ends`)."""
-    await conn.execute(q.ENSURE_CUSTOMER, msg.pass_id)
-    await conn.execute(q.ENSURE_GENERATION, msg.generation_id, msg.pass_id, msg.at)
-    row = await conn.fetchrow(q.LOCK_GENERATION, msg.generation_id)
-    action = await end_action(row, msg, deps.bus)
-    if action is EndAction.IGNORE:
-        return
-    merged = merge_vars(row["mg_mma_vars"] or {}, msg.vars)
-    current = row["mg_mma_status"]
-    if action is EndAction.APPLY and current != msg.status.value and not status_can_move(current, msg.status.value):
-        await conn.execute(q.SET_VARS, msg.generation_id, merged)
-        return
-    content_type = {"image": "image", "motion": "video", "text": "text"}[msg.content_type]
-    await conn.execute(
-        q.FINISH_GENERATION, msg.generation_id, msg.status.value, msg.status.mg_status, merged,
-        msg.output_url, msg.output_key, msg.prompt, msg.provider, msg.model,
-        msg.output_url if msg.content_type == "image" else None,
-        msg.output_url if msg.content_type == "motion" else None,
-        content_type,
-    )
-
-
-def _step_error(msg: GenerationFailed) -> dict[str, Any]:
-    error: dict[str, Any] = {"error_code": msg.code, "message": msg.message}
-    for key in ("provider_http_status", "retry"):
-        if msg.detail.get(key) is not None:
-            error[key] = msg.detail[key]
-    return error
-
-
-def _ops_detail(msg: GenerationFailed) -> dict[str, Any]:
-    detail: dict[str, Any] = {"level": "error", **msg.detail}
-    detail.update(generation_id=msg.generation_id, pass_id=msg.pass_id, error_code=msg.code,
-                  message=msg.message, step_type=msg.step_type)
-    return detail
-
-
-async def _apply_failed(conn: q.Conn, msg: GenerationFailed, deps: LedgerDeps) -> None:
-    """Both log planes in one transaction: generation + step (run), error row (ops)."""
-    raw_http = msg.detail.get("http")
-    http: dict[str, Any] = raw_http if isinstance(raw_http, dict) else {}
-    route = msg.detail.get("route") or http.get("route")
-    http_status = http.get("status") if isinstance(http.get("status"), int) else None
-    await conn.execute(q.ENSURE_CUSTOMER, msg.pass_id)
-    await conn.execute(q.ENSURE_GENERATION, msg.generation_id, msg.pass_id, msg.at)
-    row = await conn.fetchrow(q.LOCK_GENERATION, msg.generation_id)
-    action = await end_action(row, msg, deps.bus)
-    if action is EndAction.IGNORE:
-        return
-    merged = merge_vars(row["mg_mma_vars"] or {}, msg.vars)
-    current = row["mg_mma_status"]
-    if action is EndAction.REPLACE or current == msg.status.value or status_can_move(current, msg.status.value):
-        await conn.execute(q.FAIL_GENERATION, msg.generation_id, msg.status.value, msg.status.mg_status,
-                           merged, msg.message)
-    else:
-        await conn.execute(q.SET_VARS, msg.generation_id, merged)
-    if msg.step_no is not None:
-        await conn.execute(q.SET_STEP_ERROR, msg.generation_id, msg.step_no, _step_error(msg))
-    elif msg.step_type:
-        await conn.execute(q.SET_STEP_ERROR_BY_TYPE, msg.generation_id, msg.step_type, _step_error(msg))
-    await conn.execute(
-        q.INSERT_ADMIN_LOG, f"error:{msg.generation_id}", "error", msg.pass_id, route,
-        msg.detail.get("method"), http_status, _ops_detail(msg), msg.at,
-    )
-
-
-async def _apply_customer_event(conn: q.Conn, msg: CustomerEventRecorded, _deps: LedgerDeps) -> None:
-    """The preference delta applies only with the newly inserted event row: once per event id."""
-    hard_blocks = list(msg.add_hard_blocks)
-    payload_block = msg.payload.get("hard_block")
-    if msg.event_type == EventType.PREFERENCE_SET and isinstance(payload_block, str) and payload_block:
-        hard_blocks.append(payload_block)
-    meta = {"event_type": msg.event_type, "payload": msg.payload, "request_id": msg.request_id}
-    await conn.execute(q.ENSURE_CUSTOMER, msg.pass_id)
-    inserted = await conn.fetchval(q.INSERT_EVENT, msg.event_id, msg.pass_id, msg.generation_id, meta, msg.at)
-    if inserted is not None and (hard_blocks or msg.tag_weight_deltas):
-        await conn.execute(q.APPLY_PREFERENCE_DELTA, msg.pass_id, hard_blocks, dict(msg.tag_weight_deltas))
-
-
 # --------------------------------------------------------------------------- one event, or a batch
 
 ROWS: dict[type[BusMessage], Callable[[Any], Rows]] = {
-    GenerationAccepted: _accepted_rows,
-    StatusChanged: _status_rows,
-    StepRecorded: _step_rows,
-    SessionStarted: _session_rows,
-    FeedbackRecorded: _feedback_rows,
-    OpsLogged: _ops_rows,
+    GenerationAccepted: accepted_rows,
+    StatusChanged: status_rows,
+    StepRecorded: step_rows,
+    SessionStarted: session_rows,
+    FeedbackRecorded: feedback_rows,
+    OpsLogged: ops_rows,
     DeadLettered: dead_letter_rows,
 }
-APPLY: dict[type[BusMessage], Callable[[q.Conn, Any, LedgerDeps], Awaitable[None]]] = {
-    ScanLine: _apply_scan_line,
-    GenerationDone: _apply_done,
-    GenerationFailed: _apply_failed,
-    CustomerEventRecorded: _apply_customer_event,
+APPLY: dict[type[BusMessage], Callable[[Conn, Any, LedgerDeps], Awaitable[None]]] = {
+    ScanLine: apply_scan_line,
+    GenerationDone: apply_done,
+    GenerationFailed: apply_failed,
+    CustomerEventRecorded: apply_customer_event,
 }
 # Nothing to project: no charge happened (rejected), the refund's credit row was written by
 # CreditApply, and a cancel is answered by a `failed` event (status cancelled) that is.
@@ -328,10 +144,10 @@ class _Run:
         self.reset()
 
     def reset(self) -> None:
-        self.firsts: dict[str, list[tuple[Any, ...]]] = {statement: [] for statement in GROUP_ORDER}
-        self.later: dict[str, list[tuple[Any, ...]]] = {statement: [] for statement in GROUP_ORDER}
+        self.firsts: dict[str, list[tuple[object, ...]]] = {statement: [] for statement in GROUP_ORDER}
+        self.later: dict[str, list[tuple[object, ...]]] = {statement: [] for statement in GROUP_ORDER}
         self.keys: dict[str, set[Hashable]] = {statement: set() for statement in GROUP_ORDER}
-        self.gen_rank: dict[str, int] = {}  # generation id -> highest CREATES_GENERATION rank in the run
+        self.gen_rank: dict[object, int] = {}  # generation id -> highest CREATES_GENERATION rank in the run
 
     def conflicts(self, rows: Rows) -> bool:
         return any(CREATES_GENERATION[st] < self.gen_rank.get(args[0], -1)
@@ -348,7 +164,7 @@ class _Run:
             elif statement not in FIRST_ONLY:
                 self.later[statement].append(args)
 
-    async def flush(self, conn: q.Conn) -> None:
+    async def flush(self, conn: Conn) -> None:
         for statement, rows in self.firsts.items():
             if rows:
                 form = SET_FORMS[statement]

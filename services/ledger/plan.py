@@ -12,11 +12,10 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 
-from services.ledger.adapters.pg import connect
+from services.ledger.adapters.pg import Conn, connect
 from services.ledger.migrate import LOCK_KEY, MIGRATIONS_DIR, migration_files
 
 TABLES = ["mega_customers", "mega_generations", "mega_admin"]
@@ -73,7 +72,7 @@ class Plan:
         return all(p.error is None for p in self.pending)
 
 
-async def snapshot(conn: Any) -> Snapshot:
+async def snapshot(conn: Conn) -> Snapshot:
     present = [t for t in TABLES if await conn.fetchval("select to_regclass($1)", t) is not None]
     objects: dict[str, dict[str, str]] = {}
     for kind, sql in KINDS.items():
@@ -131,7 +130,7 @@ async def plan_migrations(dsn: str, directory: Path = MIGRATIONS_DIR) -> Plan:
     return plan
 
 
-async def _plan_files(conn: Any, files: list[Path], plan: Plan, notices: list[str]) -> None:
+async def _plan_files(conn: Conn, files: list[Path], plan: Plan, notices: list[str]) -> None:
     before = await snapshot(conn)
     for path in files:
         entry = FilePlan(path.name)

@@ -1,16 +1,16 @@
-"""Every SQL statement of the ledger, parameterised; nothing here formats a value into SQL.
+"""The projection's SQL: the statements that write EVENTS into MEGA, parameterised.
 
 Statements are idempotent by `mg_id`: inserts are `on conflict do nothing` or upserts
-that only move a row forward, so a redelivered event leaves the same rows.
+that only move a row forward, so a redelivered event leaves the same rows. The credit
+statements live in `credit_queries`, the reads in `read_queries`; nothing formats a value
+into SQL.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from libs.schemas import STATUS_ORDER
 
-Conn = Any  # an asyncpg Connection or pool connection proxy (asyncpg ships no types)
+Rows = list[tuple[str, tuple[object, ...]]]  # (statement, args) pairs an event writes
 
 STATUS_ORDER_VALUES: list[str] = [s.value for s in STATUS_ORDER]
 TERMINAL_STATUSES: list[str] = ["suggested", "done", "error", "cancelled"]
@@ -22,69 +22,6 @@ insert into mega_customers (mg_pass_id, mg_credits, mg_source_system, mg_meta)
 values ($1, 0, 'mma', '{}'::jsonb)
 on conflict (mg_pass_id) do nothing
 returning mg_pass_id
-"""
-
-# A Shopify id or user id another customer already holds is not copied: production has partial
-# unique indexes on both, and a refused ensure would fail the customer's request.
-FILL_CUSTOMER = """
-update mega_customers set
-    mg_shopify_customer_id = coalesce(
-        case when not exists (select 1 from mega_customers o
-                              where o.mg_shopify_customer_id = $2 and o.mg_pass_id <> $1) then $2 end,
-        mg_shopify_customer_id),
-    mg_user_id = coalesce(
-        case when not exists (select 1 from mega_customers o
-                              where o.mg_user_id = $3::uuid and o.mg_pass_id <> $1) then $3::uuid end,
-        mg_user_id),
-    mg_email = coalesce($4, mg_email),
-    mg_last_active = now(),
-    mg_updated_at = now()
-where mg_pass_id = $1
-returning *
-"""
-
-GET_CUSTOMER = "select * from mega_customers where mg_pass_id = $1"
-
-LIST_CUSTOMERS = """
-select * from mega_customers where mg_deleted_at is null
-order by mg_created_at desc, mg_pass_id limit $1
-"""
-
-# --------------------------------------------------------------------------- credits
-
-# The credit apply is a database function (supabase/migrations/20261124000000_mega_credit_apply.sql):
-# one round trip, the customer row locked, the ref row at most once, never below zero.
-CREDIT_APPLY = """
-select outcome, credits, expires_at
-from mega_credit_apply($1, $2, $3, $4, $5, $6, $7, $8, $9)
-"""
-
-# Welcome credits once, only for a pass id this product created (no opening-balance row):
-# `mega_welcome` in supabase/migrations/20261126000100_opening_balance.sql.
-WELCOME = "select outcome, credits, expires_at from mega_welcome($1, $2)"
-
-CREDIT_APPLY_MANY = """
-select idx, outcome, credits, expires_at
-from mega_credit_apply_many($1::text[], $2::text[], $3::text[], $4::integer[], $5::text[], $6::text[],
-                            $7::text[], $8::text[], $9::timestamptz[])
-"""
-
-# The actor of an audit row is the admin token or the ops console, never a customer: it is named in
-# mg_meta (and the caller's mg_detail), never in mg_actor_pass_id (a foreign key to customers).
-INSERT_AUDIT = """
-insert into mega_admin (mg_id, mg_record_type, mg_action, mg_detail, mg_meta, mg_source_system)
-values ('admin_audit:' || $1, 'admin_audit', $3, $4, jsonb_build_object('actor', $2::text), 'mma')
-on conflict (mg_id) do nothing
-"""
-
-AUDIT_DETAIL = """
-select mg_detail from mega_admin where mg_id = 'admin_audit:' || $1
-"""
-
-CREDIT_TXNS_OF_GENERATION = """
-select * from mega_generations
-where mg_record_type = 'credit_transaction' and (mg_generation_id = $1 or mg_ref_id = $1)
-order by mg_created_at, mg_id
 """
 
 # --------------------------------------------------------------------------- generations
@@ -172,25 +109,6 @@ update mega_generations set
 where mg_id = 'generation:' || $1
 """
 
-GET_GENERATION = """
-select * from mega_generations where mg_id = 'generation:' || $1 and mg_record_type = 'generation'
-"""
-
-RECENT_DURATIONS = """
-select avg(extract(epoch from (t.mg_updated_at - t.mg_created_at)))::float8 as mean_s, count(*) as samples
-from (
-    select mg_updated_at, mg_created_at from mega_generations
-    where mg_record_type = 'generation' and mg_mma_status = 'done' and mg_deleted_at is null
-    order by mg_updated_at desc limit $1
-) t
-"""
-
-LIST_GENERATIONS = """
-select * from mega_generations
-where mg_record_type = 'generation' and ($1::text is null or mg_pass_id = $1)
-order by mg_created_at desc, mg_id desc limit $2
-"""
-
 # --------------------------------------------------------------------------- steps
 
 # Step status ranks pending < failed < succeeded: `started` never overwrites a finished step.
@@ -238,12 +156,6 @@ where mg_id = (
   and (mg_payload is null or mg_payload->'error' is null or mg_payload->'error' = 'null'::jsonb)
 """
 
-LIST_STEPS = """
-select * from mega_generations
-where mg_generation_id = $1 and mg_record_type = 'mma_step'
-order by mg_step_no
-"""
-
 # --------------------------------------------------------------------------- customer events
 
 INSERT_EVENT = """
@@ -287,28 +199,6 @@ update mega_customers c set
 where c.mg_pass_id = $1
 """
 
-CUSTOMER_EVENTS = """
-select * from mega_generations
-where mg_pass_id = $1 and mg_record_type = 'mma_event' and mg_deleted_at is null
-order by mg_created_at desc, mg_id desc limit $2
-"""
-
-# Distinct generations with a like or download, newest event first.
-LIKE_WINDOW = """
-select e.mg_generation_id, g.mg_output_url, g.mg_prompt, e.tags
-from (
-    select mg_generation_id,
-           max(mg_created_at) as last_at,
-           (array_agg(mg_meta->'payload'->'tags' order by mg_created_at desc))[1] as tags
-    from mega_generations
-    where mg_pass_id = $1 and mg_record_type = 'mma_event' and mg_deleted_at is null
-      and mg_generation_id is not null and mg_meta->>'event_type' in ('like', 'download')
-    group by mg_generation_id
-) e
-join mega_generations g on g.mg_id = 'generation:' || e.mg_generation_id and g.mg_deleted_at is null
-order by e.last_at desc limit $2
-"""
-
 # --------------------------------------------------------------------------- sessions, feedback
 
 INSERT_SESSION = """
@@ -327,21 +217,6 @@ insert into mega_generations (
 on conflict (mg_id) do nothing
 """
 
-# --------------------------------------------------------------------------- history
-
-HISTORY_ROWS = """
-select * from mega_generations
-where mg_pass_id = $1 and mg_record_type = $2 and mg_deleted_at is null
-  and ($3::timestamptz is null or mg_created_at < $3)
-order by mg_created_at desc, mg_id desc limit $4
-"""
-
-SOFT_DELETE = """
-update mega_generations set mg_deleted_at = now(), mg_updated_at = now()
-where mg_pass_id = $1 and mg_deleted_at is null
-  and (mg_id = $2 or mg_generation_id = $2 or ($3::text is not null and mg_generation_id = $3))
-"""
-
 # --------------------------------------------------------------------------- ops plane
 
 # mg_actor_pass_id only when the actor is a stored customer (a foreign key in production); the
@@ -352,81 +227,4 @@ insert into mega_admin (
     mg_created_at
 ) values ($1, $2, (select c.mg_pass_id from mega_customers c where c.mg_pass_id = $3), $4, $5, $6, $7, 'mma', $8)
 on conflict (mg_id) do nothing
-"""
-
-LIST_ERRORS = """
-select * from mega_admin
-where mg_record_type in ('error', 'warn') and mg_deleted_at is null
-  and ($1::text is null or mg_detail->>'generation_id' = $1)
-  and ($2::text is null or mg_detail->>'category' = $2)
-order by mg_created_at desc, mg_id desc limit $3
-"""
-
-COUNT_CUSTOMERS = "select count(*) from mega_customers"
-COUNT_GENERATIONS = "select count(*) from mega_generations where mg_record_type = 'generation'"
-COUNTS_BY_DAY = """
-select to_char(date_trunc('day', mg_created_at at time zone 'UTC'), 'YYYY-MM-DD') as day,
-       mg_record_type as record_type, count(*) as count
-from mega_generations
-group by 1, 2 order by 1 desc, 2
-"""
-
-# Debited, not refunded, not terminal (or no generation row at all), and idle for its mode's
-# window ($1 still, $4 video): the debit is older than it, and so is the last change of the
-# generation row or of any of its step rows (a run showing progress is never swept).
-CHARGED_UNFINISHED = """
-with candidates as materialized (
-    select d.gid, d.mg_pass_id, d.mg_delta, d.mg_created_at, g.mg_mma_status, g.mg_mma_mode, g.mg_updated_at,
-           make_interval(secs => case when g.mg_mma_mode = 'video' then $4::float8 else $1::float8 end) as idle_window
-    from (
-        select substr(mg_id, length('credit_transaction:debit:generation:') + 1) as gid, mg_pass_id, mg_delta,
-               mg_created_at
-        from mega_generations
-        where mg_record_type = 'credit_transaction'
-          and starts_with(mg_id, 'credit_transaction:debit:generation:')
-          and mg_created_at < now() - make_interval(secs => least($1::float8, $4::float8))
-    ) d
-    left join mega_generations g on g.mg_id = 'generation:' || d.gid
-    where not exists (
-            select 1 from mega_generations r where r.mg_id = 'credit_transaction:refund:generation:' || d.gid)
-      and (g.mg_id is null or g.mg_mma_status is null or not (g.mg_mma_status = any($2::text[])))
-)
-select c.gid as generation_id, c.mg_pass_id as pass_id, -c.mg_delta as debit, c.mg_mma_status as status,
-       c.mg_created_at as charged_at, c.mg_mma_mode as mode, p.progress_at
-from candidates c
-cross join lateral (
-    select greatest(c.mg_updated_at, max(s.mg_updated_at)) as progress_at
-    from mega_generations s
-    where s.mg_generation_id = c.gid and s.mg_record_type = 'mma_step'
-) p
-where c.mg_created_at < now() - c.idle_window
-  and coalesce(p.progress_at, c.mg_created_at) < now() - c.idle_window
-order by c.mg_created_at limit $3
-"""
-
-# --------------------------------------------------------------------------- config
-
-# An unversioned row (production's `app_config:runtime`) reads as version 0: below every version.
-ACTIVE_CONFIG = """
-select distinct on (mg_key) mg_key, mg_id, mg_value,
-       coalesce(substring(mg_id from '\\.v([0-9]+)$')::int, 0) as version
-from mega_admin
-where mg_record_type = 'app_config' and mg_deleted_at is null and mg_key is not null
-  and coalesce(mg_value->>'enabled', 'true') <> 'false'
-  and (cardinality($1::text[]) = 0 or mg_key = any($1::text[]))
-order by mg_key, coalesce(substring(mg_id from '\\.v([0-9]+)$')::int, 0) desc
-"""
-
-INSERT_CONFIG = """
-insert into mega_admin (mg_id, mg_record_type, mg_key, mg_value, mg_meta, mg_source_system)
-values ('app_config:' || $1 || '.v' || $2::int, 'app_config', $1, $3, $4, 'mma')
-on conflict (mg_id) do nothing
-returning mg_id
-"""
-
-LOCK_CONFIG_KEY = "select pg_advisory_xact_lock(hashtext('app_config:' || $1))"
-
-MAX_CONFIG_VERSION = """
-select coalesce(max(substring(mg_id from '\\.v([0-9]+)$')::int), 0)
-from mega_admin where mg_record_type = 'app_config' and mg_key = $1
 """

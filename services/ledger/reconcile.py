@@ -6,10 +6,8 @@ per check. Run as an RPC (`Reconcile`) or as `python -m services.ledger reconcil
 
 from __future__ import annotations
 
-from typing import Any
-
 from libs.schemas import Reconcile, ReconcileReport
-from services.ledger.queries import Conn
+from services.ledger.adapters.pg import Conn
 
 DEFAULT_PROVIDER_HOSTS = ["replicate.delivery", "replicate.com", "oaidalleapiprodscus", "openai.com"]
 MAX_BREACHES_PER_CHECK = 200
@@ -130,7 +128,7 @@ select (select count(*) from mega_customers) as customers,
 """
 
 
-def _args(name: str, req: Reconcile) -> list[Any]:
+def _args(name: str, req: Reconcile) -> list[object]:
     if name == "done_without_public_output":
         return [req.public_base]
     if name == "stuck":
@@ -143,13 +141,15 @@ def _args(name: str, req: Reconcile) -> list[Any]:
 async def run_checks(conn: Conn, req: Reconcile) -> ReconcileReport:
     """Every check in one repeatable-read snapshot, so money totals and rows agree."""
     checks: dict[str, int] = {}
-    breaches: list[dict[str, Any]] = []
+    breaches: list[dict[str, object]] = []
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         for name, sql in CHECKS.items():
             rows = await conn.fetch(sql, *_args(name, req))
             checks[name] = len(rows)
             breaches.extend({"check": name, **dict(row)} for row in rows[:MAX_BREACHES_PER_CHECK])
-        totals = dict(await conn.fetchrow(TOTALS))
+        totals_row = await conn.fetchrow(TOTALS)
+    assert totals_row is not None  # aggregates: always one row
+    totals = dict(totals_row)
     report = ReconcileReport(ok=not any(checks.values()), checks=checks, breaches=breaches, totals=totals)
     return ReconcileReport.model_validate(report.model_dump(mode="json"))
 

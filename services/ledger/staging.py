@@ -20,7 +20,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import asyncpg
 import orjson
@@ -29,10 +28,10 @@ from services.ledger import queries as q
 
 _PARAM = re.compile(r"\$(\d+)")
 
-Key = Callable[[Sequence[Any]], Hashable]
+Key = Callable[[Sequence[object]], Hashable]
 
 
-def _first(args: Sequence[Any]) -> Hashable:
+def _first(args: Sequence[object]) -> Hashable:
     """The conflict target of most statements is made of the first parameter alone."""
     key: Hashable = args[0]
     return key
@@ -90,10 +89,10 @@ class SetForm:
         sql = f"{head}select {_PARAM.sub(column, values).strip()}\nfrom unnest({arrays}) as s({names}){tail}"
         object.__setattr__(self, "sql", sql)
 
-    def params(self, rows: Sequence[Sequence[Any]]) -> list[Any]:
+    def params(self, rows: Sequence[Sequence[object]]) -> list[object]:
         """The parameters of `sql` for `rows` (at most one per key): a list per column, constants once."""
         columns = list(zip(*rows, strict=True))
-        params: list[Any] = []
+        params: list[object] = []
         for i, kind in enumerate(self.types):
             if kind is None:
                 params.append(rows[0][i])
@@ -104,7 +103,7 @@ class SetForm:
         return params
 
 
-def _json_texts(n: int, values: Sequence[Any]) -> list[str | None]:
+def _json_texts(n: int, values: Sequence[object]) -> list[str | None]:
     """As the pool's jsonb codec encodes, and refused as it is (DataError: bad data, never retried)."""
     try:
         return [None if v is None else orjson.dumps(v).decode() for v in values]
@@ -112,7 +111,7 @@ def _json_texts(n: int, values: Sequence[Any]) -> list[str | None]:
         raise asyncpg.DataError(f"invalid input for query argument ${n}: {exc}") from exc
 
 
-def _step_key(args: Sequence[Any]) -> Hashable:
+def _step_key(args: Sequence[object]) -> Hashable:
     """mg_id is 'mma_step:' || generation || ':' || step number."""
     return f"{args[0]}:{args[2]}"
 

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import JsonValue
+
 from libs.schemas import (
     ConfigEntry,
     CreditTxnView,
@@ -17,8 +19,7 @@ from libs.schemas import (
     SessionView,
     StepView,
 )
-
-Row = Mapping[str, Any]
+from services.ledger.adapters.pg import Row
 
 
 def strip_prefix(mg_id: str | None, prefix: str) -> str | None:
@@ -34,13 +35,13 @@ def effective_credits(credits: int | None, expires_at: datetime | None) -> int:
     return int(credits or 0)
 
 
-def merge_vars(base: Mapping[str, Any], incoming: Mapping[str, Any]) -> dict[str, Any]:
+def merge_vars(base: Mapping[str, JsonValue], incoming: Mapping[str, JsonValue]) -> dict[str, JsonValue]:
     """Deep merge of two variable maps, `incoming` winning on scalars.
 
     Lists of scan lines merge by index, so lines persisted one by one survive a final map
     that was built before the last line was stored (or that carries none at all).
     """
-    merged: dict[str, Any] = dict(base)
+    merged: dict[str, JsonValue] = dict(base)
     for key, value in incoming.items():
         current = merged.get(key)
         if isinstance(current, Mapping) and isinstance(value, Mapping):
@@ -188,7 +189,7 @@ LEGACY_ERROR_COLUMNS = {"mg_error_code": "error_code", "mg_error_message": "mess
 
 def error_view(row: Row) -> ErrorView:
     raw = row["mg_detail"]
-    detail: dict[str, Any] = dict(raw) if isinstance(raw, Mapping) else ({} if raw is None else {"value": raw})
+    detail: dict[str, object] = dict(raw) if isinstance(raw, Mapping) else ({} if raw is None else {"value": raw})
     for column, key in LEGACY_ERROR_COLUMNS.items():
         value = row.get(column)
         if value is not None and key not in detail:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-
+import stamina
 import structlog
 
 from libs.assets import AssetStore, build_asset_store
@@ -23,6 +21,7 @@ from services.pipeline.slots import CustomerSlots
 log = structlog.get_logger("pipeline")
 
 SEED_DEADLINE_S = 60.0
+SEED_RETRY_S = 0.5
 
 
 def build_providers(settings: Settings, store: AssetStore) -> Providers:
@@ -57,17 +56,16 @@ def build_providers(settings: Settings, store: AssetStore) -> Providers:
 
 
 async def seed_config(ctx: ServiceContext) -> None:
-    """Insert the v1 fallbacks through the ledger, waiting (bounded) until it answers."""
-    deadline = time.monotonic() + SEED_DEADLINE_S
-    while True:
-        try:
-            await ctx.bus.request(SeedConfig(entries=seed_entries()), ConfigMap, timeout=5.0)
-            return
-        except ServiceUnavailableError:
-            if time.monotonic() > deadline:
-                log.warning("pipeline.config_seed_skipped", reason="ledger not answering")
-                return
-            await asyncio.sleep(0.5)
+    """Insert the v1 fallbacks through the ledger, asking every half second until it answers; after
+    `SEED_DEADLINE_S` the pipeline starts without (the fallbacks also serve a key missing in the ledger)."""
+    try:
+        async for attempt in stamina.retry_context(on=ServiceUnavailableError, attempts=None, timeout=SEED_DEADLINE_S,
+                                                   wait_initial=SEED_RETRY_S, wait_max=SEED_RETRY_S, wait_jitter=0.0,
+                                                   wait_exp_base=1.0):
+            with attempt:
+                await ctx.bus.request(SeedConfig(entries=seed_entries()), ConfigMap, timeout=5.0)
+    except ServiceUnavailableError:
+        log.warning("pipeline.config_seed_skipped", reason="ledger not answering")
 
 
 async def setup(ctx: ServiceContext) -> None:

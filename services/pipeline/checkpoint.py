@@ -1,26 +1,29 @@
-"""Run checkpoints in a JetStream KV bucket: what a redelivered job needs to resume.
+"""Run checkpoints in a JetStream KV bucket, and the outbox that rides in them.
 
-A step's messages are written to the checkpoint (the outbox) BEFORE they are
+A transition's messages are written to the checkpoint (the outbox) BEFORE they are
 published, so a crash between the two republishes exactly the same messages (same
-msg ids, same content) instead of re-running the step. A pending prediction id is
-checkpointed before the wait, so a resume reuses it instead of creating another.
+msg ids, same content) instead of re-running the step. The outbox holds the last
+transition only: its acks are awaited before the next transition starts. A pending
+prediction id is checkpointed before the wait, so a resume reuses it instead of
+creating another.
 
 The run's first checkpoint (written once, when it is prepared) holds its `prep`: config
 snapshot, taste, parent, plan, several KB that no step changes. Every later transition
 goes to a second key without it, so a step writes a small value.
 
-Once the run's end is published, `forget` removes both: the first key is purged and the
-second replaced by a small `terminal` marker, and both the purge and the marker carry a
+Once the run's end is published, `forget` clears both keys: the first is purged and the
+second replaced by a small `terminal` marker; the purge and the marker carry a
 per-message TTL (`MMA_CHECKPOINT_FINAL_TTL_S`), so nothing of a finished run stays in the
-bucket. The marker is what a late redelivery of the job (an ack lost after the end) finds
-instead of starting the run again. The bucket's own limits (`MMA_CHECKPOINTS_MAX_BYTES`,
-`MMA_CHECKPOINTS_MAX_AGE_S`) bound whatever a crash leaves behind.
+bucket. Until then the marker is what a late redelivery of the job (an ack lost after
+the end) finds instead of starting the run again. The bucket's own limits
+(`MMA_CHECKPOINTS_MAX_BYTES`, `MMA_CHECKPOINTS_MAX_AGE_S`) bound whatever a crash leaves
+behind.
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any
 
 import nats.js.errors
@@ -28,28 +31,14 @@ import orjson
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
+from libs.bus import Bus
 from libs.kv import open_bucket
+from libs.schemas import MESSAGE_TYPES, BusMessage
 from libs.settings import Settings
+from services.pipeline.state import OutboxItem, RunState
 
 BUCKET = "MMA_RUNS"
 LATEST_SUFFIX = ".latest"
-
-
-@dataclass
-class RunState:
-    """Everything a run decided so far; the job plus this is enough to continue."""
-
-    generation_id: str
-    prep: dict[str, Any] = field(default_factory=dict)  # config snapshot, customer taste, parent, plan
-    step_count: int = 0  # steps completed (and recorded)
-    status: str = "queued"
-    scan_lines: list[str] = field(default_factory=list)
-    vars: dict[str, Any] = field(default_factory=dict)
-    pending: dict[str, Any] | None = None  # {step_no, prediction_id, input, model}
-    # [{type, data}] of the last transition, after the earlier messages whose acks were not in yet
-    outbox: list[dict[str, Any]] = field(default_factory=list)
-    terminal: bool = False
-    provider_started: bool = False  # a generator prediction was created (it may have cost us money)
 
 
 class CheckpointStore:
@@ -74,6 +63,7 @@ class CheckpointStore:
         return "".join(c if c.isalnum() or c in "-_" else "_" for c in generation_id)
 
     async def _value(self, key: str) -> dict[str, Any] | None:
+        """A key's JSON as stored (our own writing, read back as it is: see services/pipeline/state.py)."""
         try:
             entry = await self.kv.get(key)
         except nats.js.errors.KeyNotFoundError:
@@ -92,7 +82,7 @@ class CheckpointStore:
         """`with_prep`: the run's first checkpoint, prep included (written once); otherwise the latest
         transition, without the prep."""
         if with_prep:
-            await self.kv.put(self.key(state.generation_id), orjson.dumps(vars(state)))
+            await self.kv.put(self.key(state.generation_id), orjson.dumps(state))
             return
         latest = {name: value for name, value in vars(state).items() if name != "prep"}
         await self.kv.put(self.key(state.generation_id) + LATEST_SUFFIX, orjson.dumps(latest))
@@ -107,3 +97,34 @@ class CheckpointStore:
         await asyncio.gather(self.kv.purge(key, msg_ttl=ttl),
                              self.js.publish(f"$KV.{self.bucket}.{key}{LATEST_SUFFIX}", orjson.dumps(marker),
                                              msg_ttl=ttl))
+
+
+class Outbox:
+    """A run's transitions, each checkpointed with its messages and then published (the outbox pattern)."""
+
+    def __init__(self, store: CheckpointStore, bus: Bus) -> None:
+        self.store = store
+        self.bus = bus
+
+    async def commit(self, state: RunState, messages: Sequence[BusMessage], *, with_prep: bool = False) -> None:
+        """Checkpoint the transition with its messages, then publish them; a terminal one is then forgotten.
+
+        The acks are awaited before the next transition starts: with acks outstanding across
+        steps, a publish lost in a NATS restart was retried after later steps (even after
+        `done`), so SSE and the ledger saw a step after the end (tests/faults, NATS restart).
+        """
+        state.outbox = [OutboxItem(type=type(m).__name__, data=m.model_dump(mode="json")) for m in messages]
+        await self.store.save(state, with_prep=with_prep)
+        await self.bus.publish_all(messages)
+        if state.terminal:  # the end is published: nothing of the run needs keeping
+            await self.store.forget(state)
+
+    async def replay(self, state: RunState) -> None:
+        """On a resume: publish the stored outbox again, a crash may have come between its checkpoint and
+        its publish; a terminal run whose end was published but not yet forgotten is forgotten now."""
+        if not state.outbox:
+            return
+        await self.bus.publish_all([MESSAGE_TYPES[item["type"]].model_validate(item["data"])
+                                    for item in state.outbox])
+        if state.terminal:
+            await self.store.forget(state)

@@ -8,7 +8,9 @@ the run itself when it starts (`Run.execute`).
 
 from __future__ import annotations
 
-from typing import Protocol
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Protocol, TypeVar
 
 import structlog
 
@@ -16,9 +18,46 @@ from libs.schemas import BusMessage, CancelRequested
 
 log = structlog.get_logger("pipeline")
 
+T = TypeVar("T")
+
 
 class Cancellable(Protocol):
     def request_cancel(self, requested_by: str) -> None: ...
+
+
+class CancelSwitch:
+    """One run's cancel request: who asked, and the wait it interrupts.
+
+    A request interrupts only what the run awaits through `interruptible` (a customer slot,
+    a step's provider call), never a checkpoint or a publish: those always complete, and the
+    run also checks `requested_by` between steps.
+    """
+
+    def __init__(self) -> None:
+        self.requested_by: str | None = None
+        self._interrupt: Callable[[], object] | None = None
+
+    def request(self, requested_by: str) -> None:
+        """The first request counts; later ones change nothing."""
+        if self.requested_by is not None:
+            return
+        self.requested_by = requested_by
+        if self._interrupt is not None:
+            self._interrupt()
+
+    async def interruptible(self, awaitable: Awaitable[T]) -> T:
+        """Await `awaitable` so that a cancel request interrupts it (CancelledError here)."""
+        task: asyncio.Future[T] = asyncio.ensure_future(awaitable)
+        self._interrupt = task.cancel
+        try:
+            return await task
+        finally:
+            self._interrupt = None
+
+    def interrupted(self) -> bool:
+        """A CancelledError came from a cancel request, not from this process shutting down."""
+        current = asyncio.current_task()
+        return self.requested_by is not None and (current is None or current.cancelling() == 0)
 
 
 class RunRegistry:

@@ -9,7 +9,6 @@ not depend on each other and go out together.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from libs.bus import Bus
 from libs.errors import InvalidInputError, NotFoundError, ServiceUnavailableError
@@ -24,12 +23,11 @@ from libs.schemas import (
     MmaStatus,
 )
 from services.pipeline.config import load_active
+from services.pipeline.state import MmaVars, ParentFacts, PlanEntry, Prep
 from services.pipeline.taste import constraints_for
 
-PlanEntry = list[Any]  # [step_type, arg]
 
-
-def initial_vars(job: GenerationJob) -> dict[str, Any]:
+def initial_vars(job: GenerationJob) -> MmaVars:
     """The canonical variable map (MMA.md), filled as the steps run."""
     command = job.command
     request = command.request
@@ -82,51 +80,51 @@ async def _generation(bus: Bus, generation_id: str) -> GenerationView:
     return view
 
 
-def _parent_facts(view: GenerationView) -> dict[str, Any]:
+def _parent_facts(view: GenerationView) -> ParentFacts:
     v = view.vars or {}
     scans, prompts, assets = v.get("scans") or {}, v.get("prompts") or {}, v.get("assets") or {}
-    return {
-        "generation_id": view.generation_id,
-        "output_url": view.output_url,
-        "prompt": view.prompt or prompts.get("clean_prompt"),
-        "caption": scans.get("output_still_crt") or scans.get("still_crt"),
-        "still_crt": scans.get("still_crt") or scans.get("output_still_crt"),
-        "motion_prompt": prompts.get("motion_prompt") or prompts.get("motion_sugg_prompt") or view.prompt,
-        "input_still_image_id": assets.get("input_still_image_id"),
-        "settings": v.get("settings") or {},
-    }
+    return ParentFacts(
+        generation_id=view.generation_id,
+        output_url=view.output_url,
+        prompt=view.prompt or prompts.get("clean_prompt"),
+        caption=scans.get("output_still_crt") or scans.get("still_crt"),
+        still_crt=scans.get("still_crt") or scans.get("output_still_crt"),
+        motion_prompt=prompts.get("motion_prompt") or prompts.get("motion_sugg_prompt") or view.prompt,
+        input_still_image_id=assets.get("input_still_image_id"),
+        settings=v.get("settings") or {},
+    )
 
 
-def plan_for(job: GenerationJob, prep: dict[str, Any], vars: dict[str, Any], postscan_video: bool) -> list[PlanEntry]:
+def plan_for(job: GenerationJob, prep: Prep, vars: MmaVars, postscan_video: bool) -> list[PlanEntry]:
     flow = job.command.flow
     assets = job.command.request.assets
     inputs = job.command.request.inputs
     plan: list[PlanEntry] = []
     if flow is Flow.STILL_CREATE:
         if assets.product_image_url:
-            plan.append(["scan_product", {"url": assets.product_image_url}])
+            plan.append(("scan_product", {"url": assets.product_image_url}))
         if assets.logo_image_url:
-            plan.append(["scan_logo", {"url": assets.logo_image_url}])
+            plan.append(("scan_logo", {"url": assets.logo_image_url}))
         for index, url in enumerate(assets.inspiration_image_urls[:4]):
-            plan.append(["scan_inspiration", {"url": url, "index": index}])
-        plan += [["like_history", {}], ["gpt_reader", {}], ["seedream_generate", {"provider": "seedream"}],
-                 ["postscan_output_still", {}]]
+            plan.append(("scan_inspiration", {"url": url, "index": index}))
+        plan += [("like_history", {}), ("gpt_reader", {}), ("seedream_generate", {"provider": "seedream"}),
+                 ("postscan_output_still", {})]
     elif flow is Flow.STILL_TWEAK:
-        plan += [["gpt_feedback_still", {}], ["seedream_generate_feedback", {"provider": "seedream"}],
-                 ["postscan_output_still_feedback", {}]]
+        plan += [("gpt_feedback_still", {}), ("seedream_generate_feedback", {"provider": "seedream"}),
+                 ("postscan_output_still_feedback", {})]
     elif flow is Flow.VIDEO_ANIMATE:
         if not vars["scans"]["still_crt"]:
-            plan.append(["scan_input_still", {"url": vars["assets"]["input_still_image_id"]}])
-        plan.append(["motion_suggestion", {}] if inputs.type_for_me else ["gpt_reader_motion", {}])
+            plan.append(("scan_input_still", {"url": vars["assets"]["input_still_image_id"]}))
+        plan.append(("motion_suggestion", {}) if inputs.type_for_me else ("gpt_reader_motion", {}))
         if not inputs.suggest_only:
-            plan.append(["kling_generate", {"provider": "kling"}])
+            plan.append(("kling_generate", {"provider": "kling"}))
             if postscan_video:
-                plan.append(["postscan_output_video", {}])
+                plan.append(("postscan_output_video", {}))
     else:
-        plan.append(["gpt_feedback_motion", {}])
-        plan.append(["kling_generate_feedback", {"provider": "kling"}])
+        plan.append(("gpt_feedback_motion", {}))
+        plan.append(("kling_generate_feedback", {"provider": "kling"}))
         if postscan_video:
-            plan.append(["postscan_output_video_feedback", {}])
+            plan.append(("postscan_output_video_feedback", {}))
     return plan
 
 
@@ -144,12 +142,12 @@ def _parent_id(job: GenerationJob) -> str | None:
     return None
 
 
-async def _parent(bus: Bus, generation_id: str | None) -> dict[str, Any]:
+async def _parent(bus: Bus, generation_id: str | None) -> ParentFacts:
     """The facts of the generation a flow starts from; {} for a flow that starts from none."""
-    return _parent_facts(await _generation(bus, generation_id)) if generation_id else {}
+    return _parent_facts(await _generation(bus, generation_id)) if generation_id else ParentFacts()
 
 
-async def prepare(job: GenerationJob, bus: Bus, postscan_video: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+async def prepare(job: GenerationJob, bus: Bus, postscan_video: bool) -> tuple[Prep, MmaVars]:
     """(prep, vars): config snapshot, taste, parent facts and the plan, read at the start of the run."""
     command = job.command
     parent_id = _parent_id(job)
@@ -159,13 +157,8 @@ async def prepare(job: GenerationJob, bus: Bus, postscan_video: bool) -> tuple[d
     hard_blocks = sorted({str(b) for b in preferences.get("hard_blocks") or []})
     vars = initial_vars(job)
     vars["meta"]["hard_blocks"] = hard_blocks
-    prep: dict[str, Any] = {
-        "config": config.to_json(),
-        "hard_blocks": hard_blocks,
-        "constraints": constraints_for(hard_blocks),
-        "customer_settings": dict(preferences.get("settings") or {}),
-        "parent": parent,
-    }
+    prep = Prep(config=config.to_json(), hard_blocks=hard_blocks, constraints=constraints_for(hard_blocks),
+                customer_settings=dict(preferences.get("settings") or {}), parent=parent)
     flow = command.flow
     if flow is Flow.VIDEO_TWEAK:
         vars["assets"]["input_still_image_id"] = parent["input_still_image_id"]

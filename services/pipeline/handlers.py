@@ -9,9 +9,9 @@ import structlog
 
 from libs.errors import MmaError
 from libs.schemas import GenerationJob, Stream
-from services.pipeline.checkpoint import RunState
 from services.pipeline.deps import PipelineDeps
 from services.pipeline.runner import Run
+from services.pipeline.state import RunState
 
 log = structlog.get_logger("pipeline")
 
@@ -49,4 +49,4 @@ async def on_job_exhausted(job: GenerationJob, exc: BaseException, deps: Pipelin
         return
     run = Run(job, deps, state)
     error = exc if isinstance(exc, MmaError) else MmaError(type(exc).__name__, code="UNCAUGHT_EXCEPTION")
-    await run.fail(error, None, None, None)
+    await run.fail(error)

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 import nats.js.errors
 import orjson
+import stamina
 import structlog
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
@@ -203,27 +204,30 @@ class CustomerSlots:
     # ------------------------------------------------------------------ waiting list
 
     async def _cas(self, key: str, change: dict[str, list[float]] | None, drop: str | None = None) -> None:
-        """Merge `change` into (or drop `drop` from) the list at `key`, retrying lost races."""
-        while True:
-            try:
-                entry = await self.kv.get(key)
-                current = orjson.loads(entry.value) if entry.value else {}
-                revision = int(entry.revision or 0)
-            except nats.js.errors.NotFoundError:
-                current, revision = {}, 0
-            if drop is not None and drop not in current:
-                return
-            updated = {k: v for k, v in current.items() if k != drop}
-            if change:
-                updated.update(change)
-            try:
-                if revision:
-                    await self.kv.update(key, orjson.dumps(updated), last=revision)
-                else:
-                    await self.kv.create(key, orjson.dumps(updated))
-                return
-            except nats.js.errors.KeyWrongLastSequenceError:
-                continue
+        """Merge `change` into (or drop `drop` from) the list at `key`; a lost race (the list changed since
+        it was read) reads it again at once, as often as it takes."""
+        async for attempt in stamina.retry_context(on=nats.js.errors.KeyWrongLastSequenceError, attempts=None,
+                                                   timeout=None, wait_initial=0.0, wait_max=0.0, wait_jitter=0.0):
+            with attempt:
+                await self._cas_once(key, change, drop)
+
+    async def _cas_once(self, key: str, change: dict[str, list[float]] | None, drop: str | None) -> None:
+        """One read and compare-and-set of the list; KeyWrongLastSequenceError when another writer came first."""
+        try:
+            entry = await self.kv.get(key)
+            current: dict[str, list[float]] = orjson.loads(entry.value) if entry.value else {}
+            revision = int(entry.revision or 0)
+        except nats.js.errors.NotFoundError:
+            current, revision = {}, 0
+        if drop is not None and drop not in current:
+            return
+        updated = {k: v for k, v in current.items() if k != drop}
+        if change:
+            updated.update(change)
+        if revision:
+            await self.kv.update(key, orjson.dumps(updated), last=revision)
+        else:
+            await self.kv.create(key, orjson.dumps(updated))
 
     async def _join(self, pk: str, generation_id: str, seq: int) -> None:
         await self._cas(f"w.{pk}", {generation_id: [float(seq), time.time()]})

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from libs.bus import Bus
-from libs.errors import InsufficientCreditsError, ServiceUnavailableError
+from libs.errors import ConflictError, ServiceUnavailableError
 from libs.schemas import (
     DEAD_LETTER_SUBJECT,
     TYPE_HEADER,
@@ -88,7 +88,7 @@ async def test_non_retryable_error_calls_the_exhausted_hook(bus: Bus) -> None:
     reported: list[str] = []
 
     async def refuse(msg: ScanLine, deps: None) -> None:
-        raise InsufficientCreditsError("no")
+        raise ConflictError("no")
 
     async def exhausted(msg: ScanLine, exc: BaseException, deps: None) -> None:
         reported.append(type(exc).__name__)
@@ -97,7 +97,7 @@ async def test_non_retryable_error_calls_the_exhausted_hook(bus: Bus) -> None:
                       handlers={ScanLine: refuse}, deps=None, on_exhausted=exhausted)
     await bus.publish(line("g4", 0))
     await wait_for(lambda: reported, timeout=10, what="exhausted hook")
-    assert reported == ["InsufficientCreditsError"]
+    assert reported == ["ConflictError"]
     await wait_for(lambda: bus.last_seq(DEAD_LETTER_SUBJECT), timeout=5, what="dead letter stored")
 
 
@@ -106,15 +106,15 @@ async def test_request_reply_carries_errors_back(bus: Bus) -> None:
 
     async def get(req: GetCustomer, deps: None) -> CustomerView:
         if req.pass_id == "pass:anon:broke":
-            raise InsufficientCreditsError("Need 5", balance=1)
+            raise ConflictError("Already used", first_delta=1)
         return CustomerView(pass_id=req.pass_id, credits=3)
 
     await bus.serve(GetCustomer, get, None, queue="ledger")
     view = await bus.request(GetCustomer(pass_id="pass:anon:ok"), CustomerView)
     assert view.credits == 3
-    with pytest.raises(InsufficientCreditsError) as caught:
+    with pytest.raises(ConflictError) as caught:
         await bus.request(GetCustomer(pass_id="pass:anon:broke"), CustomerView)
-    assert caught.value.details == {"balance": 1}
+    assert caught.value.details == {"first_delta": 1}
 
 
 async def test_request_without_a_server_is_service_unavailable(bus: Bus) -> None:

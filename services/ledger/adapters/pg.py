@@ -1,23 +1,21 @@
 """asyncpg connections and pools: jsonb in and out as Python objects, retried start-up.
 
 The ledger is the only process that talks to Postgres; it may start before the
-database answers (compose, `make up`), so connecting retries for a bounded time.
+database answers (compose, `make up`), so connecting retries (stamina) for a bounded time.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol, TypeVar
 
 import asyncpg
 import orjson
-import structlog
+import stamina
 
 from libs.errors import ServiceUnavailableError
-
-log = structlog.get_logger("ledger.pg")
 
 _CONNECT_ERRORS = (OSError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
                    asyncpg.TooManyConnectionsError, asyncio.TimeoutError)
@@ -33,6 +31,33 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.TransactionRollbackError,  # serialization failure, deadlock
     asyncpg.exceptions.ObjectNotInPrerequisiteStateError,  # the database is not accepting connections
 )
+
+Row = Mapping[str, Any]
+"""A row as asyncpg decodes it, column -> value: the database is the boundary, its values untyped."""
+
+
+class Conn(Protocol):
+    """What the ledger uses of an asyncpg connection or pooled proxy (asyncpg ships no types)."""
+
+    async def execute(self, query: str, *args: object) -> str: ...
+
+    async def executemany(self, command: str, args: Iterable[Sequence[object]]) -> None: ...
+
+    async def fetch(self, query: str, *args: object) -> list[Row]: ...
+
+    async def fetchrow(self, query: str, *args: object) -> Row | None: ...
+
+    async def fetchval(self, query: str, *args: object) -> Any: ...  # one column of one row, as decoded
+
+    def transaction(self, *, isolation: str | None = None,
+                    readonly: bool = False) -> AbstractAsyncContextManager[object]: ...
+
+
+class Pool(Protocol):
+    """What the handlers use of the asyncpg pool: a connection for the length of a block."""
+
+    def acquire(self) -> AbstractAsyncContextManager[Conn]: ...
+
 
 R = TypeVar("R")
 Q = TypeVar("Q")
@@ -56,7 +81,7 @@ def db_unavailable_is_retryable(handler: Callable[[Q, D], Awaitable[R]]) -> Call
     return run
 
 
-def _encode_json(value: Any) -> str:
+def _encode_json(value: object) -> str:
     return orjson.dumps(value).decode()
 
 
@@ -66,35 +91,35 @@ async def init_connection(conn: asyncpg.Connection) -> None:
         await conn.set_type_codec(type_name, encoder=_encode_json, decoder=orjson.loads, schema="pg_catalog")
 
 
+async def _until_up(open_: Callable[[], Awaitable[R]], timeout_s: float, wait_s: float) -> R:
+    """`open_()` retried every `wait_s` while Postgres refuses connections, for up to `timeout_s`.
+
+    stamina logs each retry (`stamina.retry_scheduled`, with its cause).
+    """
+    try:
+        async for attempt in stamina.retry_context(
+            on=_CONNECT_ERRORS, attempts=None, timeout=timeout_s,
+            wait_initial=wait_s, wait_max=wait_s, wait_jitter=0.0, wait_exp_base=1.0,
+        ):
+            with attempt:
+                return await open_()
+    except _CONNECT_ERRORS as exc:
+        raise ServiceUnavailableError("Postgres is not answering") from exc
+    raise AssertionError("unreachable: stamina yields at least one attempt")
+
+
 async def connect(dsn: str, timeout_s: float = 30.0) -> asyncpg.Connection:
     """One connection (migrations, reconcile CLI), retried while Postgres comes up."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            conn = await asyncpg.connect(dsn, timeout=5)
-            break
-        except _CONNECT_ERRORS as exc:
-            if time.monotonic() > deadline:
-                raise ServiceUnavailableError("Postgres is not answering") from exc
-            await asyncio.sleep(0.25)
+    conn: asyncpg.Connection = await _until_up(lambda: asyncpg.connect(dsn, timeout=5), timeout_s, 0.25)
     await init_connection(conn)
     return conn
 
 
 async def create_pool(dsn: str, min_size: int = 1, max_size: int = 10, timeout_s: float = 60.0) -> asyncpg.Pool:
     """The service pool, retried while Postgres comes up (bounded by `timeout_s`)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            pool = await asyncpg.create_pool(
-                dsn, min_size=min_size, max_size=max_size, init=init_connection, timeout=5,
-                command_timeout=60,
-            )
-            break
-        except _CONNECT_ERRORS as exc:
-            if time.monotonic() > deadline:
-                raise ServiceUnavailableError("Postgres is not answering") from exc
-            log.warning("ledger.db_connect_retry", error=repr(exc))
-            await asyncio.sleep(0.5)
-    assert pool is not None
+    pool: asyncpg.Pool = await _until_up(
+        lambda: asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=init_connection, timeout=5,
+                                    command_timeout=60),
+        timeout_s, 0.5,
+    )
     return pool

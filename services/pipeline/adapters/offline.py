@@ -18,7 +18,7 @@ import json
 import os
 import subprocess
 import tempfile
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar
 
 import imageio_ffmpeg
 from PIL import Image, ImageStat, UnidentifiedImageError
@@ -47,7 +47,16 @@ def colour_name(rgb: tuple[int, int, int]) -> str:
     return min(NAMED_COLOURS, key=lambda n: sum((a - b) ** 2 for a, b in zip(NAMED_COLOURS[n], rgb, strict=True)))
 
 
-def analyse_image(data: bytes) -> dict[str, Any]:
+class ImageFacts(TypedDict):
+    width: int
+    height: int
+    orientation: str
+    brightness: float
+    colours: list[str]
+    format: str
+
+
+def analyse_image(data: bytes) -> ImageFacts:
     """Size, orientation, brightness and the three dominant colours of an image."""
     try:
         image = Image.open(io.BytesIO(data))
@@ -70,8 +79,8 @@ def analyse_image(data: bytes) -> dict[str, Any]:
             colours.append(name)
     orientation = "square" if abs(width - height) < max(width, height) * 0.05 else (
         "landscape" if width > height else "portrait")
-    return {"width": width, "height": height, "orientation": orientation, "brightness": round(brightness, 3),
-            "colours": colours[:3], "format": image.format or "unknown"}
+    return ImageFacts(width=width, height=height, orientation=orientation, brightness=round(brightness, 3),
+                      colours=colours[:3], format=image.format or "unknown")
 
 
 def _mood(brightness: float) -> str:

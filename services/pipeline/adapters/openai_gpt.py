@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import openai
 from openai import AsyncOpenAI
+from openai.types import CompletionUsage
+from openai.types.chat import ChatCompletionContentPartParam, ChatCompletionMessageParam
 from pydantic import BaseModel, ValidationError
 
 from libs.errors import GptSchemaError, ProviderError
@@ -48,11 +50,12 @@ class OpenAIWriter:
         self.attempts = attempts
         self.client = AsyncOpenAI(api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=0)
 
-    async def _ask(self, system: str, user: str, image_urls: list[str]) -> tuple[str, Any]:
-        content: list[dict[str, Any]] = [{"type": "text", "text": user}]
+    async def _ask(self, system: str, user: str, image_urls: list[str]) -> tuple[str, CompletionUsage | None]:
+        content: list[ChatCompletionContentPartParam] = [{"type": "text", "text": user}]
         content += [{"type": "image_url", "image_url": {"url": url}} for url in image_urls]
         try:
-            messages: Any = [{"role": "system", "content": system}, {"role": "user", "content": content}]
+            messages: list[ChatCompletionMessageParam] = [{"role": "system", "content": system},
+                                                          {"role": "user", "content": content}]
             response = await self.client.chat.completions.create(
                 model=self.model, messages=messages, response_format={"type": "json_object"},
             )

@@ -6,6 +6,7 @@ interchangeable and a test can point the real SDK adapters at a local wire serve
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -32,7 +33,7 @@ class ScanResult:
     tags: list[str]
     user_line: str
     attempts: int = 1
-    details: dict[str, Any] = field(default_factory=dict)
+    details: Mapping[str, object] = field(default_factory=dict)  # what else the provider saw, recorded as is
 
 
 @dataclass(frozen=True)

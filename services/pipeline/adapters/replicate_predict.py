@@ -36,7 +36,7 @@ def translate(exc: Exception) -> ProviderError:
     return ProviderError(f"the generator failed ({type(exc).__name__})", code="PREDICTION_FAILED")
 
 
-def output_url(output: Any) -> str | None:
+def output_url(output: object) -> str | None:
     """The first URL of a prediction output (a string, a list of strings, or a dict of them)."""
     if isinstance(output, str):
         return output

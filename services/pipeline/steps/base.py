@@ -12,15 +12,23 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TypedDict, TypeVar
 
 from libs.schemas import GenerationJob, LikeList, MmaStatus
-from services.pipeline.checkpoint import RunState
 from services.pipeline.config import ActiveConfig
 from services.pipeline.deps import PipelineDeps
+from services.pipeline.state import MmaVars, Prep, RunState, StepArg
 
 StartedHook = Callable[["StepContext", str], Awaitable[None]]
 T = TypeVar("T")
+
+
+class ConfigRef(TypedDict):
+    """Which config row a step used (recorded in the step and in the ops detail)."""
+
+    key: str
+    version: int
+    id: str
 
 
 def status_for(step_type: str) -> MmaStatus:
@@ -42,16 +50,16 @@ class StepContext:
     config: ActiveConfig
     step_no: int
     step_type: str
-    arg: dict[str, Any]
+    arg: StepArg
     on_started: StartedHook
     likes: Awaitable[LikeList] | None = None  # the like window, when the run started reading it ahead
-    input: dict[str, Any] = field(default_factory=dict)
-    output: dict[str, Any] = field(default_factory=dict)
+    input: dict[str, object] = field(default_factory=dict)  # what the step fed its provider (recorded as is)
+    output: dict[str, object] = field(default_factory=dict)
     provider: str | None = None
     model: str | None = None
     lines: list[str] = field(default_factory=list)
-    ctx_ref: dict[str, Any] | None = None  # {key, version, id} of the context used
-    settings_ref: dict[str, Any] | None = None  # {key, version, id} of the preset used
+    ctx_ref: ConfigRef | None = None  # the context used
+    settings_ref: ConfigRef | None = None  # the preset used
     provider_s: float = 0.0  # time spent inside provider calls
 
     async def provider_call(self, call: Awaitable[T]) -> T:
@@ -63,11 +71,11 @@ class StepContext:
             self.provider_s += time.perf_counter() - started
 
     @property
-    def vars(self) -> dict[str, Any]:
+    def vars(self) -> MmaVars:
         return self.state.vars
 
     @property
-    def prep(self) -> dict[str, Any]:
+    def prep(self) -> Prep:
         return self.state.prep
 
     @property
@@ -77,7 +85,7 @@ class StepContext:
     def use_ctx(self, name: str) -> str:
         """Record the context template (key/version/id) in the step and the vars; return its text."""
         entry, system = self.config.ctx(name)
-        self.ctx_ref = {"key": entry.key, "version": entry.version, "id": entry.id}
+        self.ctx_ref = ConfigRef(key=entry.key, version=entry.version, id=entry.id)
         self.input.update(ctx_key=entry.key, ctx_version=entry.version, ctx_id=entry.id)
         self.vars["meta"]["ctx_versions"][name] = entry.version
         return system

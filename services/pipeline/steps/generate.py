@@ -30,7 +30,7 @@ def resolve_settings(ctx: StepContext, provider: str) -> dict[str, Any]:
     entry, defaults = ctx.config.provider_defaults(provider)
     ctx.settings_ref = {"key": entry.key, "version": entry.version, "id": entry.id}
     inputs = ctx.job.command.request.inputs
-    request_layer: dict[str, Any] = {}
+    request_layer: dict[str, object] = {}
     if provider == "kling" and inputs.duration_s:
         request_layer["duration"] = inputs.duration_s
     if inputs.aspect_ratio:

@@ -7,8 +7,6 @@ that ignores them cannot drop them.
 
 from __future__ import annotations
 
-from typing import Any
-
 from services.pipeline.answers import (
     Answer,
     FeedbackMotionAnswer,
@@ -21,7 +19,7 @@ from services.pipeline.steps.base import StepContext
 from services.pipeline.taste import constraints_line, with_constraints
 
 
-def render_input(fields: list[tuple[str, Any]], constraints: list[str]) -> str:
+def render_input(fields: list[tuple[str, object]], constraints: list[str]) -> str:
     """`Label: value` lines (empty values dropped) plus the constraints line."""
     lines = []
     for label, value in fields:
@@ -97,7 +95,7 @@ async def gpt_feedback_still(ctx: StepContext) -> None:
     ctx.lines.append(answer.userMessage_final)
 
 
-def _motion_fields(ctx: StepContext) -> list[tuple[str, Any]]:
+def _motion_fields(ctx: StepContext) -> list[tuple[str, object]]:
     inputs = ctx.vars["inputs"]
     return [("Motion brief", inputs["motion_user_brief"]), ("Movement style", inputs["movement_style"]),
             ("Still caption", ctx.vars["scans"]["still_crt"])]
