@@ -19,6 +19,7 @@ STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 ASSETS = {
     "mina.css": "text/css; charset=utf-8",
     "studio.js": "text/javascript; charset=utf-8",
+    "studio-tools.js": "text/javascript; charset=utf-8",
     "ops.js": "text/javascript; charset=utf-8",
 }
 
