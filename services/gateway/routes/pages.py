@@ -38,7 +38,8 @@ def _page(name: str) -> FileResponse:
 
 @router.get("/studio", response_class=FileResponse, include_in_schema=False)
 async def studio() -> FileResponse:
-    """The studio: pass id, uploads, create, live scan lines, tweak, animate, like, download."""
+    """The studio: pass id, uploads, create, live scan lines, tweak, animate, like, download, the fingertips
+    tools (Expand, Draw, Erase with a drawn mask) and buying matcha."""
     return _page("studio.html")
 
 
