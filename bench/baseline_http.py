@@ -30,7 +30,7 @@ async def healthz() -> dict[str, bool]:
 
 def main() -> None:
     port = int(sys.argv[1])
-    # the gateway's settings (services/gateway/__main__.py)
+    # the gateway's settings (services/gateway/app.py)
     uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on",
                                   access_log=False, timeout_graceful_shutdown=10)).run()
 

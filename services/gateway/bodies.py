@@ -7,7 +7,7 @@ never refused for a name; `to_request` folds the aliases into one `GenerationReq
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -17,16 +17,17 @@ ASPECT_RATIOS = ("9:16", "3:4", "2:3", "1:1", "3:2", "16:9")
 
 
 INT64 = 2**63
+T = TypeVar("T")
 
 
-def storable_problem(value: Any) -> str | None:
+def storable_problem(value: object) -> str | None:
     """Why `value` could not be stored as Postgres text/jsonb or sent as UTF-8 JSON (None when it can).
 
     NUL is refused by text and jsonb, a lone surrogate by every UTF-8 encoder, and an
     integer past 64 bits by the JSON codec of the ledger: each would fail far from the
     request, as a 500 or a dead-lettered event, so the edge answers 400 instead.
     """
-    stack = [value]
+    stack: list[object] = [value]
     while stack:
         item = stack.pop()
         if isinstance(item, str):
@@ -56,7 +57,7 @@ class Body(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def storable(cls, data: Any) -> Any:
+    def storable(cls, data: object) -> object:
         problem = storable_problem(data)
         if problem is not None:
             raise ValueError(problem)
@@ -70,23 +71,23 @@ class PassFields(Body):
     customer_id: str | None = None
 
 
-def first(*values: Any) -> Any:
-    """The first value that is present and not blank."""
+def first(*values: T | None) -> T | None:
+    """The first value that is present and not blank (text stripped)."""
     for value in values:
-        if value is None:
-            continue
-        if isinstance(value, str) and not value.strip():
-            continue
-        return value.strip() if isinstance(value, str) else value
+        if isinstance(value, str):
+            if value.strip():
+                return cast(T, value.strip())
+        elif value is not None:
+            return value
     return None
 
 
-def first_text(*values: Any) -> str | None:
+def first_text(*values: object) -> str | None:
     found = first(*values)
     return None if found is None else str(found)
 
 
-def style_of(style: Any, key: Any, keys: Any) -> str:
+def style_of(style: object, key: object, keys: object) -> str:
     parts: list[str] = []
     for value in (style, key, *(keys if isinstance(keys, list) else [keys])):
         if isinstance(value, str) and value.strip() and value.strip() not in parts:
@@ -94,11 +95,12 @@ def style_of(style: Any, key: Any, keys: Any) -> str:
     return ", ".join(parts)
 
 
-def settings_of(settings: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+def settings_of(settings: dict[str, object] | None) -> dict[str, dict[str, Any]]:
+    """The per-provider settings objects of a body (free-form JSON handed on to the pipeline)."""
     return {k: v for k, v in (settings or {}).items() if isinstance(v, dict)}
 
 
-def aspect_of(value: Any) -> str | None:
+def aspect_of(value: object) -> str | None:
     return value if isinstance(value, str) and value in ASPECT_RATIOS else None
 
 
@@ -115,7 +117,7 @@ class ModeIn(Body):
 
 
 class CreateCommon(PassFields):
-    settings: dict[str, Any] | None = None
+    settings: dict[str, object] | None = None
     history: HistoryIn | None = None
     idempotency_key: str | None = None
     deadline: datetime | None = Field(None, description="ISO time after which the request must not start")
@@ -167,8 +169,8 @@ class StillInputsIn(Body):
 class StillCreateBody(CreateCommon):
     assets: StillAssetsIn | None = None
     inputs: StillInputsIn | None = None
-    feedback: Any = None
-    prompts: Any = None
+    feedback: object = None
+    prompts: object = None
 
     def to_request(self) -> GenerationRequest:
         a = self.assets or StillAssetsIn()
@@ -225,7 +227,7 @@ class VideoAnimateBody(CreateCommon):
     assets: VideoAssetsIn | None = None
     inputs: VideoInputsIn | None = None
     mode: ModeIn | None = None
-    feedback: Any = None
+    feedback: object = None
     parent_generation_id: str | None = None
     generation_id: str | None = None
 
@@ -271,7 +273,7 @@ class FeedbackIn(Body):
 
 
 class TweakBody(CreateCommon):
-    inputs: dict[str, Any] | None = None
+    inputs: dict[str, object] | None = None
     feedback: FeedbackIn | str | None = None
 
     def feedback_text(self, motion: bool) -> str:
@@ -281,8 +283,9 @@ class TweakBody(CreateCommon):
         fb = fb or FeedbackIn()
         inputs = self.inputs or {}
         own = fb.motion_feedback if motion else fb.still_feedback
-        return first(own, fb.comment, fb.feedback, inputs.get("motion_feedback" if motion else "still_feedback"),
-                     inputs.get("feedback"), inputs.get("comment")) or ""
+        return first_text(own, fb.comment, fb.feedback,
+                          inputs.get("motion_feedback" if motion else "still_feedback"), inputs.get("feedback"),
+                          inputs.get("comment")) or ""
 
     def to_request(self, motion: bool) -> GenerationRequest:
         text = self.feedback_text(motion)
@@ -290,7 +293,7 @@ class TweakBody(CreateCommon):
         return GenerationRequest(
             feedback=Feedback(still_feedback="" if motion else text, motion_feedback=text if motion else ""),
             inputs=Inputs(aspect_ratio=aspect_of(inputs.get("aspect_ratio")),
-                          platform=first(inputs.get("platform"), self.platform)),
+                          platform=first_text(inputs.get("platform"), self.platform)),
             settings=settings_of(self.settings),
         )
 
@@ -303,4 +306,4 @@ class EventBody(PassFields):
     generationId: str | None = None
     event_type: str | None = None
     type: str | None = None
-    payload: dict[str, Any] | None = None
+    payload: dict[str, object] | None = None

@@ -10,7 +10,7 @@ answering (a service or NATS restarting) is a 503 with `Retry-After`, never a 50
 from __future__ import annotations
 
 import traceback
-from typing import Any
+from collections.abc import Mapping
 
 import structlog
 from fastapi import FastAPI, Request
@@ -35,13 +35,13 @@ def request_id_of(request: Request) -> str:
     return str(getattr(request.state, "request_id", "") or "")
 
 
-def legacy_body(code: str, message: str, request_id: str, **extra: Any) -> dict[str, Any]:
+def legacy_body(code: str, message: str, request_id: str, **extra: object) -> dict[str, object]:
     return {"ok": False, "error": code, "message": message, "requestId": request_id, **extra}
 
 
-def mma_body(code: str, message: str, details: dict[str, Any] | None = None, step: str | None = None,
-             **extra: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {"error": code, "message": message}
+def mma_body(code: str, message: str, details: Mapping[str, object] | None = None, step: str | None = None,
+             **extra: object) -> dict[str, object]:
+    body: dict[str, object] = {"error": code, "message": message}
     if details:
         body["details"] = details
     body.update(status="error", error_detail={"code": code, "message": message, "step": step}, **extra)
@@ -49,7 +49,7 @@ def mma_body(code: str, message: str, details: dict[str, Any] | None = None, ste
 
 
 def error_response(path: str, status: int, code: str, message: str, request_id: str,
-                   details: dict[str, Any] | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
+                   details: Mapping[str, object] | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
     """The error body a route at `path` documents for `code`."""
     body = mma_body(code, message, details) if is_mma_path(path) else legacy_body(code, message, request_id)
     return JSONResponse(body, status_code=status, headers=headers)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from services.gateway.access import ROUTE_ACCESS, Access
+from services.gateway.auth.access import ROUTE_ACCESS, Access
 from tests.docs.test_route_matrix import MATRIX, normalize, served_routes
 
 SECTION = "## Who may call what"
@@ -40,6 +40,6 @@ def test_every_served_route_has_an_access_rule() -> None:
     """A new route cannot fall through to the default: it gets a deliberate entry in `ROUTE_ACCESS`."""
     table = {(r.split(" ", 1)[0], normalize(r.split(" ", 1)[1])) for r in ROUTE_ACCESS}
     missing = sorted(f"{m} {p}" for m, p in served_routes() if (m, p) not in table)
-    assert not missing, f"routes with no entry in services/gateway/access.py ROUTE_ACCESS: {missing}"
+    assert not missing, f"routes with no entry in services/gateway/auth/access.py ROUTE_ACCESS: {missing}"
     stale = sorted(f"{m} {p}" for m, p in table if (m, p) not in served_routes())
     assert not stale, f"ROUTE_ACCESS names routes the gateway no longer serves: {stale}"

@@ -38,7 +38,7 @@ def normalize(path: str) -> str:
 
 def build_app() -> FastAPI:
     none = cast(Any, None)
-    deps = GatewayDeps(settings=Settings(), bus=none, store=none, idempotency=none, limiter=RateLimiter(0))
+    deps = GatewayDeps.build(Settings(), bus=none, store=none, idempotency=none, limiter=RateLimiter(0))
     return create_app(deps)
 
 

@@ -14,9 +14,9 @@ from libs.assets import build_asset_store
 from libs.bus import Bus
 from libs.devinfra import free_port
 from libs.settings import Settings
+from services.gateway.adapters.idempotency import IdempotencyStore
 from services.gateway.app import create_app
 from services.gateway.deps import GatewayDeps
-from services.gateway.idempotency import IdempotencyStore
 from services.gateway.ratelimit import RateLimiter
 from tests.conftest import Services
 from tests.helpers import wait_for
@@ -38,8 +38,8 @@ async def client(stack: Services) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture
 async def gateway(settings: Settings, bus: Bus) -> AsyncIterator[str]:
     """The gateway app on a real bus, served in this process with a fast SSE keepalive."""
-    deps = GatewayDeps(settings=settings, bus=bus, store=build_asset_store(settings),
-                       idempotency=await IdempotencyStore.open(bus), limiter=RateLimiter(0), sse_ping_s=0.2)
+    deps = GatewayDeps.build(settings, bus, store=build_asset_store(settings),
+                             idempotency=await IdempotencyStore.open(bus), limiter=RateLimiter(0), sse_ping_s=0.2)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(deps), host="127.0.0.1", port=port, log_config=None))
     task = asyncio.create_task(server.serve())
@@ -49,3 +49,5 @@ async def gateway(settings: Settings, bus: Bus) -> AsyncIterator[str]:
     server.should_exit = True
     with contextlib.suppress(asyncio.CancelledError):
         await asyncio.wait_for(task, 10)
+    await deps.fanout.stop()
+    await deps.verifier.aclose()

@@ -10,7 +10,7 @@ import jwt
 import pytest
 
 from libs.settings import Settings
-from services.gateway.tokens import AuthApiVerifier, JwksKeys, LocalVerifier, build_verifier
+from services.gateway.adapters.supabase import AuthApiVerifier, JwksKeys, LocalVerifier, build_verifier
 from tests.wire import SupabaseAuthServer
 
 SECRET = "hs256-secret-for-tests-0123456789abcdef"

@@ -11,14 +11,14 @@ from libs.bus import Bus
 from libs.errors import InvalidInputError, RateLimitedError
 from libs.recent import RecentKeys
 from libs.schemas import Flow, GenerationAccepted, GenerationDone, GenerationRejected, ScanLine
+from services.gateway.adapters.decisions import Decisions
+from services.gateway.adapters.idempotency import generation_id_for
+from services.gateway.auth.identity import normalize_pass_id
 from services.gateway.bodies import storable_problem
-from services.gateway.decisions import Decisions
 from services.gateway.errors import short_stack
-from services.gateway.idempotency import generation_id_for
-from services.gateway.identity import normalize_pass_id
 from services.gateway.images import sniff
 from services.gateway.ratelimit import RateLimiter
-from services.gateway.routes.mma import preference_delta
+from services.gateway.routes.events import preference_delta
 from tests.gateway.support import SseRead, png_bytes, read_sse
 from tests.helpers import wait_for
 

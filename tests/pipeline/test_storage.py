@@ -10,7 +10,7 @@ from libs.bus import Bus
 from libs.kv import kv_stream
 from libs.schemas import Assets, Flow, GenerationRequest, Inputs, Stream
 from libs.settings import Settings
-from services.gateway.idempotency import BUCKET as IDEMPOTENCY_BUCKET
+from services.gateway.adapters.idempotency import BUCKET as IDEMPOTENCY_BUCKET
 from services.pipeline.checkpoint import BUCKET, LATEST_SUFFIX, CheckpointStore
 from services.pipeline.slots import BUCKET as SLOTS_BUCKET
 from tests.conftest import Services

@@ -1,1 +1,1 @@
-"""HTTP routes, one module per area."""
+"""HTTP routes, one module per resource (`common` holds the dependencies they share)."""

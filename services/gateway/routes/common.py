@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 import structlog
 from fastapi import Depends, Request
 
 from libs.errors import MmaError, ServiceUnavailableError, UnauthorizedError
 from libs.schemas import CustomerView, EnsureWelcome
+from services.gateway.auth.identity import Identity, resolve
 from services.gateway.deps import GatewayDeps
-from services.gateway.identity import Identity, resolve
 
 log = structlog.get_logger("gateway")
 
@@ -27,7 +26,7 @@ def request_id(request: Request) -> str:
     return str(getattr(request.state, "request_id", "") or "")
 
 
-def failure_code(code: str) -> Callable[[Request], Coroutine[Any, Any, None]]:
+def failure_code(code: str) -> Callable[[Request], Awaitable[None]]:
     """Route dependency: the code an unexpected failure of this route answers with (ROUTES.md)."""
 
     async def mark(request: Request) -> None:
@@ -37,7 +36,7 @@ def failure_code(code: str) -> Callable[[Request], Coroutine[Any, Any, None]]:
 
 
 async def identity(request: Request) -> Identity:
-    """The caller's pass id; `services.gateway.access.edge` has already refused one the token does not prove."""
+    """The caller's pass id; `services.gateway.auth.access.edge` has already refused one the token does not prove."""
     return await resolve(request)
 
 
@@ -67,28 +66,24 @@ async def ensure_customer_once(deps: GatewayDeps, who: Identity) -> None:
         await ensure_customer(deps, who)
 
 
-def mma_identity() -> Callable[..., Coroutine[Any, Any, Identity]]:
+async def mma_identity(request: Request, deps: GatewayDeps = Depends(get_deps)) -> Identity:
     """MMA POSTs: resolve the pass id and ensure the customer (failure: 500 MMA_PASSID_MW_FAILED).
 
     Billing or the ledger restarting (503) does not fail the request: the command is durable,
     the ledger creates the row on its first write, and billing decides the welcome credits when
     the command arrives (services/billing/welcome.py).
     """
-
-    async def dep(request: Request, deps: GatewayDeps = Depends(get_deps)) -> Identity:
-        who = await resolve(request)
-        try:
-            await ensure_customer_once(deps, who)
-        except ServiceUnavailableError as exc:
-            log.warning("gateway.ensure_deferred", pass_id=who.pass_id, error=exc.message)
-        except MmaError as exc:
-            raise MmaError(f"Could not resolve the customer: {exc.message}", code="MMA_PASSID_MW_FAILED") from exc
-        return who
-
-    return dep
+    who = await resolve(request)
+    try:
+        await ensure_customer_once(deps, who)
+    except ServiceUnavailableError as exc:
+        log.warning("gateway.ensure_deferred", pass_id=who.pass_id, error=exc.message)
+    except MmaError as exc:
+        raise MmaError(f"Could not resolve the customer: {exc.message}", code="MMA_PASSID_MW_FAILED") from exc
+    return who
 
 
-def admin_token_ok(request: Request, deps: GatewayDeps) -> bool:
+def admin_token_ok(request: Request) -> bool:
     """`Authorization: Bearer <MMA_ADMIN_TOKEN>`, as the edge compared it (in constant time)."""
     return bool(getattr(request.state, "admin_token", False))
 
@@ -98,3 +93,6 @@ async def require_admin(request: Request) -> None:
     refuses anything that reached an admin router without that decision."""
     if not getattr(request.state, "admin", False):
         raise UnauthorizedError("Unauthorized")
+
+
+UNAUTHORIZED: dict[int | str, dict[str, object]] = {401: {"description": '{error:"Unauthorized"}'}}

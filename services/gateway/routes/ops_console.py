@@ -8,89 +8,46 @@ Every read goes to the ledger over the bus; nothing here touches SQL.
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
 from libs import deadletter
-from libs.bus import Bus
 from libs.errors import InvalidInputError, NotFoundError
-from libs.schemas import (
-    AddConfigVersion,
-    AdminSummary,
-    ConfigEntry,
-    ConfigMap,
-    CreditTxnList,
-    CustomerList,
-    ErrorList,
-    GenerationCredits,
-    GenerationList,
-    GenerationView,
-    GetActiveConfig,
-    GetGeneration,
-    ListCustomers,
-    ListErrors,
-    ListGenerations,
-    ListSteps,
-    Reconcile,
-    ReconcileReport,
-    StepList,
-    SummaryView,
-)
+from libs.schemas import AddConfigVersion, ConfigEntry, CustomerList, GenerationView, ReconcileReport
+from services.gateway.adapters.ledger import clamp
 from services.gateway.deps import GatewayDeps
-from services.gateway.routes.common import get_deps, require_admin
+from services.gateway.routes.common import UNAUTHORIZED, get_deps, require_admin
 
 router = APIRouter(prefix="/ops/api", tags=["ops console"], dependencies=[Depends(require_admin)],
-                   responses={401: {"description": '{error:"Unauthorized"}'}})
+                   responses=UNAUTHORIZED)
 
-MAX_CHAIN = 50  # a tweak of a tweak of ...: deep enough for any real history, bounded against a cycle
 CONFIG_KEY = re.compile(r"^mma\.(ctx|provider)\.[a-z0-9_]+(\.[a-z0-9_]+)*$")
-
-
-def _limit(value: int, ceiling: int = 1000) -> int:
-    return max(1, min(value, ceiling))
 
 
 @router.get("/generations")
 async def generations(pass_id: str | None = None, limit: int = 100,
-                      deps: GatewayDeps = Depends(get_deps)) -> dict[str, Any]:
+                      deps: GatewayDeps = Depends(get_deps)) -> dict[str, object]:
     """Every generation newest first (or one customer's), with status and mode."""
-    result = await deps.bus.request(ListGenerations(pass_id=pass_id or None, limit=_limit(limit)), GenerationList)
+    result = await deps.ledger.generations(pass_id, limit)
     return {"generations": [g.model_dump(mode="json") for g in result.generations]}
 
 
-async def parent_chain(bus: Bus, view: GenerationView) -> list[GenerationView]:
-    """The ancestors of a generation, nearest first; stops at a missing parent or a repeat."""
-    chain: list[GenerationView] = []
-    seen = {view.generation_id}
-    parent = view.parent_id
-    while parent and parent not in seen and len(chain) < MAX_CHAIN:
-        seen.add(parent)
-        try:
-            current = await bus.request(GetGeneration(generation_id=parent), GenerationView)
-        except NotFoundError:
-            break
-        chain.append(current)
-        parent = current.parent_id
-    return chain
-
-
-async def _generation(bus: Bus, generation_id: str) -> GenerationView:
+async def _generation(deps: GatewayDeps, generation_id: str) -> GenerationView:
     try:
-        return await bus.request(GetGeneration(generation_id=generation_id), GenerationView)
+        return await deps.ledger.generation(generation_id)
     except NotFoundError as exc:
         raise NotFoundError("Unknown generation.", code="NOT_FOUND") from exc
 
 
 @router.get("/generations/{generation_id}")
-async def generation_detail(generation_id: str, deps: GatewayDeps = Depends(get_deps)) -> dict[str, Any]:
+async def generation_detail(generation_id: str, deps: GatewayDeps = Depends(get_deps)) -> dict[str, object]:
     """One generation with everything ops reads about it: chain, steps, credit rows, errors."""
-    view = await _generation(deps.bus, generation_id)
-    chain = await parent_chain(deps.bus, view)
-    steps = await deps.bus.request(ListSteps(generation_id=generation_id), StepList)
-    credits = await deps.bus.request(GenerationCredits(generation_id=generation_id), CreditTxnList)
-    errors = await deps.bus.request(ListErrors(generation_id=generation_id, limit=100), ErrorList)
+    view = await _generation(deps, generation_id)
+    chain = await deps.ledger.parent_chain(view)
+    steps = await deps.ledger.steps(generation_id)
+    credits = await deps.ledger.generation_credits(generation_id)
+    errors = await deps.ledger.errors(generation_id=generation_id, limit=100)
     return {
         "generation": view.model_dump(mode="json"),
         "chain": [g.model_dump(mode="json") for g in chain],
@@ -101,31 +58,30 @@ async def generation_detail(generation_id: str, deps: GatewayDeps = Depends(get_
 
 
 @router.get("/generations/{generation_id}/chain")
-async def generation_chain(generation_id: str, deps: GatewayDeps = Depends(get_deps)) -> dict[str, Any]:
-    view = await _generation(deps.bus, generation_id)
+async def generation_chain(generation_id: str, deps: GatewayDeps = Depends(get_deps)) -> dict[str, object]:
+    view = await _generation(deps, generation_id)
     return {"generation_id": generation_id,
-            "chain": [g.model_dump(mode="json") for g in await parent_chain(deps.bus, view)]}
+            "chain": [g.model_dump(mode="json") for g in await deps.ledger.parent_chain(view)]}
 
 
 @router.get("/generations/{generation_id}/credits")
-async def generation_credits(generation_id: str, deps: GatewayDeps = Depends(get_deps)) -> dict[str, Any]:
+async def generation_credits(generation_id: str, deps: GatewayDeps = Depends(get_deps)) -> dict[str, object]:
     """The credit rows that reference the generation (its debit, and a refund if it failed)."""
-    result = await deps.bus.request(GenerationCredits(generation_id=generation_id), CreditTxnList)
+    result = await deps.ledger.generation_credits(generation_id)
     return {"generation_id": generation_id, "credits": [t.model_dump(mode="json") for t in result.txns]}
 
 
 @router.get("/errors")
 async def errors_feed(category: str | None = None, generation_id: str | None = None, limit: int = 200,
-                      deps: GatewayDeps = Depends(get_deps)) -> dict[str, Any]:
+                      deps: GatewayDeps = Depends(get_deps)) -> dict[str, object]:
     """The ops error feed newest first, optionally one category (API_ERROR, PROVIDER_ERROR, ...)."""
-    result = await deps.bus.request(ListErrors(category=category or None, generation_id=generation_id or None,
-                                               limit=_limit(limit)), ErrorList)
+    result = await deps.ledger.errors(generation_id=generation_id, category=category, limit=limit)
     return {"errors": [e.model_dump(mode="json") for e in result.errors]}
 
 
 @router.get("/dead-letters")
 async def dead_letters(consumer: str | None = None, limit: int = 200,
-                       deps: GatewayDeps = Depends(get_deps)) -> dict[str, Any]:
+                       deps: GatewayDeps = Depends(get_deps)) -> dict[str, object]:
     """What waits in the retained dead-letter stream, oldest first, with why and whose it is.
 
     Read straight from JetStream: the dead letters are exactly what may be missing from MEGA.
@@ -133,11 +89,11 @@ async def dead_letters(consumer: str | None = None, limit: int = 200,
     if consumer is not None and not re.fullmatch(r"[A-Za-z0-9_-]+", consumer):
         raise InvalidInputError("consumer is a durable name (letters, digits, - and _).", code="INVALID_INPUT")
     per = await deadletter.counts(deps.bus.js)
-    found = await deadletter.waiting(deps.bus.js, deadletter.filter_for(consumer), limit=_limit(limit))
+    found = await deadletter.waiting(deps.bus.js, deadletter.filter_for(consumer), limit=clamp(limit))
     return {"waiting": sum(per.values()), "by_consumer": per, "dead_letters": [d.summary() for d in found]}
 
 
-def per_customer(customers: CustomerList, report: ReconcileReport) -> list[dict[str, Any]]:
+def per_customer(customers: CustomerList, report: ReconcileReport) -> list[dict[str, object]]:
     """Balance vs sum of deltas per customer.
 
     The reconcile check lists exactly the pass ids whose balance differs from the sum of
@@ -156,37 +112,36 @@ def per_customer(customers: CustomerList, report: ReconcileReport) -> list[dict[
 
 
 @router.get("/reconcile")
-async def reconcile(limit: int = 500, deps: GatewayDeps = Depends(get_deps)) -> dict[str, Any]:
+async def reconcile(limit: int = 500, deps: GatewayDeps = Depends(get_deps)) -> dict[str, object]:
     """The MEGA invariants overall, and balance vs sum of deltas per customer."""
-    report = await deps.bus.request(Reconcile(stuck_after_s=deps.settings.stuck_after_s,
-                                              public_base=deps.store.public_base), ReconcileReport, timeout=60.0)
-    customers = await deps.bus.request(ListCustomers(limit=_limit(limit)), CustomerList)
+    report = await deps.ledger.reconcile(deps.settings.stuck_after_s, deps.store.public_base)
+    customers = await deps.ledger.customers(limit)
     return {"ok": report.ok, "checks": report.checks, "totals": report.totals, "breaches": report.breaches[:200],
             "customers": per_customer(customers, report)}
 
 
 @router.get("/summary")
-async def summary(deps: GatewayDeps = Depends(get_deps)) -> dict[str, Any]:
+async def summary(deps: GatewayDeps = Depends(get_deps)) -> dict[str, object]:
     """Totals and counts by day and record type (the parity check)."""
-    view = await deps.bus.request(AdminSummary(), SummaryView)
+    view = await deps.ledger.summary()
     return view.model_dump(mode="json")
 
 
 @router.get("/config")
-async def active_config(deps: GatewayDeps = Depends(get_deps)) -> dict[str, Any]:
+async def active_config(deps: GatewayDeps = Depends(get_deps)) -> dict[str, object]:
     """The active (highest enabled) version of each context and provider preset."""
-    config = await deps.bus.request(GetActiveConfig(), ConfigMap)
+    config = await deps.ledger.active_config()
     entries = sorted(config.entries.values(), key=lambda e: e.key)
     return {"entries": [e.model_dump(mode="json") for e in entries]}
 
 
 class ConfigBody(BaseModel):
     key: str = ""
-    value: dict[str, Any] = Field(default_factory=dict)
+    value: dict[str, object] = Field(default_factory=dict)
 
 
 @router.post("/config")
-async def add_config(request: Request, body: ConfigBody, deps: GatewayDeps = Depends(get_deps)) -> dict[str, Any]:
+async def add_config(request: Request, body: ConfigBody, deps: GatewayDeps = Depends(get_deps)) -> dict[str, object]:
     """Version N+1 of a context or preset; the ledger writes the `app_config` row and its `admin_audit` row."""
     request.state.failure_code = "CONFIG_ADD_FAILED"
     key = body.key.strip()

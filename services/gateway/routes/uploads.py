@@ -8,7 +8,6 @@ a script someone uploaded.
 from __future__ import annotations
 
 import mimetypes
-from typing import Any
 
 from fastapi import APIRouter, Depends, File, Request, UploadFile
 from fastapi.responses import FileResponse
@@ -16,9 +15,9 @@ from fastapi.responses import FileResponse
 from libs.assets import LocalAssetStore, StoredAsset, copy_from_url, new_key, safe_key
 from libs.errors import ForbiddenError, InvalidInputError, MmaError, NotFoundError
 from libs.fetch import FetchPolicy
+from services.gateway.auth.identity import Identity
 from services.gateway.bodies import PassFields, first
 from services.gateway.deps import GatewayDeps
-from services.gateway.identity import Identity
 from services.gateway.images import IMAGE_TYPES, VIDEO_TYPES, decode_upload, inspect_media
 from services.gateway.routes.common import get_deps, identity, request_id
 
@@ -35,7 +34,7 @@ def folder_of(kind: str | None, folder: str | None) -> str:
     return f"uploads/{first(folder, kind) or 'misc'}"
 
 
-def stored(asset: StoredAsset, **extra: Any) -> dict[str, Any]:
+def stored(asset: StoredAsset, **extra: object) -> dict[str, object]:
     return {"ok": True, "key": asset.key, "url": asset.url, "publicUrl": asset.url,
             "contentType": asset.content_type, "bytes": asset.bytes, **extra}
 
@@ -58,7 +57,7 @@ class SignedBody(PassFields):
 
 @router.post("/api/r2/upload-signed")
 async def upload_signed(request: Request, body: SignedBody | None = None, deps: GatewayDeps = Depends(get_deps),
-                        who: Identity = Depends(identity)) -> dict[str, Any]:
+                        who: Identity = Depends(identity)) -> dict[str, object]:
     """With `dataUrl`: store it now. Without: a presigned PUT URL valid for 10 minutes."""
     request.state.failure_code = "UPLOAD_FAILED"
     body = body or SignedBody()
@@ -79,7 +78,7 @@ async def upload_signed(request: Request, body: SignedBody | None = None, deps: 
 
 @router.put("/api/r2/put/{key:path}", include_in_schema=True)
 async def presigned_put(key: str, request: Request, expires: int = 0, content_type: str = "", sig: str = "",
-                        deps: GatewayDeps = Depends(get_deps)) -> dict[str, Any]:
+                        deps: GatewayDeps = Depends(get_deps)) -> dict[str, object]:
     """The local store's presigned PUT: an HMAC-signed, expiring URL for exactly this key and type."""
     store = deps.store
     if not isinstance(store, LocalAssetStore):
@@ -116,7 +115,7 @@ async def _copy(deps: GatewayDeps, url: str, folder: str) -> StoredAsset:
 @router.post("/api/r2/store-remote-signed")
 async def store_remote_signed(request: Request, body: RemoteBody | None = None,
                               deps: GatewayDeps = Depends(get_deps), who: Identity = Depends(identity),
-                              ) -> dict[str, Any]:
+                              ) -> dict[str, object]:
     """Copy a remote URL into the store; the client prefers `publicUrl`."""
     request.state.failure_code = "STORE_REMOTE_FAILED"
     body = body or RemoteBody()
@@ -131,7 +130,7 @@ async def store_remote_signed(request: Request, body: RemoteBody | None = None,
 @router.post("/store-remote-generation")
 async def store_remote_generation(request: Request, body: RemoteBody | None = None,
                                   deps: GatewayDeps = Depends(get_deps), who: Identity = Depends(identity),
-                                  ) -> dict[str, Any]:
+                                  ) -> dict[str, object]:
     request.state.failure_code = "STORE_REMOTE_FAILED"
     body = body or RemoteBody()
     url = first(body.url, body.sourceUrl, body.imageUrl, body.videoUrl)
@@ -151,7 +150,7 @@ class DataUrlBody(PassFields):
 
 @router.post("/api/r2/upload-dataurl")
 async def upload_dataurl(request: Request, body: DataUrlBody | None = None, deps: GatewayDeps = Depends(get_deps),
-                         who: Identity = Depends(identity)) -> dict[str, Any]:
+                         who: Identity = Depends(identity)) -> dict[str, object]:
     request.state.failure_code = "UPLOAD_FAILED"
     body = body or DataUrlBody()
     if not body.dataUrl:
@@ -162,7 +161,7 @@ async def upload_dataurl(request: Request, body: DataUrlBody | None = None, deps
 
 @router.post("/api/upload")
 async def upload_image(request: Request, file: UploadFile = File(...), kind: str | None = None,
-                       deps: GatewayDeps = Depends(get_deps), who: Identity = Depends(identity)) -> dict[str, Any]:
+                       deps: GatewayDeps = Depends(get_deps), who: Identity = Depends(identity)) -> dict[str, object]:
     """A multipart image (`file`): type sniffed from bytes, size-limited, decoded with Pillow."""
     request.state.failure_code = "UPLOAD_FAILED"
     limit = deps.settings.upload_max_bytes

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 
 from libs.bus import Bus
 from libs.schemas import BusMessage, GenerationAccepted, GenerationRejected
-from services.gateway.fanout import fanout_for
+from services.gateway.adapters.fanout import Fanout
 
 DECISION_SUBJECTS = ("mma.evt.*.accepted", "mma.evt.*.rejected")
 RECENT = 50_000  # decided ids remembered (a few minutes of creates at the bench's peak rate)
@@ -83,7 +83,7 @@ class Decisions:
         self._recent.pop(generation_id, None)
 
 
-async def wait_until_stored(bus: Bus, decisions: Decisions, generation_id: str,
+async def wait_until_stored(fanout: Fanout, decisions: Decisions, generation_id: str,
                             timeout_s: float = STORE_WAIT_S) -> None:
     """For a generation this gateway saw decided: return once the stream holds its first event
     (at once when it already does, or for ids never decided here)."""
@@ -91,6 +91,6 @@ async def wait_until_stored(bus: Bus, decisions: Decisions, generation_id: str,
         return
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(timeout_s):
-            async with contextlib.aclosing(fanout_for(bus).follow(generation_id)) as events:
+            async with contextlib.aclosing(fanout.follow(generation_id)) as events:
                 await anext(events)
             decisions.settled(generation_id)

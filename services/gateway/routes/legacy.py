@@ -6,8 +6,6 @@ old shapes, so the Dec 15–23 client works unchanged.
 
 from __future__ import annotations
 
-from typing import Any
-
 import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
@@ -21,14 +19,14 @@ from libs.schemas import (
     GenerationRequest,
     Inputs,
 )
+from services.gateway.adapters.idempotency import body_hash
+from services.gateway.auth.identity import Identity, json_body
 from services.gateway.bodies import PassFields, aspect_of, first, style_of
 from services.gateway.deps import GatewayDeps
 from services.gateway.errors import legacy_body
-from services.gateway.idempotency import body_hash
-from services.gateway.identity import Identity, json_body
+from services.gateway.generations.submit import CreateCommand, Outcome, submit
+from services.gateway.generations.views import as_dict
 from services.gateway.routes.common import ensure_customer_once, get_deps, identity, request_id
-from services.gateway.submit import CreateCommand, Outcome, submit
-from services.gateway.views import as_dict
 
 router = APIRouter(tags=["legacy generation"])
 
@@ -72,7 +70,7 @@ class MotionBody(LegacyCommon):
         return style_of(self.movementStyle, None, styles)
 
 
-def _gpt(done: GenerationDone | None) -> dict[str, Any]:
+def _gpt(done: GenerationDone | None) -> dict[str, object]:
     vars_ = done.vars if done else {}
     messages = as_dict(vars_.get("userMessages"))
     texts = [str(x.get("text") if isinstance(x, dict) else x) for x in messages.get("scan_lines") or []]
@@ -135,9 +133,10 @@ async def run_legacy(request: Request, deps: GatewayDeps, who: Identity, flow: F
     return await submit(deps, cmd, terminal_timeout_s=deps.settings.legacy_wait_timeout_s)
 
 
-@router.post("/editorial/generate")
+@router.post("/editorial/generate", response_model=None)
 async def editorial_generate(request: Request, body: EditorialBody | None = None,
-                             deps: GatewayDeps = Depends(get_deps), who: Identity = Depends(identity)) -> Any:
+                             deps: GatewayDeps = Depends(get_deps), who: Identity = Depends(identity),
+                             ) -> dict[str, object] | JSONResponse:
     """A still generation, answered when it is done (E2 shape)."""
     request.state.failure_code = "EDITORIAL_GENERATION_ERROR"
     body = body or EditorialBody()
@@ -156,16 +155,16 @@ async def editorial_generate(request: Request, body: EditorialBody | None = None
         return result
     outcome, done = result
     balance = outcome.accepted.balance if outcome.accepted else None
-    cost = outcome.accepted.price if outcome.accepted else deps.settings.price_still_create
+    cost = outcome.accepted.price if outcome.accepted else (await deps.prices.get()).still_create
     return {"ok": True, "message": "Image generated.", "requestId": request_id(request), "prompt": done.prompt,
             "imageUrl": done.output_url, "imageUrls": [done.output_url] if done.output_url else [],
             "generationId": outcome.generation_id, "sessionId": first(body.sessionId), "passId": who.pass_id,
             "credits": {"balance": balance, "cost": cost}, "gpt": _gpt(done)}
 
 
-@router.post("/motion/suggest")
+@router.post("/motion/suggest", response_model=None)
 async def motion_suggest(request: Request, body: MotionBody | None = None, deps: GatewayDeps = Depends(get_deps),
-                         who: Identity = Depends(identity)) -> Any:
+                         who: Identity = Depends(identity)) -> dict[str, object] | JSONResponse:
     """A motion prompt suggestion for a still (type for me, suggest only): no charge."""
     request.state.failure_code = "MOTION_SUGGESTION_ERROR"
     body = body or MotionBody()
@@ -189,9 +188,9 @@ async def motion_suggest(request: Request, body: MotionBody | None = None, deps:
             "gpt": {"usedFallback": False, "error": None}}
 
 
-@router.post("/motion/generate")
+@router.post("/motion/generate", response_model=None)
 async def motion_generate(request: Request, body: MotionBody | None = None, deps: GatewayDeps = Depends(get_deps),
-                          who: Identity = Depends(identity)) -> Any:
+                          who: Identity = Depends(identity)) -> dict[str, object] | JSONResponse:
     """A video from a still, answered when it is done (E2 shape)."""
     request.state.failure_code = "MOTION_GENERATION_ERROR"
     body = body or MotionBody()
@@ -213,7 +212,7 @@ async def motion_generate(request: Request, body: MotionBody | None = None, deps
         return result
     outcome, done = result
     balance = outcome.accepted.balance if outcome.accepted else None
-    cost = outcome.accepted.price if outcome.accepted else deps.settings.price_video_animate
+    cost = outcome.accepted.price if outcome.accepted else (await deps.prices.get()).video_animate
     return {"ok": True, "message": "Video generated.", "requestId": request_id(request), "prompt": done.prompt,
             "videoUrl": done.output_url, "generationId": outcome.generation_id, "sessionId": first(body.sessionId),
             "passId": who.pass_id, "credits": {"balance": balance, "cost": cost}, "gpt": _gpt(done)}

@@ -12,13 +12,15 @@ gets (no consumer). Anything stored after that ask reaches the shared subscripti
 registration, so it is in the queue; the queue is then served, dropping what the replay
 already yielded (sequence <= the last one yielded). Together: from `after_seq`+1 on, every
 message exactly once, in stream order - what `Bus.follow` yields, without a consumer each.
+
+One `Fanout` per gateway process lives in `GatewayDeps.fanout`; `app.setup` starts it and
+stops it after uvicorn has stopped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import weakref
 from collections.abc import AsyncGenerator, AsyncIterator
 
 import nats.errors
@@ -179,13 +181,3 @@ class Fanout:
         finally:
             self.unregister(generation_id, queue)
 
-
-_HUBS: weakref.WeakKeyDictionary[Bus, Fanout] = weakref.WeakKeyDictionary()
-
-
-def fanout_for(bus: Bus) -> Fanout:
-    """The one hub of a bus connection (created on first use; `__main__` starts it at setup)."""
-    hub = _HUBS.get(bus)
-    if hub is None:
-        hub = _HUBS[bus] = Fanout(bus)
-    return hub

@@ -13,8 +13,6 @@ accepted-to-done time of the last `queue_estimate_window` finished generations.
 
 from __future__ import annotations
 
-from typing import Any
-
 import nats.js.errors
 
 from libs.bus import Bus
@@ -28,7 +26,7 @@ from libs.schemas import (
     RecentDurations,
     Stream,
 )
-from services.gateway.views import TERMINAL
+from services.gateway.generations.views import TERMINAL
 
 PIPELINE_DURABLE = "pipeline"
 
@@ -55,7 +53,7 @@ def already_finished(generation_id: str, state: str) -> ConflictError:
                          code="ALREADY_FINISHED", generation_id=generation_id, state=state)
 
 
-async def queue_info(bus: Bus, generation_id: str, estimate_window: int) -> dict[str, Any] | None:
+async def queue_info(bus: Bus, generation_id: str, estimate_window: int) -> dict[str, int | float | None] | None:
     """`{position, estimate_s}` while the job waits undelivered in JOBS; None otherwise."""
     try:
         job = await bus.js.get_last_msg(Stream.JOBS.value, f"mma.job.{generation_id}")

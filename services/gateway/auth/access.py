@@ -27,18 +27,26 @@ import hmac
 import time
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import structlog
 from fastapi import Request
 from prometheus_client import Counter
 
+from libs.bus import Bus
 from libs.errors import ForbiddenError, InvalidInputError, NotFoundError, UnauthorizedError
 from libs.final import last_event
 from libs.schemas import CustomerAccess, GenerationAccepted, GenerationView, GetCustomerAccess, GetGeneration
-from services.gateway.decisions import wait_until_stored
-from services.gateway.identity import BODY_KEYS, PASS_HEADER, QUERY_KEYS, bearer_token, json_body, normalize_pass_id
-from services.gateway.tokens import JwtUser
+from services.gateway.adapters.decisions import wait_until_stored
+from services.gateway.adapters.supabase import JwtUser
+from services.gateway.auth.identity import (
+    BODY_KEYS,
+    PASS_HEADER,
+    QUERY_KEYS,
+    bearer_token,
+    json_body,
+    normalize_pass_id,
+)
 
 if TYPE_CHECKING:
     from services.gateway.deps import GatewayDeps
@@ -107,14 +115,14 @@ class AccessFacts:
     def __init__(self) -> None:
         self._cache: dict[tuple[str, str | None, str | None], tuple[float, CustomerAccess]] = {}
 
-    async def get(self, deps: GatewayDeps, user: JwtUser, shopify_id: str | None = None) -> CustomerAccess:
+    async def get(self, bus: Bus, user: JwtUser, shopify_id: str | None = None) -> CustomerAccess:
         email = user.email if user.email_verified else None
         key = (user.user_id, email, shopify_id)
         now = time.monotonic()
         hit = self._cache.get(key)
         if hit is not None and hit[0] > now:
             return hit[1]
-        facts = await deps.bus.request(GetCustomerAccess(user_id=user.user_id, email=email,
+        facts = await bus.request(GetCustomerAccess(user_id=user.user_id, email=email,
                                                          shopify_customer_id=shopify_id), CustomerAccess)
         if len(self._cache) > 10_000:
             self._cache.clear()
@@ -149,7 +157,7 @@ async def proves(deps: GatewayDeps, user: JwtUser, pass_id: str) -> bool:
     if kind == "email":
         return user.email_verified and user.email == value.lower()
     if kind == "shopify":
-        return (await deps.access_facts.get(deps, user, value)).shopify_linked
+        return (await deps.access_facts.get(deps.bus, user, value)).shopify_linked
     return False
 
 
@@ -175,19 +183,19 @@ def grant_ok(request: Request, deps: GatewayDeps, generation_id: str, owner: str
     return hmac.compare_digest(sig, _grant_sig(deps, generation_id, owner, int(expires)))
 
 
-def _claimed(request: Request, body: dict[str, Any]) -> set[str]:
+def _claimed(request: Request, body: dict[str, object]) -> set[str]:
     values = [body.get(k) for k in BODY_KEYS] + [request.headers.get(PASS_HEADER)]
     values += [request.query_params.get(k) for k in (*QUERY_KEYS, "pass_id")]
     values.append(request.path_params.get("pass_id"))
     return {p for p in (normalize_pass_id(v) for v in values) if p and not p.startswith("pass:anon:")}
 
 
-def _named_generation(request: Request, body: dict[str, Any]) -> str | None:
+def _named_generation(request: Request, body: dict[str, object]) -> str | None:
     gid = request.path_params.get("generation_id")
     if gid:
         return str(gid)
     raw = body.get("assets")
-    assets: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    assets: dict[str, object] = raw if isinstance(raw, dict) else {}
     for value in [assets.get(k) for k in STILL_KEYS] + [body.get("parent_generation_id"), body.get("generation_id")]:
         if isinstance(value, str) and value.strip():
             return value.strip()
@@ -220,7 +228,7 @@ async def owner_of(deps: GatewayDeps, generation_id: str) -> str | None:
 
 
 async def _check_owner(request: Request, deps: GatewayDeps, route: str, caller: Caller, generation_id: str) -> None:
-    await wait_until_stored(deps.bus, deps.decisions, generation_id)  # a create answered a moment ago
+    await wait_until_stored(deps.fanout, deps.decisions, generation_id)  # a create answered a moment ago
     owner = await owner_of(deps, generation_id)
     if owner is None:
         return  # the route answers its own 404 (nothing of anyone's to read)
@@ -236,7 +244,7 @@ async def is_admin(request: Request, deps: GatewayDeps) -> bool:
     caller = await caller_of(request, deps)
     if caller.admin_token:
         return True
-    return caller.user is not None and (await deps.access_facts.get(deps, caller.user)).is_admin
+    return caller.user is not None and (await deps.access_facts.get(deps.bus, caller.user)).is_admin
 
 
 def route_key(request: Request) -> str:

@@ -33,7 +33,7 @@ from libs.schemas import (
     generation_events,
     new_id,
 )
-from services.gateway.decisions import Decision
+from services.gateway.adapters.decisions import Decision
 from services.gateway.deps import GatewayDeps
 
 log = structlog.get_logger("gateway")

@@ -1,8 +1,6 @@
-"""The MMA routes: create / tweak / animate, read a generation, SSE, customer events."""
+"""The MMA generation routes: create / tweak / animate, read one, cancel it, follow it over SSE."""
 
 from __future__ import annotations
-
-from typing import Any
 
 import orjson
 from fastapi import APIRouter, Depends, Request
@@ -11,29 +9,19 @@ from pydantic import BaseModel
 from sse_starlette import EventSourceResponse
 
 from libs.errors import ForbiddenError, InvalidInputError, NotFoundError
-from libs.schemas import (
-    CancelRequested,
-    CustomerEventRecorded,
-    CustomerView,
-    EventType,
-    Flow,
-    GenerationRequest,
-    GenerationView,
-    GetCustomer,
-    new_id,
-)
-from services.gateway.access import sse_url_for
-from services.gateway.bodies import CreateCommon, EventBody, StillCreateBody, TweakBody, VideoAnimateBody
-from services.gateway.control import already_finished, owner_and_state, queue_info
-from services.gateway.decisions import wait_until_stored
+from libs.schemas import CancelRequested, Flow, GenerationRequest, GenerationView, Prices
+from services.gateway.adapters.decisions import wait_until_stored
+from services.gateway.adapters.idempotency import body_hash
+from services.gateway.auth.access import sse_url_for
+from services.gateway.auth.identity import Identity, json_body
+from services.gateway.bodies import CreateCommon, StillCreateBody, TweakBody, VideoAnimateBody
 from services.gateway.deps import GatewayDeps
 from services.gateway.errors import mma_body
-from services.gateway.idempotency import body_hash
-from services.gateway.identity import Identity, json_body
+from services.gateway.generations.control import already_finished, owner_and_state, queue_info
+from services.gateway.generations.sse import parse_last_event_id, stream_generation
+from services.gateway.generations.submit import CreateCommand, Outcome, follow_outcome, submit
+from services.gateway.generations.views import TERMINAL, GenerationOut, current_view, generation_out
 from services.gateway.routes.common import admin_token_ok, get_deps, identity, mma_identity, request_id
-from services.gateway.sse import parse_last_event_id, stream_generation
-from services.gateway.submit import CreateCommand, Outcome, follow_outcome, submit
-from services.gateway.views import TERMINAL, GenerationOut, current_view, generation_out
 
 router = APIRouter(tags=["mma"])
 
@@ -50,20 +38,15 @@ class CreateOut(BaseModel):
 class ErrorBody(BaseModel):
     error: str
     message: str | None = None
-    details: dict[str, Any] | None = None
+    details: dict[str, object] | None = None
 
 
-class EventOut(BaseModel):
-    event_id: str
+class CancelOut(BaseModel):
+    generation_id: str
     status: str
-    ok: bool
-    requestId: str
-    eventId: str
-    passId: str
-    preferences: dict[str, Any]
 
 
-CREATE_RESPONSES: dict[int | str, dict[str, Any]] = {
+CREATE_RESPONSES: dict[int | str, dict[str, object]] = {
     402: {"model": ErrorBody, "description": "INSUFFICIENT_CREDITS"},
     404: {"model": ErrorBody, "description": "parent generation not found (tweaks)"},
     409: {"model": ErrorBody, "description": "IDEMPOTENCY_CONFLICT or DEADLINE_EXCEEDED"},
@@ -71,16 +54,15 @@ CREATE_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def queued(generation_id: str, sse_url: str) -> dict[str, Any]:
+def queued(generation_id: str, sse_url: str) -> dict[str, str]:
     return {"generation_id": generation_id, "status": "queued", "sse_url": sse_url,
             "generationId": generation_id, "id": generation_id, "sseUrl": sse_url}
 
 
-def costs(deps: GatewayDeps) -> dict[str, int]:
-    s = deps.settings
-    return {"still": s.price_still_create, "video": s.price_video_animate, "still_create": s.price_still_create,
-            "still_tweak": s.price_still_tweak, "video_animate": s.price_video_animate,
-            "video_tweak": s.price_video_tweak}
+def costs(prices: Prices) -> dict[str, int]:
+    return {"still": prices.still_create, "video": prices.video_animate, "still_create": prices.still_create,
+            "still_tweak": prices.still_tweak, "video_animate": prices.video_animate,
+            "video_tweak": prices.video_tweak}
 
 
 async def digest(request: Request, flow: Flow, parent: str | None) -> str:
@@ -90,14 +72,15 @@ async def digest(request: Request, flow: Flow, parent: str | None) -> str:
                                   option=orjson.OPT_SORT_KEYS))
 
 
-def lane_of(request: Request, body: Any) -> str:
+def lane_of(body: CreateCommon) -> str:
+    """The still lane the client asked for (`inputs.still_lane` or `inputs.lane`), `main` by default."""
     inputs = getattr(body, "inputs", None)
     lane = getattr(inputs, "still_lane", None) or getattr(inputs, "lane", None)
     return str(lane or "main")
 
 
 async def run_create(request: Request, deps: GatewayDeps, who: Identity, body: CreateCommon, flow: Flow,
-                     req: GenerationRequest, parent: str | None, failed_code: str) -> JSONResponse:
+                     req: GenerationRequest, parent: str | None) -> JSONResponse:
     key = request.headers.get("idempotency-key") or body.idem_key()
     cmd = CreateCommand(
         pass_id=who.pass_id, flow=flow, request=req, request_id=request_id(request), parent_generation_id=parent,
@@ -105,18 +88,17 @@ async def run_create(request: Request, deps: GatewayDeps, who: Identity, body: C
         idempotency_key=key, body_digest=await digest(request, flow, parent) if key else "",
     )
     outcome = await submit(deps, cmd)
-    return decision_response(request, deps, outcome, failed_code, lane_of(request, body), who.pass_id)
+    return await decision_response(deps, outcome, lane_of(body), who.pass_id)
 
 
-def decision_response(request: Request, deps: GatewayDeps, outcome: Outcome, failed_code: str,
-                      lane: str, pass_id: str) -> JSONResponse:
+async def decision_response(deps: GatewayDeps, outcome: Outcome, lane: str, pass_id: str) -> JSONResponse:
     rejected = outcome.rejected
     if rejected is None:
         return JSONResponse(queued(outcome.generation_id, sse_url_for(deps, outcome.generation_id, pass_id)))
     if rejected.code == "INSUFFICIENT_CREDITS":
         details = {
             "userMessage": rejected.message, "balance": rejected.balance, "needed": rejected.price, "lane": lane,
-            "costs": costs(deps), "canSwitchToMain": False,
+            "costs": costs(await deps.prices.get()), "canSwitchToMain": False,
             "actions": [{"type": "buy_credits", "label": "Get more credits"}],
         }
         body = mma_body("INSUFFICIENT_CREDITS", "INSUFFICIENT_CREDITS", details,
@@ -137,29 +119,27 @@ async def parent_of(deps: GatewayDeps, generation_id: str, failed_code: str) -> 
 
 @router.post("/mma/still/create", response_model=CreateOut, responses=CREATE_RESPONSES)
 async def still_create(request: Request, body: StillCreateBody | None = None,
-                       deps: GatewayDeps = Depends(get_deps), who: Identity = Depends(mma_identity())) -> JSONResponse:
+                       deps: GatewayDeps = Depends(get_deps), who: Identity = Depends(mma_identity)) -> JSONResponse:
     """Start a still generation; answers at once with the id and the SSE URL (or 402)."""
     request.state.failure_code = "MMA_CREATE_FAILED"
     body = body or StillCreateBody()
-    return await run_create(request, deps, who, body, Flow.STILL_CREATE, body.to_request(), None,
-                            "MMA_CREATE_FAILED")
+    return await run_create(request, deps, who, body, Flow.STILL_CREATE, body.to_request(), None)
 
 
 @router.post("/mma/still/{generation_id}/tweak", response_model=CreateOut, responses=CREATE_RESPONSES)
 async def still_tweak(generation_id: str, request: Request, body: TweakBody | None = None,
-                      deps: GatewayDeps = Depends(get_deps), who: Identity = Depends(mma_identity())) -> JSONResponse:
+                      deps: GatewayDeps = Depends(get_deps), who: Identity = Depends(mma_identity)) -> JSONResponse:
     """A NEW still generation whose parent is `generation_id`."""
     request.state.failure_code = "MMA_TWEAK_FAILED"
     body = body or TweakBody()
     await parent_of(deps, generation_id, "MMA_TWEAK_FAILED")
-    return await run_create(request, deps, who, body, Flow.STILL_TWEAK, body.to_request(motion=False),
-                            generation_id, "MMA_TWEAK_FAILED")
+    return await run_create(request, deps, who, body, Flow.STILL_TWEAK, body.to_request(motion=False), generation_id)
 
 
 @router.post("/mma/video/animate", response_model=CreateOut, responses=CREATE_RESPONSES)
 async def video_animate(request: Request, body: VideoAnimateBody | None = None,
                         deps: GatewayDeps = Depends(get_deps),
-                        who: Identity = Depends(mma_identity())) -> JSONResponse:
+                        who: Identity = Depends(mma_identity)) -> JSONResponse:
     """Animate a still (a generation id or an image URL) into a video, or only suggest its motion."""
     request.state.failure_code = "MMA_ANIMATE_FAILED"
     body = body or VideoAnimateBody()
@@ -173,26 +153,25 @@ async def video_animate(request: Request, body: VideoAnimateBody | None = None,
     if not req.assets.input_still_image_url:
         raise InvalidInputError("A start image (start_image_url or a still generation id) is required.",
                                 code="MISSING_START_IMAGE")
-    return await run_create(request, deps, who, body, Flow.VIDEO_ANIMATE, req, parent, "MMA_ANIMATE_FAILED")
+    return await run_create(request, deps, who, body, Flow.VIDEO_ANIMATE, req, parent)
 
 
 @router.post("/mma/video/{generation_id}/tweak", response_model=CreateOut, responses=CREATE_RESPONSES)
 async def video_tweak(generation_id: str, request: Request, body: TweakBody | None = None,
-                      deps: GatewayDeps = Depends(get_deps), who: Identity = Depends(mma_identity())) -> JSONResponse:
+                      deps: GatewayDeps = Depends(get_deps), who: Identity = Depends(mma_identity)) -> JSONResponse:
     """A NEW video generation whose parent is the tweaked video."""
     request.state.failure_code = "MMA_VIDEO_TWEAK_FAILED"
     body = body or TweakBody()
     await parent_of(deps, generation_id, "MMA_VIDEO_TWEAK_FAILED")
-    return await run_create(request, deps, who, body, Flow.VIDEO_TWEAK, body.to_request(motion=True),
-                            generation_id, "MMA_VIDEO_TWEAK_FAILED")
+    return await run_create(request, deps, who, body, Flow.VIDEO_TWEAK, body.to_request(motion=True), generation_id)
 
 
+# `identity` only names the caller in `X-Mina-Pass-Id`: the edge already checked who may read
 @router.get("/mma/generations/{generation_id}", response_model=GenerationOut,
-            responses={404: {"model": ErrorBody}})
-async def get_generation(generation_id: str, request: Request, deps: GatewayDeps = Depends(get_deps),
-                         who: Identity = Depends(identity)) -> JSONResponse:
+            responses={404: {"model": ErrorBody}}, dependencies=[Depends(identity)])
+async def get_generation(generation_id: str, deps: GatewayDeps = Depends(get_deps)) -> JSONResponse:
     """One generation: state, canonical vars, outputs, prompt and error."""
-    await wait_until_stored(deps.bus, deps.decisions, generation_id)  # a create answered a moment ago
+    await wait_until_stored(deps.fanout, deps.decisions, generation_id)  # a create answered a moment ago
     try:
         out = await generation_out(deps.bus, generation_id)
     except NotFoundError:
@@ -203,11 +182,6 @@ async def get_generation(generation_id: str, request: Request, deps: GatewayDeps
         if queue is not None:
             body["queue"] = queue
     return JSONResponse(body)
-
-
-class CancelOut(BaseModel):
-    generation_id: str
-    status: str
 
 
 @router.post("/mma/generations/{generation_id}/cancel", response_model=CancelOut,
@@ -223,7 +197,7 @@ async def cancel_generation(generation_id: str, request: Request, deps: GatewayD
         owner, state = await owner_and_state(deps.bus, generation_id)
     except NotFoundError as exc:
         raise NotFoundError("Unknown generation.", generation_id=generation_id) from exc
-    admin = admin_token_ok(request, deps)
+    admin = admin_token_ok(request)
     if not admin and who.pass_id != owner:
         raise ForbiddenError("This generation belongs to another customer.", code="FORBIDDEN")
     if state in TERMINAL:
@@ -247,51 +221,7 @@ async def cancel_generation(generation_id: str, request: Request, deps: GatewayD
 async def stream(generation_id: str, request: Request, deps: GatewayDeps = Depends(get_deps)) -> EventSourceResponse:
     """Server-sent events of one generation, replayed from the start or after `Last-Event-ID`."""
     after = parse_last_event_id(request.headers.get("last-event-id") or request.query_params.get("lastEventId"))
-    await wait_until_stored(deps.bus, deps.decisions, generation_id)  # a create answered a moment ago
-    events = stream_generation(deps.bus, generation_id, after, deps.settings.queue_estimate_window)
+    await wait_until_stored(deps.fanout, deps.decisions, generation_id)  # a create answered a moment ago
+    events = stream_generation(deps.bus, deps.fanout, generation_id, after, deps.settings.queue_estimate_window)
     return EventSourceResponse(events, ping=deps.sse_ping_s,
                                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-
-
-TAG_STEPS = {EventType.LIKE.value: 1.0, EventType.DOWNLOAD.value: 1.0, EventType.DISLIKE.value: -1.0}
-
-
-def preference_delta(event_type: str, payload: dict[str, Any]) -> tuple[list[str], dict[str, float]]:
-    """What an event changes in the taste snapshot: hard blocks and tag weights."""
-    blocks: list[str] = []
-    weights: dict[str, float] = {}
-    hard = payload.get("hard_block") or payload.get("hard_blocks")
-    if event_type == EventType.PREFERENCE_SET and hard:
-        blocks = [str(b) for b in (hard if isinstance(hard, list) else [hard]) if b]
-    tags = payload.get("tags")
-    tag_list = [str(t) for t in (tags if isinstance(tags, list) else [tags] if tags else []) if t]
-    step = TAG_STEPS.get(event_type)
-    if step is not None:
-        weights = {tag: step for tag in tag_list}
-    return blocks, weights
-
-
-async def record_event(deps: GatewayDeps, pass_id: str, event_type: str, generation_id: str | None,
-                       payload: dict[str, Any], req_id: str) -> str:
-    event_id = new_id()
-    blocks, weights = preference_delta(event_type, payload)
-    await deps.bus.publish(CustomerEventRecorded(
-        event_id=event_id, pass_id=pass_id, event_type=event_type, generation_id=generation_id, payload=payload,
-        add_hard_blocks=blocks, tag_weight_deltas=weights, request_id=req_id,
-    ))
-    return event_id
-
-
-@router.post("/mma/events", response_model=EventOut)
-async def post_event(request: Request, body: EventBody | None = None, deps: GatewayDeps = Depends(get_deps),
-                     who: Identity = Depends(mma_identity())) -> JSONResponse:
-    """like, dislike, download, preference_set, create, tweak, feedback: an event row + a taste delta."""
-    request.state.failure_code = "MMA_EVENT_FAILED"
-    body = body or EventBody()
-    event_type = (body.event_type or body.type or "").strip().lower() or EventType.UNKNOWN.value
-    payload = body.payload or {}
-    event_id = await record_event(deps, who.pass_id, event_type, body.generation_id or body.generationId, payload,
-                                  request_id(request))
-    view = await deps.bus.request(GetCustomer(pass_id=who.pass_id), CustomerView)
-    return JSONResponse({"event_id": event_id, "status": "ok", "ok": True, "requestId": request_id(request),
-                         "eventId": event_id, "passId": who.pass_id, "preferences": view.preferences})

@@ -5,15 +5,14 @@ resumes right after it (no repeats) and a reconnect without it replays everythin
 said so far. The stream closes right after a terminal event.
 
 Streams do not open a consumer each: they replay with message gets, then share the
-gateway's one live subscription (`services.gateway.fanout`).
+gateway's one live subscription (`services.gateway.adapters.fanout`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Mapping
 
 import orjson
 import structlog
@@ -35,9 +34,9 @@ from libs.schemas import (
     StatusChanged,
     generation_events,
 )
-from services.gateway.control import queue_info
-from services.gateway.fanout import fanout_for
-from services.gateway.views import as_dict
+from services.gateway.adapters.fanout import Fanout
+from services.gateway.generations.control import queue_info
+from services.gateway.generations.views import as_dict
 
 log = structlog.get_logger("gateway")
 
@@ -45,7 +44,7 @@ TERMINAL_STATES = {s.value for s in MmaStatus if s.is_terminal}
 QUEUE_EVERY_S = 2.0
 
 
-def _event(name: str, data: dict[str, Any], seq: int | None) -> ServerSentEvent:
+def _event(name: str, data: Mapping[str, object], seq: int | None) -> ServerSentEvent:
     return ServerSentEvent(data=orjson.dumps(data).decode(), event=name, id=str(seq) if seq is not None else None)
 
 
@@ -104,7 +103,7 @@ async def _terminal_seq(bus: Bus, generation_id: str) -> int:
     return min(seqs, default=0)
 
 
-async def stream_generation(bus: Bus, generation_id: str, last_event_id: int,
+async def stream_generation(bus: Bus, fanout: Fanout, generation_id: str, last_event_id: int,
                             queue_window: int = 20) -> AsyncIterator[ServerSentEvent]:
     """Replay (after `last_event_id`), then live, closing after the terminal event.
 
@@ -127,7 +126,7 @@ async def stream_generation(bus: Bus, generation_id: str, last_event_id: int,
             yield event
         if view.status in TERMINAL_STATES:
             return
-    async with contextlib.aclosing(fanout_for(bus).follow(generation_id, last_event_id)) as events:
+    async with contextlib.aclosing(fanout.follow(generation_id, last_event_id)) as events:
         queued = True  # until a status beyond `queued` (or the end) is seen
         next_msg: asyncio.Future[tuple[int, BusMessage]] = asyncio.ensure_future(anext(events))
         try:

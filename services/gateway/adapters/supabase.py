@@ -16,7 +16,7 @@ import hashlib
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import httpx
 import jwt
@@ -46,7 +46,7 @@ class TokenVerifier(Protocol):
     async def aclose(self) -> None: ...
 
 
-def _email_verified(claims: dict[str, Any]) -> bool:
+def _email_verified(claims: dict[str, object]) -> bool:
     meta = claims.get("user_metadata")
     flag = claims.get("email_verified")
     if flag is None and isinstance(meta, dict):
@@ -54,7 +54,7 @@ def _email_verified(claims: dict[str, Any]) -> bool:
     return flag is True
 
 
-def user_of_claims(claims: dict[str, Any]) -> JwtUser | None:
+def user_of_claims(claims: dict[str, object]) -> JwtUser | None:
     sub = str(claims.get("sub") or "").strip()
     if not sub:
         return None
@@ -122,14 +122,14 @@ class LocalVerifier:
         except jwt.PyJWTError:
             return None
         alg = header.get("alg")
-        key: Any
+        key: str | jwt.PyJWK
         if alg == "HS256" and self.secret:
             key = self.secret
         elif alg in ASYMMETRIC and self.jwks is not None and isinstance(header.get("kid"), str):
             found = await self.jwks.key(header["kid"])
             if found is None or (found.algorithm_name not in (alg, None)):
                 return None
-            key = found.key
+            key = found
         else:
             return None
         try:
