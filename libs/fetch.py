@@ -152,14 +152,16 @@ def check_scheme(url: str) -> None:
 async def fetch(url: str, policy: FetchPolicy) -> tuple[bytes, str]:
     """(bytes, content type) of `url`, every hop guarded, refused past `max_bytes` or `timeout_s`.
 
-    Refusals and client errors are InvalidInputError (the request cannot succeed); a host
-    that does not answer is ServiceUnavailableError (it may answer later)."""
+    Refusals and client errors are InvalidInputError (the request cannot succeed; an HTTP error
+    answer carries its status as `details["upstream_status"]`); a host that does not answer is
+    ServiceUnavailableError (it may answer later)."""
     check_scheme(url)
     try:
         async with asyncio.timeout(policy.timeout_s), guarded_client(policy) as client, \
                 client.stream("GET", url) as response:
             if response.status_code >= 400:
-                raise InvalidInputError(f"download failed with HTTP {response.status_code}", code="FETCH_FAILED")
+                raise InvalidInputError(f"download failed with HTTP {response.status_code}", code="FETCH_FAILED",
+                                        upstream_status=response.status_code)
             declared = response.headers.get("content-length", "")
             if declared.isdigit() and int(declared) > policy.max_bytes:
                 raise InvalidInputError("remote file too large", code="FILE_TOO_LARGE")

@@ -156,7 +156,24 @@ class Settings(BaseSettings):
     credit_product_map: dict[str, int] = Field(
         default_factory=lambda: {"MINA-50": 50}, description='JSON SKU -> credits, e.g. {"MINA-50": 50}'
     )
-    credit_expiry_days: int | None = Field(None, description="days top-up credits stay valid (none = forever)")
+    credit_expiry_days: int | None = Field(
+        None, description="days top-up and claimed welcome credits stay valid, rolling (none = forever)")
+    welcome_claim_credits: int = Field(
+        5, description="credits POST /api/welcome-matcha/claim grants a signed-in pass id that had no welcome yet"
+        " (the same once-per-pass-id grant as `welcome_credits`: a pass id gets one or the other)")
+
+    # checkout (Shopify Admin REST draft orders; billing holds the token)
+    shopify_store_domain: str | None = Field(
+        None, description="the shop's Admin API host (e.g. mina.myshopify.com, reached over https); a full URL"
+        " (http://127.0.0.1:port) is used as it is. Unset: checkout answers 503 CHECKOUT_NOT_CONFIGURED")
+    shopify_admin_token: SecretStr | None = Field(None, description="the Admin API access token of the shop")
+    shopify_api_version: str = Field("2025-10", description="the Admin REST API version of draft orders")
+    matcha_variant_id: int = Field(43328351928403, description="variant of the MINA-50 pack (qty 1..99)")
+    matcha_5000_variant_id: int = Field(44184397283411, description="variant of the 5000-matcha pack (qty 100)")
+    shopify_timeout_s: float = Field(
+        8.0, description="time limit of one Admin API call (below rpc_timeout_s, so the gateway hears why)")
+    frontend_url: str = Field(
+        "https://mina.faltastudio.com", description="where GET /checkout/return sends the buyer back to")
     supabase_jwt_secret: SecretStr | None = Field(
         None, description="HS256 secret of the Supabase project's (legacy) tokens")
     supabase_url: str | None = Field(

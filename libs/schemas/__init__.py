@@ -62,6 +62,12 @@ from libs.schemas.rpc import (
     Ok,
     RpcRequest,
 )
+from libs.schemas.rpc_checkout import (
+    CheckoutCreated,
+    ClaimWelcome,
+    CreateCheckout,
+    WelcomeClaimed,
+)
 from libs.schemas.rpc_config import (
     AddConfigVersion,
     AdjustResult,
@@ -151,8 +157,11 @@ __all__ = [
     "ChargedItem",
     "ChargedList",
     "ChargedUnfinished",
+    "CheckoutCreated",
+    "ClaimWelcome",
     "ConfigEntry",
     "ConfigMap",
+    "CreateCheckout",
     "CreditApplied",
     "CreditAppliedBatch",
     "CreditApply",
@@ -229,6 +238,7 @@ __all__ = [
     "StepView",
     "Stream",
     "SummaryView",
+    "WelcomeClaimed",
     "generation_events",
     "new_id",
     "status_can_move",

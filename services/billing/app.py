@@ -6,6 +6,8 @@ from libs.schemas import (
     FAILED_EVENTS,
     GENERATION_COMMANDS,
     AdminAdjust,
+    ClaimWelcome,
+    CreateCheckout,
     EnsureWelcome,
     GenerationFailed,
     GenerationRequested,
@@ -15,6 +17,7 @@ from libs.schemas import (
 )
 from libs.service import ServiceContext
 from libs.supervise import stop, supervised
+from services.billing.checkout import on_create_checkout
 from services.billing.deps import BillingDeps
 from services.billing.handlers import (
     on_command_exhausted,
@@ -24,6 +27,7 @@ from services.billing.handlers import (
 )
 from services.billing.rpc import on_admin_adjust, on_ensure_welcome, on_price_list, on_shopify_order
 from services.billing.sweeper import run_sweeper
+from services.billing.welcome import on_claim_welcome
 
 QUEUE = "billing"
 COMMAND_BATCH = 128  # commands per ledger transaction (a CreditApplyBatch stays well under 1 MB)
@@ -35,6 +39,16 @@ async def setup(ctx: ServiceContext) -> None:
     await ctx.bus.serve(ShopifyOrder, on_shopify_order, deps, queue=QUEUE)
     await ctx.bus.serve(AdminAdjust, on_admin_adjust, deps, queue=QUEUE)
     await ctx.bus.serve(PriceList, on_price_list, deps, queue=QUEUE)
+    await ctx.bus.serve(CreateCheckout, on_create_checkout, deps, queue=QUEUE)
+    await ctx.bus.serve(ClaimWelcome, on_claim_welcome, deps, queue=QUEUE)
+    if deps.shopify is not None:
+        shop = deps.shopify
+
+        async def close_shop() -> None:
+            await ctx.bus.close()  # the checkouts in hand finish first (closing the bus twice is harmless)
+            await shop.aclose()
+
+        ctx.stack.push_async_callback(close_shop)
     # Both consumers wait out an unavailable ledger for ever: a ledger restart must not drop a
     # command (the command's own deadline bounds how late it may still run) nor a refund (a
     # failed generation is terminal, so the sweeper would never find it again). A message that

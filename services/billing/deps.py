@@ -11,6 +11,8 @@ from libs.recent import RecentKeys
 from libs.schemas import utcnow
 from libs.settings import Settings
 from services.billing.adapters.ledger import LedgerClient
+from services.billing.adapters.protocols import DraftOrders
+from services.billing.adapters.shopify_admin import ShopifyAdmin
 
 
 @dataclass(frozen=True)
@@ -20,7 +22,8 @@ class BillingDeps:
     ledger: LedgerClient
     clock: Callable[[], datetime] = field(default=utcnow)
     welcomed: RecentKeys = field(default_factory=lambda: RecentKeys(ttl_s=600.0))  # welcome decided lately (welcome.py)
+    shopify: DraftOrders | None = None  # None: the shop is not configured (checkout.py says so)
 
     @classmethod
     def build(cls, settings: Settings, bus: Bus) -> BillingDeps:
-        return cls(settings=settings, bus=bus, ledger=LedgerClient(bus))
+        return cls(settings=settings, bus=bus, ledger=LedgerClient(bus), shopify=ShopifyAdmin.from_settings(settings))

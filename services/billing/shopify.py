@@ -9,6 +9,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,7 @@ import orjson
 from libs.errors import InvalidInputError, UnauthorizedError
 
 PASS_ID_ATTRIBUTE = "mina_pass_id"
+PACK_SKU = re.compile(r"MINA-([1-9][0-9]{0,5})")
 
 
 @dataclass(frozen=True)
@@ -71,13 +73,25 @@ def pass_id_of(order: Mapping[str, Any]) -> tuple[str | None, str | None, str | 
     return None, shopify_id, email
 
 
+def credits_per_unit(line: Mapping[str, Any], product_map: Mapping[str, int]) -> int | None:
+    """The line's credits per unit: its SKU in the map, else its variant id in the map, else a
+    `MINA-<N>` SKU (N credits, UPSTREAM.md 2.1: MINA-50, the 5000 pack's MINA-5000); None for a
+    line that sells no credits."""
+    sku = str(line.get("sku") or "").strip()
+    for key in (sku, str(line.get("variant_id") or "").strip()):
+        if key and key in product_map:
+            return product_map[key]
+    pack = PACK_SKU.fullmatch(sku)
+    return int(pack.group(1)) if pack else None
+
+
 def credits_of(order: Mapping[str, Any], product_map: Mapping[str, int]) -> int:
-    """Σ credits of the SKU × quantity over the order's lines; unknown SKUs count nothing."""
+    """Σ credits per unit × quantity over the order's lines; lines that sell no credits count nothing."""
     total = 0
     for line in order.get("line_items") or []:
         if not isinstance(line, dict):
             continue
-        per_unit = product_map.get(str(line.get("sku") or "").strip())
+        per_unit = credits_per_unit(line, product_map)
         if per_unit is None:
             continue
         try:

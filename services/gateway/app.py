@@ -25,9 +25,10 @@ from services.gateway.ratelimit import RateLimiter
 from services.gateway.routes import (
     admin,
     auth,
-    billing,
+    checkout,
     credits,
     events,
+    fingertips,
     generations,
     history,
     legacy,
@@ -39,8 +40,9 @@ from services.gateway.routes import (
 
 log = structlog.get_logger("gateway")
 
-ROUTERS = (generations.router, events.router, auth.router, credits.router, history.router, legacy.router,
-           admin.router, billing.router, uploads.router, ops.router, ops_console.router, pages.router)
+ROUTERS = (generations.router, events.router, auth.router, credits.router, checkout.router, history.router,
+           legacy.router, admin.router, fingertips.router, uploads.router, ops.router, ops_console.router,
+           pages.router)
 
 
 def create_app(deps: GatewayDeps) -> FastAPI:

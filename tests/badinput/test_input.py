@@ -19,9 +19,10 @@ from hypothesis import HealthCheck, given, settings
 from tests.conftest import Services
 from tests.gateway.support import read_sse
 
-# routes that stream or fetch arbitrary remote URLs: fuzzing them only measures timeouts
+# routes that stream, fetch arbitrary remote URLs or redirect off-site: fuzzing them only measures timeouts
 SKIP = {("GET", "/mma/stream/{generation_id}"), ("POST", "/api/r2/store-remote-signed"),
-        ("POST", "/store-remote-generation"), ("GET", "/public/download")}
+        ("POST", "/api/r2/store-remote"), ("POST", "/store-remote-generation"), ("GET", "/public/download"),
+        ("GET", "/checkout/return")}
 DOCUMENTED_503 = ("POST /api/checkout/create -> 503", "POST /fingertips/generate -> 503")
 ADMIN_PREFIXES = ("/admin", "/mma/admin", "/billing/settings", "/credits/add")
 

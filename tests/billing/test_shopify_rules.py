@@ -58,3 +58,12 @@ def test_an_order_without_id_or_json_is_refused():
         parse_order(b"not json", {})
     with pytest.raises(InvalidInputError):
         decode_body("***")
+
+
+def test_a_pack_sku_counts_its_credits_and_the_map_may_name_a_variant():
+    """`MINA-<N>` sells N per unit (the 5000 pack from checkout included); the map wins and may key a variant id."""
+    order = {"line_items": [{"sku": "MINA-5000", "quantity": 1, "variant_id": 44184397283411},
+                            {"sku": "MINA-50", "quantity": 2}, {"sku": "MINA-50-GIFT", "quantity": 1},
+                            {"sku": "", "variant_id": 123, "quantity": 3}]}
+    assert credits_of(order, {}) == 5100
+    assert credits_of(order, {"MINA-50": 60, "123": 10}) == 5000 + 120 + 30

@@ -64,6 +64,15 @@ async def test_an_allowed_host_is_fetched(host: ImageServer) -> None:
     assert data.startswith(b"\x89PNG") and content_type == "image/png"
 
 
+async def test_an_http_error_answer_carries_its_status(host: ImageServer) -> None:
+    """A 404 or 503 from the host is FETCH_FAILED with the host's status (a download proxy mirrors it)."""
+    for status in (404, 503):
+        host.fail("image", status)
+        with pytest.raises(InvalidInputError) as caught:
+            await fetch(f"{host.url}/img/gone.png", allowing(host.host_port))
+        assert (caught.value.instance_code, caught.value.details["upstream_status"]) == ("FETCH_FAILED", status)
+
+
 async def test_every_redirect_hop_is_checked(host: ImageServer, inner: ImageServer) -> None:
     """An allowed (public-looking) host that redirects inside: refused at that hop, nothing fetched there."""
     policy = allowing(host.host_port)

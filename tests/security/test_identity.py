@@ -47,6 +47,9 @@ def attempts(victim: str, gid: str) -> list[Attempt]:
                                                "inputs": {"motion_user_brief": "spin"}}),
         Attempt("POST", "/sessions/start", {"passId": victim}),
         Attempt("POST", "/api/welcome-matcha/claim", {"passId": victim}),
+        Attempt("GET", f"/history/customer/{victim}"),
+        Attempt("POST", "/api/checkout/create", {"passId": victim, "qty": 1}),
+        Attempt("POST", f"/mma/generations/{gid}/refresh", {"passId": victim}),
     ]
 
 

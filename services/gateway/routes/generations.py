@@ -1,4 +1,4 @@
-"""The MMA generation routes: create / tweak / animate, read one, cancel it, follow it over SSE."""
+"""The MMA generation routes: create / tweak / animate, read one, cancel or refresh it, follow it over SSE."""
 
 from __future__ import annotations
 
@@ -213,6 +213,33 @@ async def cancel_generation(generation_id: str, request: Request, deps: GatewayD
     if ended.status.value != "cancelled":  # it finished on its own before the cancel took effect
         raise already_finished(generation_id, ended.status.value)
     return JSONResponse({"generation_id": generation_id, "status": "cancelled"})
+
+
+@router.post("/mma/generations/{generation_id}/refresh",
+             responses={403: {"description": "FORBIDDEN"}, 404: {"description": "NOT_FOUND"}})
+async def refresh_generation(generation_id: str, request: Request, deps: GatewayDeps = Depends(get_deps),
+                             who: Identity = Depends(mma_identity)) -> JSONResponse:
+    """UPSTREAM.md 2.3 on our design: the ledger (with the stream's end laid over it) is always current,
+    so there is nothing to re-fetch from a provider; the answer says what the customer can have now.
+
+    `refreshed` is always false; a finished generation answers `alreadyDone` with its permanent URL,
+    any other its `status` (also as `provider_status`, the old key)."""
+    request.state.failure_code = "REFRESH_FAILED"
+    try:
+        view = await current_view(deps.bus, generation_id)
+    except NotFoundError:
+        return JSONResponse({"ok": False, "error": "NOT_FOUND", "message": "Unknown generation."}, status_code=404)
+    if view.pass_id != who.pass_id and not admin_token_ok(request):
+        return JSONResponse({"ok": False, "error": "FORBIDDEN",
+                             "message": "This generation belongs to another customer."}, status_code=403)
+    if view.output_url:
+        return JSONResponse({"ok": True, "refreshed": False, "alreadyDone": True, "url": view.output_url,
+                             "status": view.status})
+    body: dict[str, object] = {"ok": True, "refreshed": False, "alreadyDone": False, "status": view.status,
+                               "provider_status": view.status}
+    if view.error:
+        body["message"] = view.error
+    return JSONResponse(body)
 
 
 @router.get("/mma/stream/{generation_id}", response_class=EventSourceResponse,

@@ -79,7 +79,7 @@ async def _history(request: Request, deps: GatewayDeps, pass_id: str, limit: int
         "id": g.generation_id, "generationId": g.generation_id, "type": g.type or "image", "mode": g.mode,
         "sessionId": g.session_id, "passId": g.pass_id, "platform": g.platform, "prompt": g.prompt,
         "outputUrl": g.output_url, "createdAt": iso(g.created_at), "meta": g.meta, "mg_mma_vars": g.vars,
-        "status": g.status, "parentId": g.parent_id,
+        "status": g.status, "parentId": g.parent_id, "mg_mma_mode": g.mode,
     } for g in page.generations]
     feedbacks = [{
         "id": f.feedback_id, "passId": f.pass_id, "resultType": f.result_type, "platform": f.platform,
@@ -104,6 +104,7 @@ async def _history(request: Request, deps: GatewayDeps, pass_id: str, limit: int
 
 
 @router.get("/history/pass/{pass_id}", dependencies=[Depends(failure_code("HISTORY_FAILED"))])
+@router.get("/history/customer/{pass_id}", dependencies=[Depends(failure_code("HISTORY_FAILED"))])  # until 2025-12-16
 async def history_pass(pass_id: str, request: Request, limit: int = Query(200), cursor: str | None = None,
                        deps: GatewayDeps = Depends(get_deps)) -> dict[str, object]:
     """A customer's generations, sessions and feedback, newest first."""

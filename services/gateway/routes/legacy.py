@@ -163,6 +163,7 @@ async def editorial_generate(request: Request, body: EditorialBody | None = None
 
 
 @router.post("/motion/suggest", response_model=None)
+@router.post("/mma/motion/suggest", response_model=None)  # the client of 2025-12-22..24 tried this path first
 async def motion_suggest(request: Request, body: MotionBody | None = None, deps: GatewayDeps = Depends(get_deps),
                          who: Identity = Depends(identity)) -> dict[str, object] | JSONResponse:
     """A motion prompt suggestion for a still (type for me, suggest only): no charge."""

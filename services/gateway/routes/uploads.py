@@ -1,4 +1,5 @@
-"""The R2 routes of ROUTES.md on our asset store, the multipart image upload and `/assets`.
+"""The R2 routes of ROUTES.md on our asset store, the multipart image upload, `/assets`, and the
+download fallback `/public/download`.
 
 Nothing is stored without its type sniffed from its bytes (images decoded in full, once,
 in a worker thread so the event loop stays free), so the asset domain never serves HTML or
@@ -10,11 +11,11 @@ from __future__ import annotations
 import mimetypes
 
 from fastapi import APIRouter, Depends, File, Request, UploadFile
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 
 from libs.assets import LocalAssetStore, StoredAsset, copy_from_url, new_key, safe_key
-from libs.errors import ForbiddenError, InvalidInputError, MmaError, NotFoundError
-from libs.fetch import FetchPolicy
+from libs.errors import ForbiddenError, InvalidInputError, MmaError, NotFoundError, ServiceUnavailableError
+from libs.fetch import FetchPolicy, fetch
 from services.gateway.auth.identity import Identity
 from services.gateway.bodies import PassFields, first
 from services.gateway.deps import GatewayDeps
@@ -113,6 +114,7 @@ async def _copy(deps: GatewayDeps, url: str, folder: str) -> StoredAsset:
 
 
 @router.post("/api/r2/store-remote-signed")
+@router.post("/api/r2/store-remote")  # the client before 2025-12-13
 async def store_remote_signed(request: Request, body: RemoteBody | None = None,
                               deps: GatewayDeps = Depends(get_deps), who: Identity = Depends(identity),
                               ) -> dict[str, object]:
@@ -149,6 +151,7 @@ class DataUrlBody(PassFields):
 
 
 @router.post("/api/r2/upload-dataurl")
+@router.post("/api/r2/upload")  # the client before 2025-12-13: `{dataUrl, kind, passId}`
 async def upload_dataurl(request: Request, body: DataUrlBody | None = None, deps: GatewayDeps = Depends(get_deps),
                          who: Identity = Depends(identity)) -> dict[str, object]:
     request.state.failure_code = "UPLOAD_FAILED"
@@ -192,3 +195,54 @@ async def asset(key: str, deps: GatewayDeps = Depends(get_deps)) -> FileResponse
     return FileResponse(path, media_type=media, headers={"Cache-Control": "public, max-age=31536000, immutable",
                                                           "X-Content-Type-Options": "nosniff"})
 
+
+
+# A download answers any page (the frontend's fallback fetches it with no credentials); the bytes
+# are never rendered on our origin: an attachment, not sniffed, sandboxed.
+DOWNLOAD_HEADERS = {"Access-Control-Allow-Origin": "*", "X-Content-Type-Options": "nosniff",
+                    "Content-Security-Policy": "sandbox"}
+
+
+def download_refused(status: int, error: str, code: str) -> JSONResponse:
+    return JSONResponse({"ok": False, "error": error, "code": code}, status_code=status, headers=DOWNLOAD_HEADERS)
+
+
+async def _fetched(deps: GatewayDeps, url: str) -> tuple[bytes, str] | JSONResponse:
+    """Another host's file, through the fetch guard: its HTTP error mirrored, a host inside our
+    network refused (400), a host that does not answer 502 (UPSTREAM.md 2.4, without the open proxy)."""
+    try:
+        return await fetch(url, FetchPolicy.from_settings(deps.settings))
+    except InvalidInputError as exc:
+        upstream = exc.details.get("upstream_status")
+        if isinstance(upstream, int):
+            return download_refused(upstream, f"Upstream {upstream}", "UPSTREAM_ERROR")
+        if exc.instance_code in ("URL_NOT_ALLOWED", "INVALID_URL"):
+            return download_refused(400, f"URL not allowed: {exc.message}", exc.instance_code)
+        if exc.instance_code == "FILE_TOO_LARGE":
+            return download_refused(413, "File too large", "FILE_TOO_LARGE")
+        return download_refused(502, "Failed to fetch upstream", exc.instance_code)
+    except ServiceUnavailableError:
+        return download_refused(502, "Failed to fetch upstream", "FETCH_FAILED")
+
+
+@router.get("/public/download", responses={400: {"description": "Missing url param / URL not allowed"},
+                                           502: {"description": "Failed to fetch upstream"}})
+async def public_download(url: str | None = None, deps: GatewayDeps = Depends(get_deps)) -> Response:
+    """A file as an attachment: ours read from the store, any other public URL fetched through the guard."""
+    if not url:
+        return download_refused(400, "Missing url param", "MISSING_URL")
+    if deps.store.is_ours(url):
+        try:
+            data = await deps.store.get_bytes(url)
+        except InvalidInputError:
+            return download_refused(404, "Upstream 404", "NOT_FOUND")
+        content_type = mimetypes.guess_type(url.split("?", 1)[0])[0] or "application/octet-stream"
+    else:
+        fetched = await _fetched(deps, url)
+        if isinstance(fetched, JSONResponse):
+            return fetched
+        data, content_type = fetched
+    name = url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] or "download"
+    safe_name = "".join(c for c in name if c.isalnum() or c in "._-")[:120] or "download"
+    return Response(data, media_type=content_type or "application/octet-stream",
+                    headers={**DOWNLOAD_HEADERS, "Content-Disposition": f'attachment; filename="{safe_name}"'})
