@@ -272,7 +272,7 @@ async def test_buy_without_a_shop_shows_the_error(gateway_url: str, page: Any) -
     """The stack without shop settings: the checkout's refusal is shown, nothing opens."""
     await open_studio(page, gateway_url)
     opened: list[Any] = []
-    page.context.on("page", opened.append)
+    page.context.on("page", lambda tab: opened.append(tab))
     async with page.expect_response("**/api/checkout/create", timeout=30_000) as answer:
         await page.get_by_test_id("buy").click()
     assert (await answer.value).status >= 400
