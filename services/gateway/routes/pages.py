@@ -19,6 +19,7 @@ STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 ASSETS = {
     "mina.css": "text/css; charset=utf-8",
     "studio.js": "text/javascript; charset=utf-8",
+    "studio-tools.js": "text/javascript; charset=utf-8",
     "ops.js": "text/javascript; charset=utf-8",
 }
 
@@ -37,7 +38,8 @@ def _page(name: str) -> FileResponse:
 
 @router.get("/studio", response_class=FileResponse, include_in_schema=False)
 async def studio() -> FileResponse:
-    """The studio: pass id, uploads, create, live scan lines, tweak, animate, like, download."""
+    """The studio: pass id, uploads, create, live scan lines, tweak, animate, like, download, the fingertips
+    tools (Expand, Draw, Erase with a drawn mask) and buying matcha."""
     return _page("studio.html")
 
 

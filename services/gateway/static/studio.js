@@ -14,7 +14,8 @@
     pendingUploads: 0,
     busy: false,
     stream: null,
-    still: null, // {id, url, prompt}
+    still: null, // {id, url, prompt}: the selected still, the one tweaks, animations and tools work on
+    stills: [], // every still of this session, newest first
     video: null, // {id, url, prompt}
     liked: new Set(),
     session: [], // [{id, mode, status, parent}]
@@ -62,14 +63,15 @@
     }
   }
 
-  async function api(method, path, body) {
+  // `bare`: the body goes as given (the pass id travels in the header only, as the frontend's checkout does).
+  async function api(method, path, body, bare) {
     const headers = { "Accept": "application/json" };
     if (state.passId) headers["X-Mina-Pass-Id"] = state.passId;
     if (state.token) headers["Authorization"] = "Bearer " + state.token;
     const init = { method, headers };
     if (body !== undefined) {
       headers["Content-Type"] = "application/json";
-      init.body = JSON.stringify(Object.assign({ passId: state.passId }, body));
+      init.body = JSON.stringify(bare ? body : Object.assign({ passId: state.passId }, body));
     }
     const res = await fetch(path, init);
     const echoed = res.headers.get("X-Mina-Pass-Id");
@@ -305,12 +307,39 @@
   function showStill(view) {
     const url = view.outputs && (view.outputs.seedream_image_url || view.outputs.nanobanana_image_url);
     if (!url) { showError(new Error("The generation finished without an image.")); return; }
-    state.still = { id: view.generation_id, url, prompt: view.prompt || "" };
-    $("still").src = url;
-    $("still-prompt").textContent = view.prompt || "";
+    addStill({ id: view.generation_id, url, prompt: view.prompt || "" });
+  }
+
+  // A new still goes first in the strip and becomes the selected one.
+  function addStill(item) {
+    state.stills = [item].concat(state.stills.filter((s) => s.id !== item.id));
+    selectStill(item);
+  }
+
+  function selectStill(item) {
+    state.still = item;
+    $("still").src = item.url;
+    $("still-prompt").textContent = item.prompt || "";
     $("still-card").classList.remove("hidden");
-    setLiked("still-like", state.liked.has(view.generation_id));
+    setLiked("still-like", state.liked.has(item.id));
+    renderStills();
+    document.dispatchEvent(new CustomEvent("mina:still", { detail: item }));
     updateButtons();
+  }
+
+  function renderStills() {
+    const box = $("stills");
+    box.textContent = "";
+    for (const item of state.stills) {
+      const img = document.createElement("img");
+      img.src = item.url;
+      img.alt = item.prompt || "still";
+      img.title = item.prompt || item.id;
+      img.dataset.id = item.id;
+      if (state.still && state.still.id === item.id) img.className = "selected";
+      img.addEventListener("click", () => { if (!state.busy) selectStill(item); });
+      box.appendChild(img);
+    }
   }
 
   function showVideo(view) {
@@ -428,6 +457,61 @@
     $("still-tweak").disabled = blocked || !state.still;
     $("animate").disabled = blocked || !state.still;
     $("video-tweak").disabled = blocked || !state.video;
+    $("buy").disabled = !state.passId || state.buying;
+    document.dispatchEvent(new CustomEvent("mina:buttons", { detail: { blocked } }));
+  }
+
+  // ------------------------------------------------------------------ buying matcha
+
+  // POST /api/checkout/create {qty}: a Shopify draft order carrying this pass id, so the paid order
+  // credits this customer; its invoice opens in a new tab (and stays linked here if a popup is refused).
+  function buyStatus(text, link) {
+    const box = $("buy-status");
+    box.textContent = text;
+    if (link) {
+      const a = document.createElement("a");
+      a.href = link;
+      a.target = "_blank";
+      a.rel = "noopener";
+      a.textContent = "Open the checkout";
+      a.dataset.testid = "buy-link";
+      box.appendChild(document.createTextNode(" "));
+      box.appendChild(a);
+    }
+    box.classList.toggle("hidden", !text);
+  }
+
+  async function buy() {
+    const qty = Number($("buy-qty").value) || 1;
+    state.buying = true;
+    updateButtons();
+    showError(null);
+    buyStatus("Preparing your checkout…");
+    try {
+      const data = await api("POST", "/api/checkout/create", { qty }, true);
+      if (!data || !data.ok || !data.checkoutUrl) throw new Error("The checkout could not be prepared.");
+      const tab = window.open(data.checkoutUrl, "_blank");
+      if (tab) { try { tab.opener = null; } catch (_e) { /* another origin already */ } }
+      buyStatus("Complete your purchase on Shopify, then come back here: your matcha arrive with the paid order.",
+        data.checkoutUrl);
+    } catch (err) {
+      buyStatus("");
+      showError(err);
+    } finally {
+      state.buying = false;
+      updateButtons();
+    }
+  }
+
+  // Shopify's thank-you page sends the customer back with ?checkout=complete.
+  function checkoutReturn() {
+    const params = new URLSearchParams(location.search);
+    if (params.get("checkout") !== "complete") return false;
+    params.delete("checkout");
+    const query = params.toString();
+    history.replaceState(null, "", location.pathname + (query ? "?" + query : "") + location.hash);
+    buyStatus("Payment received — your matcha are on the way!");
+    return true;
   }
 
   // ------------------------------------------------------------------ boot
@@ -495,12 +579,19 @@
     $("still-download").addEventListener("click", () => download("still"));
     $("video-download").addEventListener("click", () => download("video"));
     $("type-for-me").addEventListener("change", (e) => { $("motion-brief").disabled = e.target.checked; });
+    $("buy").addEventListener("click", buy);
+    checkoutReturn();
     updateButtons();
     refreshBalance().then(() => {
       updateButtons();
       document.body.dataset.ready = "true";
     });
   }
+
+  // What studio-tools.js (the fingertips tools) works with.
+  window.MinaStudio = {
+    state, api, showError, updateButtons, refreshBalance, addStill, trackSession, sessionStatus,
+  };
 
   document.addEventListener("DOMContentLoaded", boot);
 })();

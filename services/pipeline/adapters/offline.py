@@ -1,14 +1,17 @@
 """The offline provider: no network, deterministic, yet it really looks and really renders.
 
 Scans open the image with Pillow (size, dominant colours, brightness) to write their
-captions; predictions render a PNG (stills) or a short MP4 pan/zoom (videos, with the
-ffmpeg binary shipped by imageio-ffmpeg). So `make up` works with no keys at all.
+captions. Predictions work on the customer's own images (docs/offline-provider.md): a still
+is their product, cut out, standing in a scene made from their inspirations, brief and
+preset, with its logo (offline_look, offline_compose); a tweak applies what its feedback
+says to the previous still (offline_tweak); a video moves the still as the motion brief
+says (offline_motion). So `make up` works with no keys at all, and shows the customer's
+product.
 """
 
 from __future__ import annotations
 
 import asyncio
-import colorsys
 import hashlib
 import io
 import json
@@ -18,12 +21,16 @@ import tempfile
 from typing import Any, TypedDict, TypeVar
 
 import imageio_ffmpeg
-from PIL import Image, ImageDraw, ImageFilter, ImageStat, UnidentifiedImageError
+from PIL import Image, ImageStat, UnidentifiedImageError
 from pydantic import BaseModel
 
 from libs.assets import AssetStore
-from libs.errors import ProviderError
-from services.pipeline.adapters.protocols import Completion, PredictionOutput, ScanResult
+from libs.errors import InvalidInputError, ProviderError, ServiceUnavailableError
+from services.pipeline.adapters.offline_compose import canvas_size, compose, logo_spot
+from services.pipeline.adapters.offline_look import cut_out, look_of, png, read_image
+from services.pipeline.adapters.offline_motion import parse_motion, render_motion
+from services.pipeline.adapters.offline_tweak import apply, parse_feedback
+from services.pipeline.adapters.protocols import CONTEXT_KEY, Completion, PredictionOutput, ScanResult
 from services.pipeline.answers import WrittenAnswer
 
 A = TypeVar("A", bound=BaseModel)
@@ -120,64 +127,14 @@ class OfflineCompleter:
         return Completion(answer=schema.offline(user), input_tokens=len(user.split()), output_tokens=40)
 
 
-def _palette_of(prompt: str) -> list[tuple[int, int, int]]:
-    """Colours named in the prompt first, then colours derived from its hash."""
-    words = prompt.lower()
-    named = [NAMED_COLOURS[n] for n in NAMED_COLOURS if n in words]
-    digest = hashlib.sha256(prompt.encode()).digest()
-    derived = []
-    for i in range(3):
-        r, g, b = colorsys.hsv_to_rgb(digest[i] / 255, 0.35 + digest[i + 3] / 700, 0.55 + digest[i + 6] / 700)
-        derived.append((int(r * 255), int(g * 255), int(b * 255)))
-    return (named + derived)[:3]
-
-
 def render_still(prompt: str, size: tuple[int, int] = (512, 512)) -> bytes:
-    """A visible composition: gradient backdrop, a lit object on a plinth, a soft shadow."""
-    width, height = size
-    top, bottom, accent = _palette_of(prompt)
-    image = Image.new("RGB", size)
-    draw = ImageDraw.Draw(image)
-    for y in range(height):
-        t = y / max(1, height - 1)
-        draw.line([(0, y), (width, y)], fill=tuple(int(top[i] * (1 - t) + bottom[i] * t) for i in range(3)))
-    shadow = Image.new("L", size, 0)
-    ImageDraw.Draw(shadow).ellipse([width * 0.25, height * 0.78, width * 0.75, height * 0.88], fill=140)
-    image.paste((0, 0, 0), mask=shadow.filter(ImageFilter.GaussianBlur(12)))
-    draw = ImageDraw.Draw(image)
-    plinth = (min(255, bottom[0] + 40), min(255, bottom[1] + 40), min(255, bottom[2] + 40))
-    draw.rectangle([width * 0.3, height * 0.62, width * 0.7, height * 0.82], fill=plinth)
-    draw.ellipse([width * 0.34, height * 0.22, width * 0.66, height * 0.64], fill=accent,
-                 outline=(250, 250, 250), width=3)
-    draw.ellipse([width * 0.42, height * 0.28, width * 0.5, height * 0.36], fill=(255, 255, 255))
-    out = io.BytesIO()
-    image.save(out, format="PNG")
-    return out.getvalue()
+    """A still from words alone (no reference image): the scene the prompt's colours and moods make."""
+    return png(compose(None, None, look_of([], prompt), size))
 
 
-def render_video(still: bytes | None, prompt: str, seconds: float = 1.5, fps: int = 12) -> bytes:
-    """A short H.264 MP4: a slow push-in over the still (rendered from the prompt if none)."""
-    source = Image.open(io.BytesIO(still or render_still(prompt))).convert("RGB")
-    size = (320, 320)
-    frames = max(2, int(seconds * fps))
-    handle, path = tempfile.mkstemp(suffix=".mp4")
-    os.close(handle)
-    try:
-        writer = imageio_ffmpeg.write_frames(path, size, fps=fps, codec="libx264", pix_fmt_out="yuv420p",
-                                             macro_block_size=16, ffmpeg_log_level="error")
-        writer.send(None)
-        w, h = source.size
-        for i in range(frames):
-            zoom = 1.0 + 0.25 * i / (frames - 1)
-            cw, ch = w / zoom, h / zoom
-            left, upper = (w - cw) / 2, (h - ch) / 2
-            frame = source.resize(size, box=(left, upper, left + cw, upper + ch))
-            writer.send(frame.tobytes())
-        writer.close()
-        with open(path, "rb") as fh:
-            return fh.read()
-    finally:
-        os.unlink(path)
+def render_video(still: bytes | None, prompt: str, seconds: float = 1.5) -> bytes:
+    """A short MP4 moving the still (or, with none, the prompt's scene) as the prompt says."""
+    return render_motion(still or render_still(prompt), parse_motion(brief=prompt), seconds)
 
 
 def first_frame(video: bytes) -> bytes:
@@ -199,7 +156,12 @@ def first_frame(video: bytes) -> bytes:
 
 
 class OfflinePredictor:
-    """Predictions rendered in-process; the id is a hash of the input, so a resume finds it again."""
+    """Predictions rendered in-process; the id is a hash of the input, so a resume finds it again.
+
+    It reads what the pipeline knows about the request from `input[CONTEXT_KEY]` (which image is
+    the product, the logo, the inspirations, the previous still; the brief, style and feedback),
+    and falls back to the prompt's words when a job carries none.
+    """
 
     provider = "offline"
 
@@ -212,19 +174,60 @@ class OfflinePredictor:
         digest = hashlib.sha256(json.dumps([model, input], sort_keys=True, default=str).encode()).hexdigest()
         return f"offline-{digest[:20]}"
 
+    async def _read(self, url: str, what: str) -> bytes:
+        try:
+            return await self.store.get_bytes(url)
+        except (InvalidInputError, ServiceUnavailableError) as exc:
+            raise ProviderError(f"the {what} image could not be read", code="PREDICTION_FAILED",
+                                is_retryable=isinstance(exc, ServiceUnavailableError)) from exc
+
     async def wait(
         self, prediction_id: str, *, model: str, input: dict[str, Any], timeout_s: float
     ) -> PredictionOutput:
         await _latency(self.latency_ms)
+        context: dict[str, Any] = dict(input.get(CONTEXT_KEY) or {})
         prompt = str(input.get("prompt", ""))
         start_image = input.get("start_image")
         if start_image or "kling" in model:
-            still = await self.store.get_bytes(str(start_image)) if start_image else None
+            still = await self._read(str(start_image), "start") if start_image else None
             seconds = min(2.0, float(input.get("duration", 5)) / 4)
-            data = await asyncio.to_thread(render_video, still, prompt, seconds)
+            motion = parse_motion(context.get("feedback"), _words(context, "motion_brief", "movement_style"),
+                                  context.get("previous_motion") or prompt)
+            data = await asyncio.to_thread(render_motion, still or render_still(prompt), motion, seconds)
             return PredictionOutput(prediction_id=prediction_id, data=data, content_type="video/mp4")
-        data = await asyncio.to_thread(render_still, prompt)
+        if context.get("still"):
+            previous = await self._read(str(context["still"]), "previous")
+            data = await asyncio.to_thread(_tweaked, previous, str(context.get("feedback") or ""))
+        else:
+            data = await self._created(input, context, prompt)
         return PredictionOutput(prediction_id=prediction_id, data=data, content_type="image/png")
+
+    async def _created(self, input: dict[str, Any], context: dict[str, Any], prompt: str) -> bytes:
+        urls = [context.get("product"), context.get("logo"), *(context.get("inspirations") or [])[:4]]
+        names = ["product", "logo"] + ["inspiration"] * (len(urls) - 2)
+        read = await asyncio.gather(*(self._read(str(u), n) for u, n in zip(urls, names, strict=True) if u))
+        found = iter(read)
+        product, logo = (next(found) if urls[0] else None), (next(found) if urls[1] else None)
+        words = _words(context, "brief", "style") or prompt
+        return await asyncio.to_thread(_composed, product, logo, list(found), words, input)
 
     async def cancel(self, prediction_id: str) -> None:
         return None
+
+
+def _words(context: dict[str, Any], *keys: str) -> str:
+    return ". ".join(str(context[k]) for k in keys if context.get(k))
+
+
+def _composed(product: bytes | None, logo: bytes | None, inspirations: list[bytes], words: str,
+              settings: dict[str, Any]) -> bytes:
+    item = cut_out(read_image(product, "product")) if product else None
+    mark = cut_out(read_image(logo, "logo")) if logo else None
+    scenes = [read_image(data, "inspiration") for data in inspirations]
+    match = item.size if item is not None else None
+    look = look_of(scenes, words, item)
+    return png(compose(item, mark, look, canvas_size(settings, match), logo_spot(words)))
+
+
+def _tweaked(previous: bytes, feedback: str) -> bytes:
+    return png(apply(read_image(previous, "previous"), parse_feedback(feedback)))

@@ -14,6 +14,16 @@ from pydantic import BaseModel
 
 A = TypeVar("A", bound=BaseModel)
 
+CONTEXT_KEY = "mina_context"
+"""A prediction input key only in-process providers read: which reference image is the product,
+the logo, an inspiration or the previous still, and the customer's words (brief, style, feedback,
+motion brief). The generate step records it apart; remote providers never receive it."""
+
+
+def for_remote(input: dict[str, Any]) -> dict[str, Any]:
+    """A prediction's input as a remote provider gets it (without CONTEXT_KEY)."""
+    return {key: value for key, value in input.items() if key != CONTEXT_KEY}
+
 
 @dataclass(frozen=True)
 class ScanResult:

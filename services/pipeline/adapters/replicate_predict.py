@@ -17,7 +17,7 @@ from replicate.client import Client as ReplicateClient
 from replicate.exceptions import ReplicateError
 
 from libs.errors import ProviderError
-from services.pipeline.adapters.protocols import PredictionOutput
+from services.pipeline.adapters.protocols import PredictionOutput, for_remote
 
 
 def translate(exc: Exception) -> ProviderError:
@@ -65,6 +65,7 @@ class ReplicatePredictor:
         )
 
     async def create(self, *, model: str, input: dict[str, Any]) -> str:
+        input = for_remote(input)
         try:
             if ":" in model:
                 prediction = await self.client.predictions.async_create(version=model.split(":", 1)[1], input=input)

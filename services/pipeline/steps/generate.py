@@ -14,7 +14,8 @@ from urllib.parse import urlparse
 
 from libs.errors import InvalidInputError, ProviderError, ServiceUnavailableError
 from libs.fetch import FetchPolicy, fetch
-from services.pipeline.adapters.protocols import PredictionOutput
+from libs.schemas import Flow
+from services.pipeline.adapters.protocols import CONTEXT_KEY, PredictionOutput, for_remote
 from services.pipeline.adapters.retry import with_retries
 from services.pipeline.config import deep_merge
 from services.pipeline.steps.base import StepContext
@@ -47,6 +48,25 @@ def resolve_settings(ctx: StepContext, provider: str) -> dict[str, Any]:
     return resolved
 
 
+def references(ctx: StepContext, provider: str) -> tuple[list[str], dict[str, Any]]:
+    """The images a generator works from (Seedream's `image_input`) and what the pipeline knows of
+    them and of the customer's words (CONTEXT_KEY: read by the offline provider, never sent out)."""
+    assets, inputs, feedback = ctx.vars["assets"], ctx.vars["inputs"], ctx.vars["feedback"]
+    parent = ctx.prep.get("parent") or {}
+    flow = ctx.job.command.flow
+    if provider == "kling":
+        previous = parent.get("motion_prompt") if flow is Flow.VIDEO_TWEAK else None
+        return [], {"motion_brief": inputs["motion_user_brief"], "movement_style": inputs["movement_style"],
+                    "feedback": feedback["motion_feedback"], "previous_motion": previous}
+    if flow.is_tweak:
+        still = parent.get("output_url")
+        return ([still] if still else []), {"still": still, "feedback": feedback["still_feedback"]}
+    inspirations = [u for u in assets["inspiration_image_ids"] if u]
+    images = [u for u in (assets["product_image_id"], assets["logo_image_id"], *inspirations) if u]
+    return images, {"product": assets["product_image_id"], "logo": assets["logo_image_id"],
+                    "inspirations": inspirations, "brief": inputs["userBrief"], "style": inputs["style"]}
+
+
 async def _download(url: str, policy: FetchPolicy) -> tuple[bytes, str]:
     """The provider's output, through the same guard as every server-side fetch."""
     try:
@@ -75,11 +95,16 @@ async def generate(ctx: StepContext) -> None:
         source_prompt = prompts.get("motion_prompt") or prompts.get("motion_sugg_prompt") or ""
         model = settings.kling_model
     prompt = with_constraints(source_prompt, ctx.constraints)
+    images, context = references(ctx, provider)
     provider_input: dict[str, Any] = {**resolved, "prompt": prompt}
     if provider == "kling":
         provider_input["start_image"] = ctx.vars["assets"]["input_still_image_id"]
+    elif images:
+        provider_input["image_input"] = images
     ctx.provider, ctx.model = provider, model
-    ctx.input.update(prompt=prompt, model=model, backend=predictor.provider, provider_input=provider_input)
+    ctx.input.update(prompt=prompt, model=model, backend=predictor.provider, provider_input=for_remote(provider_input),
+                     provider_context=context)
+    provider_input[CONTEXT_KEY] = context
 
     async def attempt() -> tuple[PredictionOutput, bytes, str]:
         pending = ctx.state.pending
