@@ -8,15 +8,13 @@ provider's expiring URL.
 
 from __future__ import annotations
 
-import mimetypes
 import re
 import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
-from libs.errors import InvalidInputError, ProviderError, ServiceUnavailableError
-from libs.fetch import FetchPolicy, fetch
+from libs.errors import InvalidInputError, ProviderError
 from libs.fingertips import Tool
 from services.pipeline.adapters.protocols import EditPurpose, PredictionOutput, Predictor
 from services.pipeline.adapters.retry import with_retries
@@ -28,7 +26,10 @@ from services.pipeline.fingertips import (
     tool_of,
 )
 from services.pipeline.steps.base import StepContext
+from services.pipeline.steps.predict import OutputCodes, predict_once
 
+EDIT_CODES = OutputCodes(no_output="NO_OUTPUT_URL", no_output_message="the tool returned no output",
+                         fetch_failed="R2_FETCH_FAILED", default_type="image/png")
 EXTENSIONS = {".png": ".png", ".jpg": ".jpg", ".jpeg": ".jpg", ".webp": ".webp", ".gif": ".gif", ".svg": ".svg"}
 TYPE_EXTENSIONS = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp", "image/gif": ".gif",
                    "image/svg+xml": ".svg"}
@@ -97,20 +98,6 @@ async def fingertips_prompt(ctx: StepContext) -> None:
     ctx.vars["prompts"].update(prompt=prompt, negative_prompt=negative)
 
 
-async def _download(url: str, policy: FetchPolicy) -> tuple[bytes, str]:
-    """The tool's output, through the same guard as every server-side fetch."""
-    try:
-        data, content_type = await fetch(url, policy)
-    except ServiceUnavailableError as exc:
-        raise ProviderError("the output could not be downloaded", code="R2_FETCH_FAILED", is_retryable=True) from exc
-    except InvalidInputError as exc:
-        raise ProviderError(f"the output could not be downloaded ({exc.instance_code})",
-                            code="R2_FETCH_FAILED") from exc
-    if content_type in ("application/octet-stream", "binary/octet-stream", ""):
-        content_type = mimetypes.guess_type(urlparse(url).path)[0] or content_type
-    return data, content_type
-
-
 def extension_of(out: PredictionOutput, content_type: str) -> str:
     """From the provider URL's name when it has a known one, else from the content type, else .png."""
     if out.url:
@@ -125,31 +112,7 @@ async def _predict(ctx: StepContext, editor: Predictor, tool: Tool, sent: dict[s
     settings = ctx.deps.settings
 
     async def attempt() -> tuple[PredictionOutput, bytes, str]:
-        pending = ctx.state.pending
-        if pending and pending.get("step_no") == ctx.step_no:
-            prediction_id = str(pending["prediction_id"])
-            ctx.output["resumed_prediction"] = True
-        else:
-            prediction_id = await ctx.provider_call(editor.create(model=tool.replicate_model, input=sent))
-            await ctx.on_started(ctx, prediction_id)
-        ctx.output["prediction_id"] = prediction_id
-        try:
-            out = await ctx.provider_call(editor.wait(prediction_id, model=tool.replicate_model, input=sent,
-                                                      timeout_s=settings.provider_timeout_s))
-        except ProviderError as exc:
-            ctx.state.pending = None  # the next attempt (a retry, the low-memory one) starts a fresh prediction
-            if exc.is_retryable:
-                try:
-                    await ctx.provider_call(editor.cancel(prediction_id))
-                except ProviderError:
-                    ctx.output["cancel_failed"] = prediction_id
-            raise
-        if out.data is not None:
-            return out, out.data, out.content_type or "image/png"
-        if not out.url:
-            raise ProviderError("the tool returned no output", code="NO_OUTPUT_URL")
-        data, content_type = await ctx.provider_call(_download(out.url, FetchPolicy.from_settings(settings)))
-        return out, data, content_type
+        return await predict_once(ctx, editor, tool.replicate_model, sent, EDIT_CODES)
 
     (out, data, content_type), attempts = await with_retries(attempt, settings.provider_max_attempts,
                                                              provider=editor.provider)

@@ -10,18 +10,19 @@ from __future__ import annotations
 
 import mimetypes
 from typing import Any
-from urllib.parse import urlparse
 
-from libs.errors import InvalidInputError, ProviderError, ServiceUnavailableError
-from libs.fetch import FetchPolicy, fetch
+from libs.errors import ProviderError
 from libs.schemas import Flow
 from services.pipeline.adapters.protocols import CONTEXT_KEY, PredictionOutput, for_remote
 from services.pipeline.adapters.retry import with_retries
 from services.pipeline.config import deep_merge
 from services.pipeline.steps.base import StepContext
+from services.pipeline.steps.predict import OutputCodes, predict_once
 from services.pipeline.taste import with_constraints
 
 OUTPUT_VARS = {"seedream": "seedream_image", "kling": "kling_video"}
+GENERATE_CODES = OutputCodes(no_output="PREDICTION_FAILED", no_output_message="the generator returned no output",
+                             fetch_failed="PREDICTION_FAILED", default_type="application/octet-stream")
 EXTENSIONS = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp", "video/mp4": ".mp4"}
 
 
@@ -67,21 +68,6 @@ def references(ctx: StepContext, provider: str) -> tuple[list[str], dict[str, An
                     "inspirations": inspirations, "brief": inputs["userBrief"], "style": inputs["style"]}
 
 
-async def _download(url: str, policy: FetchPolicy) -> tuple[bytes, str]:
-    """The provider's output, through the same guard as every server-side fetch."""
-    try:
-        data, content_type = await fetch(url, policy)
-    except ServiceUnavailableError as exc:
-        raise ProviderError("the output could not be downloaded", code="PREDICTION_FAILED",
-                            is_retryable=True) from exc
-    except InvalidInputError as exc:
-        raise ProviderError(f"the output could not be downloaded ({exc.instance_code})",
-                            code="PREDICTION_FAILED") from exc
-    if content_type in ("application/octet-stream", "binary/octet-stream", ""):
-        content_type = mimetypes.guess_type(urlparse(url).path)[0] or content_type
-    return data, content_type
-
-
 async def generate(ctx: StepContext) -> None:
     provider = str(ctx.arg["provider"])
     settings = ctx.deps.settings
@@ -107,31 +93,7 @@ async def generate(ctx: StepContext) -> None:
     provider_input[CONTEXT_KEY] = context
 
     async def attempt() -> tuple[PredictionOutput, bytes, str]:
-        pending = ctx.state.pending
-        if pending and pending.get("step_no") == ctx.step_no:
-            prediction_id = str(pending["prediction_id"])
-            ctx.output["resumed_prediction"] = True
-        else:
-            prediction_id = await ctx.provider_call(predictor.create(model=model, input=provider_input))
-            await ctx.on_started(ctx, prediction_id)
-        ctx.output["prediction_id"] = prediction_id
-        try:
-            out = await ctx.provider_call(predictor.wait(prediction_id, model=model, input=provider_input,
-                                                         timeout_s=settings.provider_timeout_s))
-        except ProviderError as exc:
-            if exc.is_retryable:
-                ctx.state.pending = None  # the next attempt starts a fresh prediction
-                try:
-                    await ctx.provider_call(predictor.cancel(prediction_id))
-                except ProviderError:
-                    ctx.output["cancel_failed"] = prediction_id
-            raise
-        if out.data is not None:
-            return out, out.data, out.content_type or "application/octet-stream"
-        if not out.url:
-            raise ProviderError("the generator returned no output", code="PREDICTION_FAILED")
-        data, content_type = await ctx.provider_call(_download(out.url, FetchPolicy.from_settings(settings)))
-        return out, data, content_type
+        return await predict_once(ctx, predictor, model, provider_input, GENERATE_CODES)
 
     label = provider.upper()
     try:
