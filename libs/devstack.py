@@ -6,6 +6,10 @@ where to look, then streams their logs until Ctrl-C, which stops everything clea
 State (JetStream files, the Postgres cluster, assets, logs) lives in the state dir,
 so a second `up` keeps the credits and generations of the first. `down` stops what
 an earlier `up` left running (its pids are in `<state_dir>/infra.json`).
+
+With no shop configured (MMA_SHOPIFY_STORE_DOMAIN unset), `up` also runs the offline shop
+(libs/offline_shop.py) as one more child, with an Admin token and webhook secret generated once
+per state dir, so the buy button opens a local invoice whose Pay button credits the pass id.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import argparse
 import contextlib
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -24,13 +29,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from libs.devinfra import ContainerInfra, NatsServer, PostgresServer, stop_process
+from libs.devinfra import ContainerInfra, NatsServer, PostgresServer, free_port, port_is_free, stop_process
 from libs.service import infra_file
 from libs.settings import Settings
 
 SERVICES = ("ledger", "billing", "pipeline", "gateway")
 DATABASE = "mina"
-COLOURS = {"ledger": "\033[35m", "billing": "\033[33m", "pipeline": "\033[36m", "gateway": "\033[32m"}
+COLOURS = {"ledger": "\033[35m", "billing": "\033[33m", "pipeline": "\033[36m", "gateway": "\033[32m",
+           "shop": "\033[34m"}
 RESET = "\033[0m"
 
 
@@ -62,13 +68,14 @@ class Child:
     name: str
     env: dict[str, str]
     log_path: Path
+    argv: tuple[str, ...] = ()  # default: `python -m services.<name>`
     proc: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     _pump: threading.Thread | None = field(default=None, repr=False)
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", f"services.{self.name}"], env=self.env, stdin=subprocess.DEVNULL,
+            [sys.executable, *(self.argv or ("-m", f"services.{self.name}"))], env=self.env, stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
         )
         self._pump = threading.Thread(target=self._copy_output, daemon=True)
@@ -100,12 +107,15 @@ class DevStack:
         self.children: list[Child] = []
         self.nats_url = ""
         self.database_url = ""
+        self.previous = _read_state(self.state_path)  # the last run's ports, read before this run writes
+        self.shop_port: int | None = None
+        self.shop_env: dict[str, str] = {}
 
     # ------------------------------------------------------------------ infrastructure
 
     def start_infra(self) -> None:
         mode = self.settings.infra
-        previous = _read_state(self.state_path)
+        previous = self.previous
         if mode == "external":
             if not (self.settings.nats_url and self.settings.database_url):
                 raise SystemExit("infra=external needs MMA_NATS_URL and MMA_DATABASE_URL")
@@ -132,6 +142,8 @@ class DevStack:
             "database_url": self.database_url,
             "nats_port": self.nats.port if self.nats else None,
             "pg_port": self.pg.port if self.pg else None,
+            "shop_port": self.shop_port,
+            "shop_url": self.shop_env.get("MMA_SHOPIFY_STORE_DOMAIN"),
             "owner_pid": os.getpid(),
             "pids": {
                 "nats": self.nats.pid if self.nats else None,
@@ -153,6 +165,7 @@ class DevStack:
             "MMA_STATE_DIR": str(self.state_dir),
             "PYTHONUNBUFFERED": "1",
             "PYTHONPATH": str(Path.cwd()),
+            **self.shop_env,
         })
         if sys.stdout.isatty() and "MMA_LOG_FORMAT" not in os.environ:
             env["MMA_LOG_FORMAT"] = "console"
@@ -162,9 +175,40 @@ class DevStack:
         say("applying MEGA migrations ...")
         subprocess.run([sys.executable, "-m", "services.ledger", "migrate"], env=self.child_env(), check=True)
 
+    def plan_shop(self) -> None:
+        """No shop configured: the offline shop on a loopback port (the previous one when free), with
+        a token and webhook secret kept in `<state_dir>/shop/secrets.json`, and the buyer's way back
+        to the studio unless MMA_FRONTEND_URL says where the frontend is."""
+        if self.settings.shopify_store_domain:
+            return
+        previous = self.previous.get("shop_port")
+        self.shop_port = int(previous) if previous and port_is_free(int(previous)) else free_port()
+        path = self.state_dir / "shop" / "secrets.json"
+        keys = _read_state(path)
+        if not (keys.get("admin_token") and keys.get("webhook_secret")):
+            keys = {"admin_token": f"shpat_offline_{secrets.token_hex(16)}", "webhook_secret": secrets.token_hex(24)}
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(keys))
+            path.chmod(0o600)
+        webhook_secret = self.settings.shopify_webhook_secret
+        self.shop_env = {
+            "MMA_SHOPIFY_STORE_DOMAIN": f"http://127.0.0.1:{self.shop_port}",
+            "MMA_SHOPIFY_ADMIN_TOKEN": keys["admin_token"],
+            "MMA_SHOPIFY_WEBHOOK_SECRET": webhook_secret.get_secret_value() if webhook_secret
+            else keys["webhook_secret"],
+        }
+        if "frontend_url" not in self.settings.model_fields_set:
+            self.shop_env["MMA_FRONTEND_URL"] = f"{self.settings.gateway_public_url}/studio"
+
     def start_services(self) -> None:
         log_dir = self.state_dir / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
+        if self.shop_port is not None:
+            shop = Child("shop", self.child_env(), log_dir / "shop.log", argv=(
+                "-m", "libs.offline_shop", "--port", str(self.shop_port),
+                "--state", str(self.state_dir / "shop" / "orders.json")))
+            shop.start()
+            self.children.append(shop)
         for name in SERVICES:
             child = Child(name, self.child_env(), log_dir / f"{name}.log")
             child.start()
@@ -223,6 +267,7 @@ def up(settings: Settings) -> int:
         signal.signal(sig, lambda *_: stopping.set())
     try:
         stack.start_infra()
+        stack.plan_shop()
         stack.migrate()
         stack.start_services()
         stack.wait_healthy()
@@ -235,6 +280,8 @@ def up(settings: Settings) -> int:
         say(f"  studio    {base}/studio")
         say(f"  NATS      {stack.nats_url}")
         say(f"  Postgres  {stack.database_url}")
+        if stack.shop_port is not None:
+            say(f"  shop      {stack.shop_env['MMA_SHOPIFY_STORE_DOMAIN']}   (offline: Buy opens an invoice paid here)")
         say(f"  state     {stack.state_dir}   (logs in {stack.state_dir / 'logs'})")
         say("  stop      Ctrl-C here, or `make down` from another terminal")
         say("")
@@ -256,7 +303,7 @@ def down(settings: Settings) -> int:
         while _alive(owner) and time.monotonic() < deadline:
             time.sleep(0.2)
     pids = state.get("pids") or {}
-    for name in (*reversed(SERVICES), "postgres", "nats"):
+    for name in (*reversed(SERVICES), "shop", "postgres", "nats"):
         pid = pids.get(name)
         if pid and _alive(pid):
             say(f"stopping {name} (pid {pid})")
@@ -282,6 +329,8 @@ def status(settings: Settings) -> int:
     for name, pid in (state.get("pids") or {}).items():
         say(f"{name:>9}: {'running' if _alive(pid) else 'stopped'} (pid {pid})")
     say(f"gateway: {state.get('gateway_url')}")
+    if state.get("shop_url"):
+        say(f"   shop: {state['shop_url']} (offline shop)")
     return 0
 
 

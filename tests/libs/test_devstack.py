@@ -5,18 +5,23 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from libs.devinfra import free_port
+from libs.settings import Settings
+from tests.gateway.support import user_token
 from tests.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
+JWT_SECRET = "devstack-test-jwt-secret-0123456789abcdef"
 
 
 def _alive(pid: int | None) -> bool:
@@ -29,6 +34,39 @@ def _alive(pid: int | None) -> bool:
     return True
 
 
+async def _buy_in_the_offline_shop(client: httpx.AsyncClient, base: str) -> None:
+    """A signed-in customer buys one MINA-50 pack: checkout, the invoice page, Pay → back at the studio
+    with `?checkout=complete`, 50 credits more; paying the invoice again credits nothing."""
+    uid = str(uuid.uuid4())
+    token = user_token(Settings(_env_file=None, supabase_jwt_secret=JWT_SECRET), uid, "buyer@example.com")
+    headers = {"Authorization": f"Bearer {token}", "X-Mina-Pass-Id": f"pass:user:{uid}"}
+
+    async def balance() -> int:
+        answer = await client.get("/credits/balance", headers=headers)
+        assert answer.status_code == 200, answer.text
+        return int(answer.json()["balance"])
+
+    before = await balance()
+    created = await client.post("/api/checkout/create", headers=headers, json={"qty": 1})
+    assert created.status_code == 200, created.text
+    out = created.json()
+    assert out["ok"] is True and isinstance(out["draftOrderId"], int), out
+    async with httpx.AsyncClient(timeout=30) as browser:
+        invoice = await browser.get(out["checkoutUrl"])
+        assert invoice.status_code == 200 and "Pay (offline shop)" in invoice.text, invoice.text
+        assert "MINA-50" in invoice.text and "GBP 15.00" in invoice.text
+        form = re.search(r"<form method='post' action='([^']+)'>", invoice.text)
+        assert form is not None, invoice.text
+        pay_url = str(invoice.url.join(form.group(1)))
+        paid = await browser.post(pay_url, follow_redirects=True)
+        assert paid.status_code == 200, paid.text
+        assert str(paid.url) == f"{base}/studio?checkout=complete"
+        assert await balance() == before + 50
+        again = await browser.post(pay_url, follow_redirects=True)
+        assert again.status_code == 200 and str(again.url) == f"{base}/studio?checkout=complete"
+        assert await balance() == before + 50, "paying the invoice again credited it twice"
+
+
 def _devstack(command: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", "libs.devstack", command], cwd=ROOT, env=env,
                             stdout=log.open("ab"), stderr=subprocess.STDOUT)
@@ -39,7 +77,7 @@ async def test_up_serves_then_ctrl_c_stops_and_a_second_up_keeps_the_data(tmp_pa
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MMA_")}
     env.update({"MMA_STATE_DIR": str(state), "MMA_GATEWAY_PORT": str(port), "MMA_WELCOME_CREDITS": "3",
-                "PYTHONPATH": str(ROOT)})
+                "MMA_SUPABASE_JWT_SECRET": JWT_SECRET, "PYTHONPATH": str(ROOT)})
     log = tmp_path / "up.log"
     base = f"http://127.0.0.1:{port}"
     pass_id = "pass:anon:devstack-test"
@@ -61,9 +99,15 @@ async def test_up_serves_then_ctrl_c_stops_and_a_second_up_keeps_the_data(tmp_pa
             await wait_for(done, timeout=60, what="generation done")
             balance = (await client.get("/credits/balance", params={"passId": pass_id})).json()["balance"]
             assert balance == 2
+            await _buy_in_the_offline_shop(client, base)
         infra: dict[str, Any] = json.loads((state / "infra.json").read_text())
         pids = [p for p in infra["pids"].values() if p]
-        assert len(pids) == 6  # nats, postgres and the four services
+        assert len(pids) == 7  # nats, postgres, the offline shop and the four services
+        status = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "libs.devstack", "status"], cwd=ROOT, env=env,
+            capture_output=True, text=True, timeout=60,
+        )
+        assert status.returncode == 0 and re.search(r"shop: running \(pid \d+\)", status.stdout), status.stdout
         first.send_signal(signal.SIGINT)  # Ctrl-C
         assert first.wait(60) == 0
         assert not any(_alive(p) for p in pids), "Ctrl-C left processes running"
