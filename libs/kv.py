@@ -18,10 +18,11 @@ def kv_stream(bucket: str) -> str:
 
 
 async def open_bucket(js: JetStreamContext, bucket: str, *, max_bytes: int, ttl_s: float | None,
-                      replicas: int = 1, history: int = 1) -> KeyValue:
+                      replicas: int, history: int = 1) -> KeyValue:
     """The bucket, created with `max_bytes` and `ttl_s` (the max age of an entry, None = forever)
     or updated to them. Writes past `max_bytes` are refused (KV buckets discard new), which an
-    alert sees, rather than silently dropping the oldest entries of runs still going."""
+    alert sees, rather than silently dropping the oldest entries of runs still going. `replicas` is
+    the streams' setting (3 on a production cluster); a bucket made at another count is moved to it."""
     try:
         kv = await js.key_value(bucket)
     except nats.js.errors.BucketNotFoundError:
@@ -34,6 +35,7 @@ async def open_bucket(js: JetStreamContext, bucket: str, *, max_bytes: int, ttl_
     current = info.config
     wanted_age = float(ttl_s or 0.0)
     if current.max_bytes != max_bytes or abs(float(current.max_age or 0.0) - wanted_age) > 0.001 \
-            or not current.allow_msg_ttl:
-        await js.update_stream(current.evolve(max_bytes=max_bytes, max_age=wanted_age or None, allow_msg_ttl=True))
+            or not current.allow_msg_ttl or current.num_replicas != replicas:
+        await js.update_stream(current.evolve(max_bytes=max_bytes, max_age=wanted_age or None, allow_msg_ttl=True,
+                                              num_replicas=replicas))
     return kv

@@ -1,4 +1,9 @@
-"""The process's NATS connection: opened with retries while the server comes up, reconnecting forever after."""
+"""The process's NATS connection: opened with retries while the server comes up, reconnecting forever after.
+
+The URL may list several servers, comma-separated (`nats://a:4222,nats://b:4222,nats://c:4222`, the
+members of a cluster): the client starts with one, learns the others from the cluster's gossip, and
+reconnects to whichever answers when its server goes away.
+"""
 
 from __future__ import annotations
 
@@ -29,6 +34,14 @@ async def _on_reconnected() -> None:
     log.info("bus.reconnected")
 
 
+def server_list(url: str) -> list[str]:
+    """`url` split on commas, blanks dropped: one entry per server of a cluster."""
+    servers = [part.strip() for part in url.split(",") if part.strip()]
+    if not servers:
+        raise ValueError("the NATS URL names no server")
+    return servers
+
+
 async def open_connection(url: str, name: str, timeout_s: float) -> NatsClient:
     """Connect, trying every 0.25 s for up to `timeout_s`; ServiceUnavailableError when NATS never answers."""
     try:
@@ -38,7 +51,7 @@ async def open_connection(url: str, name: str, timeout_s: float) -> NatsClient:
         ):
             with attempt:
                 nc = await nats.connect(
-                    url,
+                    server_list(url),
                     name=name,
                     allow_reconnect=True,
                     max_reconnect_attempts=-1,

@@ -23,6 +23,7 @@ import asyncpg
 import httpx
 import nats
 
+from libs.bus.connection import server_list
 from libs.schemas import Stream
 from libs.settings import Settings
 from tests.conftest import ROOT
@@ -276,7 +277,7 @@ async def ledger_caught_up(settings: Settings, timeout: float = 90.0) -> None:
     After a crash a batch the dead process had fetched (or one a fetch lost in the client)
     comes back only after the ack wait, so the rows of an early step can land after the
     generation's `done`; reconcile is run on the finished projection, not on one in flight."""
-    nc = await nats.connect(settings.nats_url or "")
+    nc = await nats.connect(server_list(settings.nats_url or ""))
     try:
         js = nc.jetstream()
 
