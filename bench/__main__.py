@@ -17,13 +17,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import accept, capacity, coldstart, credits, durability, projection, sse, steps
+from bench import accept, capacity, coldstart, credits, durability, projection, replicas, sse, steps
 from bench.common import Figure, connect, quiet_logs, seed_credits
 from bench.profile import Profile
 from bench.stack import Stack
 from bench.wrkload import ensure_wrk
 
-ORDER = ("durability", "cold", "steps", "sse", "credits", "accept", "capacity", "projection")
+ORDER = ("durability", "replicas", "cold", "steps", "sse", "credits", "accept", "capacity", "projection")
 TARGETED = {"steps", "accept", "credits", "sse", "capacity", "projection"}
 MB = 1024 * 1024
 
@@ -140,10 +140,13 @@ def main(argv: list[str] | None = None) -> int:
         if "durability" in selected:
             say("durability (sync_interval) ...")
             figures.append(asyncio.run(durability.run(root, plan.durability_count, plan.durability_cap_s)))
+        if "replicas" in selected:
+            say("replicas (R1 vs a 3-node cluster at R3) ...")
+            figures.append(asyncio.run(replicas.run(root, plan.durability_count, plan.durability_cap_s)))
         if "cold" in selected:
             say("cold start ...")
             figures.append(coldstart.run(root))
-        if set(selected) - {"durability", "cold"}:
+        if set(selected) - {"durability", "replicas", "cold"}:
             say(f"starting NATS, Postgres and the services under {root} ...")
             stack = Stack(root / "stack", pg_fast=args.pg_fast)
             stack.start_infra()

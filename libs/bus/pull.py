@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Coroutine
 
-import nats.errors
 import nats.js.errors
 import structlog
 from nats.aio.msg import Msg
@@ -136,8 +135,10 @@ async def _fetch(consumer: Consumer, psub: JetStreamContext.PullSubscription, si
     consumer is stopping. While NATS is away otherwise, fetching is tried again every 0.5 s."""
 
     def away(exc: Exception) -> bool:
-        if isinstance(exc, nats.errors.TimeoutError) or not isinstance(exc, AWAY_OR_API):
-            return False  # an empty fetch is no failure
+        # an empty fetch is no failure: nats-py raises its TimeoutError, or the builtin one when the no-wait
+        # probe used up the window (a busy server, or a consumer led by another node of a cluster)
+        if isinstance(exc, TimeoutError) or not isinstance(exc, AWAY_OR_API):
+            return False
         log.warning("bus.fetch_failed", durable=consumer.name, error=repr(exc))
         return not consumer.stopping.is_set()
 

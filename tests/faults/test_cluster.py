@@ -31,7 +31,7 @@ from tests.helpers import wait_for
 
 CUSTOMERS = 8
 PER_CUSTOMER = 40  # at most, well inside the welcome credits
-PROGRESS = 12  # generations accepted while a node is down (or just back) before the next step
+PROGRESS = 8  # generations accepted while a node is down (or just back) before the next step
 BUCKETS = ("KV_MMA_IDEMPOTENCY", "KV_MMA_RUNS", "KV_MMA_SLOTS")
 
 
