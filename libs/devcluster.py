@@ -199,3 +199,30 @@ async def caught_up(js: JetStreamContext, node: str) -> bool:
             if not _current_on(consumer.cluster, node):
                 return False
     return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m libs.devcluster [DIR]`: run the three nodes (store under DIR, default .mina/cluster)
+    until Ctrl-C, and print the MMA_NATS_URL that reaches them."""
+    import argparse
+    import threading
+
+    parser = argparse.ArgumentParser(prog="python -m libs.devcluster", description=main.__doc__)
+    parser.add_argument("dir", nargs="?", default=".mina/cluster", type=Path)
+    args = parser.parse_args(argv)
+    cluster = NatsCluster(args.dir).start()
+    print(f"MMA_NATS_URL={cluster.url}\nMMA_STREAM_REPLICAS=3\nmeta leader: {cluster.leader()}; "
+          f"monitoring: " + ", ".join(f"http://127.0.0.1:{n.http_port}/jsz" for n in cluster.nodes), flush=True)
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    try:
+        stopped.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        cluster.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

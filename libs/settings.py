@@ -30,7 +30,8 @@ class Settings(BaseSettings):
     # infrastructure
     infra: InfraMode = Field("embedded", description="embedded (default) / external / containers")
     state_dir: Path = Field(Path(".mina"), description="data of the embedded NATS and Postgres, logs, assets")
-    nats_url: str | None = Field(None, description="NATS URL; required in external mode")
+    nats_url: str | None = Field(
+        None, description="NATS URL, or a cluster's server URLs comma-separated; required in external mode")
     database_url: str | None = Field(None, description="Postgres DSN; required in external mode")
     db_pool_min: int = Field(1, description="ledger asyncpg pool minimum size")
     db_pool_max: int = Field(10, description="ledger asyncpg pool maximum size")
@@ -68,7 +69,7 @@ class Settings(BaseSettings):
         " restarting) before it answers 503")
     rpc_concurrency: int = Field(
         64, description="requests one process handles at once per served subject (the ledger: its pool size)")
-    stream_replicas: int = Field(1, description="replicas of the streams (3 on a production cluster)")
+    stream_replicas: int = Field(1, description="replicas of every stream and KV bucket (3 on a production cluster)")
     events_max_consumers: int = Field(
         100_000, description="consumers the EVENTS stream allows (each SSE stream and create waits on one; the "
         "server's default of 1,000 would refuse the 1,001st)")

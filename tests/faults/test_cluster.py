@@ -4,8 +4,9 @@ The four services run on the embedded cluster (libs/devcluster.py) with `MMA_STR
 and the three client URLs in `MMA_NATS_URL`. Customers send still generations one after the
 other; mid-run the leader of JOBS is SIGKILLed, started again on its ports and store, and waited
 for until it is current on every stream and consumer; then another node (the new JOBS leader)
-is SIGKILLed too. Every generation ends once (done, or error with one refund), nothing is charged
-twice, and reconcile holds. The run counts in the fault suite's figure line.
+is SIGKILLed too. Every generation ends once and done (a failure would be refunded, but none is
+expected: R3 rides out one node's loss), nothing is charged twice, and reconcile holds. The run
+counts in the fault suite's figure line.
 """
 
 from __future__ import annotations
@@ -120,7 +121,9 @@ async def test_cluster_nodes_killed_one_after_the_other(services: Services, clus
     marks["stream stopped"] = time.monotonic() - started
     cluster.restart(second)
     await wait_for(lambda: caught_up(js, second.name), 30, interval=0.1, what=f"{second.name} caught up")
-    outcomes = await settle_and_check(run, services.settings)
+    # R3 keeps every write through one node's loss: no generation may fail for it (errors would be refunded,
+    # but a failure here is the product not riding out a leader election)
+    outcomes = await settle_and_check(run, services.settings, expect_errors=False)
     marks["settled, reconciled"] = time.monotonic() - started
     print(f"cluster R3: {len(run.generations)} generations {dict(outcomes)}, killed {first.name} then "
           f"{second.name}, client retries {run.retried_requests}, "
