@@ -59,7 +59,9 @@ FIRST_DRAFT_ID, FIRST_ORDER_ID = 1_000_000_001, 5_000_000_001
 
 
 def html_response(status: int, title: str, body: str) -> Response:
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>"
+    # the inline icon keeps the browser from asking for /favicon.ico (a 404 in the buyer's console)
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><link rel='icon' href='data:,'>"
+            f"<title>{html.escape(title)}</title></head>"
             f"<body style='font-family:sans-serif;max-width:40em;margin:2em auto'>{body}</body></html>")
     return status, {"Content-Type": "text/html; charset=utf-8"}, page.encode()
 

@@ -83,6 +83,7 @@ async def test_a_checkout_is_a_draft_order_on_the_shop(bus, services: Services, 
     async with httpx.AsyncClient() as http:  # the buyer can open the invoice page
         page = await http.get(created.checkout_url)
     assert page.status_code == 200 and "Invoice" in page.text
+    assert "<link rel='icon' href='data:,'>" in page.text  # no /favicon.ico 404 in the buyer's console
 
     big = await bus.request(CreateCheckout(pass_id=pass_id, qty=100), CheckoutCreated)
     assert (big.variant_id, big.quantity) == (MINA_5000_VARIANT, 1)
