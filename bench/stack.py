@@ -17,15 +17,18 @@ import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import psutil
 
 from libs.devinfra import NatsServer, PostgresServer, free_port, stop_process
+from libs.offline_shop import OfflineShop, serve
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_TOKEN = "bench-admin-token-3c7d"
+SHOP_TOKEN = "shpat_bench_offline_shop"  # billing needs a shop: the offline one, in this process
 DATABASE = "mina"
 SERVICES = ("ledger", "billing", "pipeline", "gateway")
 
@@ -139,6 +142,7 @@ class Stack:
     services: dict[str, ServiceProc] = field(default_factory=dict)
     rss: RssSampler = field(default_factory=RssSampler)
     base_env: dict[str, str] = field(default_factory=dict)
+    shop: ThreadingHTTPServer | None = None
 
     @property
     def gateway_url(self) -> str:
@@ -162,6 +166,9 @@ class Stack:
 
         asyncio.run(apply_migrations(self.dsn))
         self.gateway_port = free_port()
+        shop_port = free_port()
+        self.shop = serve(OfflineShop(SHOP_TOKEN, base_url=f"http://127.0.0.1:{shop_port}"), shop_port)
+        threading.Thread(target=self.shop.serve_forever, name="offline-shop", daemon=True).start()
         (self.root / "logs").mkdir(exist_ok=True)
         self.base_env = {
             "MMA_INFRA": "external",
@@ -176,6 +183,8 @@ class Stack:
             "MMA_LOG_LEVEL": "WARNING",
             "MMA_LOG_FORMAT": "json",
             "MMA_RATE_LIMIT_PER_MINUTE": "0",
+            "MMA_SHOPIFY_STORE_DOMAIN": f"http://127.0.0.1:{shop_port}",
+            "MMA_SHOPIFY_ADMIN_TOKEN": SHOP_TOKEN,
         }
 
     def env(self, **overrides: Any) -> dict[str, str]:
@@ -249,6 +258,9 @@ class Stack:
             self.pg.stop()
         if self.nats is not None:
             self.nats.stop()
+        if self.shop is not None:
+            self.shop.shutdown()
+            self.shop.server_close()
         self.rss.close()
 
 

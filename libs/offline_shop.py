@@ -32,18 +32,18 @@ import threading
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
 import structlog
 
+from libs.httpreply import Response, handler_for, json_response
 from libs.settings import Settings
 
 log = structlog.get_logger("shop")
 
-Response = tuple[int, dict[str, str], bytes]
 Variants = dict[int, tuple[str, str, str]]  # variant id -> (sku, title, unit price)
 
 MINA_50_VARIANT = 43328351928403
@@ -58,12 +58,10 @@ INVOICE_PATH = re.compile(rf"/{SHOP_ID}/invoices/(?P<token>[0-9a-f]+)(?P<pay>/pa
 FIRST_DRAFT_ID, FIRST_ORDER_ID = 1_000_000_001, 5_000_000_001
 
 
-def json_response(status: int, data: Any) -> Response:
-    return status, {"Content-Type": "application/json"}, json.dumps(data).encode()
-
-
 def html_response(status: int, title: str, body: str) -> Response:
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>"
+    # the inline icon keeps the browser from asking for /favicon.ico (a 404 in the buyer's console)
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><link rel='icon' href='data:,'>"
+            f"<title>{html.escape(title)}</title></head>"
             f"<body style='font-family:sans-serif;max-width:40em;margin:2em auto'>{body}</body></html>")
     return status, {"Content-Type": "text/html; charset=utf-8"}, page.encode()
 
@@ -271,40 +269,17 @@ class OfflineShop:
 def serve(shop: OfflineShop, port: int, host: str = "127.0.0.1") -> ThreadingHTTPServer:
     """An HTTP server for `shop` on host:port (not yet serving: call `serve_forever`)."""
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+    def dispatch(method: str, target: str, headers: dict[str, str], raw: bytes) -> Response:
+        path = target.split("?", 1)[0]
+        name = shop.route(method, path)
+        if name is None:
+            return json_response(404, {"errors": "Not Found"})
+        parsed: Any = raw
+        with contextlib.suppress(ValueError):
+            parsed = json.loads(raw) if raw else None
+        return shop.handle(name, path, headers, parsed)
 
-        def log_message(self, format: str, *args: Any) -> None:
-            return None
-
-        def _serve(self, method: str) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length) if length else b""
-            path = self.path.split("?", 1)[0]
-            name = shop.route(method, path)
-            if name is None:
-                status, headers, body = json_response(404, {"errors": "Not Found"})
-            else:
-                parsed: Any = raw
-                with contextlib.suppress(ValueError):
-                    parsed = json.loads(raw) if raw else None
-                lowered = {k.lower(): v for k, v in self.headers.items()}
-                status, headers, body = shop.handle(name, path, lowered, parsed)
-            self.send_response(status)
-            for key, value in headers.items():
-                self.send_header(key, value)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                self.wfile.write(body)
-
-        def do_GET(self) -> None:
-            self._serve("GET")
-
-        def do_POST(self) -> None:
-            self._serve("POST")
-
-    httpd = ThreadingHTTPServer((host, port), Handler)
+    httpd = ThreadingHTTPServer((host, port), handler_for(dispatch))
     httpd.daemon_threads = True
     return httpd
 

@@ -30,6 +30,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from libs.bus import Bus
+from libs.errors import ConfigError
 from libs.logging import configure_logging
 from libs.settings import Settings
 
@@ -141,8 +142,12 @@ def run_service(name: str, setup: Callable[[ServiceContext], Awaitable[None]]) -
     """Entry point of `python -m services.<name>`."""
     settings = Settings()
     configure_logging(settings, name)
-    with contextlib.suppress(KeyboardInterrupt):
-        run_loop(serve(name, setup, settings), settings)
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            run_loop(serve(name, setup, settings), settings)
+    except ConfigError as exc:  # a setting the service cannot run without: say which, no traceback
+        log.error("service.config_error", code=exc.instance_code, error=exc.message)
+        raise SystemExit(2) from None
 
 
 def run_loop(main: Coroutine[object, object, None], settings: Settings) -> None:

@@ -174,7 +174,8 @@ class Settings(BaseSettings):
     # checkout (Shopify Admin REST draft orders; billing holds the token)
     shopify_store_domain: str | None = Field(
         None, description="the shop's Admin API host (e.g. mina.myshopify.com, reached over https); a full URL"
-        " (http://127.0.0.1:port) is used as it is. Unset: checkout answers 503 CHECKOUT_NOT_CONFIGURED")
+        " (http://127.0.0.1:port) is used as it is. Required by billing (with the token): it does not start"
+        " without a shop; `make up` runs the offline shop when unset")
     shopify_admin_token: SecretStr | None = Field(None, description="the Admin API access token of the shop")
     shopify_api_version: str = Field("2025-10", description="the Admin REST API version of draft orders")
     matcha_variant_id: int = Field(43328351928403, description="variant of the MINA-50 pack (qty 1..99)")

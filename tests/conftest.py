@@ -178,6 +178,10 @@ def settings(tmp_path: Path, nats: NatsServer, database_url: str) -> Settings:
         rpc_timeout_s=10.0,
         upload_signing_secret="test-upload-secret-9d2e",
         shopify_webhook_secret="test-shopify-secret-71aa",
+        # billing needs a shop; by default one that is down (checkout answers 503 SHOPIFY_UNREACHABLE with
+        # Retry-After): a test that buys starts tests/wire/shopify_admin.py and passes its domain
+        shopify_store_domain=f"http://127.0.0.1:{free_port()}",
+        shopify_admin_token="shpat_test_shop_down",
         supabase_jwt_secret="test-jwt-secret-0b7c-abcdefghijklmnopqrstuvwxyz",
     )
 

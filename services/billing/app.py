@@ -41,14 +41,12 @@ async def setup(ctx: ServiceContext) -> None:
     await ctx.bus.serve(PriceList, on_price_list, deps, queue=QUEUE)
     await ctx.bus.serve(CreateCheckout, on_create_checkout, deps, queue=QUEUE)
     await ctx.bus.serve(ClaimWelcome, on_claim_welcome, deps, queue=QUEUE)
-    if deps.shopify is not None:
-        shop = deps.shopify
 
-        async def close_shop() -> None:
-            await ctx.bus.close()  # the checkouts in hand finish first (closing the bus twice is harmless)
-            await shop.aclose()
+    async def close_shop() -> None:
+        await ctx.bus.close()  # the checkouts in hand finish first (closing the bus twice is harmless)
+        await deps.shopify.aclose()
 
-        ctx.stack.push_async_callback(close_shop)
+    ctx.stack.push_async_callback(close_shop)
     # Both consumers wait out an unavailable ledger for ever: a ledger restart must not drop a
     # command (the command's own deadline bounds how late it may still run) nor a refund (a
     # failed generation is terminal, so the sweeper would never find it again). A message that

@@ -20,9 +20,9 @@ class BillingDeps:
     settings: Settings
     bus: Bus
     ledger: LedgerClient
+    shopify: DraftOrders  # the shop's draft orders (checkout.py); billing does not start without one
     clock: Callable[[], datetime] = field(default=utcnow)
     welcomed: RecentKeys = field(default_factory=lambda: RecentKeys(ttl_s=600.0))  # welcome decided lately (welcome.py)
-    shopify: DraftOrders | None = None  # None: the shop is not configured (checkout.py says so)
 
     @classmethod
     def build(cls, settings: Settings, bus: Bus) -> BillingDeps:

@@ -12,10 +12,11 @@ from libs.errors import ConfigError, InvalidInputError, MmaError, ServiceUnavail
 from libs.schemas import CheckoutCreated, CreateCheckout
 from libs.settings import Settings
 from services.billing.adapters.protocols import DraftOrderRequest
-from services.billing.adapters.shopify_admin import admin_base_url, draft_order_body
+from services.billing.adapters.shopify_admin import ShopifyAdmin, admin_base_url, draft_order_body
 from services.billing.checkout import line_item, quantity
 from tests.billing.support import new_pass
-from tests.conftest import Services
+from tests.conftest import ServiceProcess, Services
+from tests.helpers import wait_for
 from tests.wire.shopify_admin import MINA_50_VARIANT, MINA_5000_VARIANT, ShopifyAdminServer
 
 TOKEN = "shpat_checkout_test_1"
@@ -82,6 +83,7 @@ async def test_a_checkout_is_a_draft_order_on_the_shop(bus, services: Services, 
     async with httpx.AsyncClient() as http:  # the buyer can open the invoice page
         page = await http.get(created.checkout_url)
     assert page.status_code == 200 and "Invoice" in page.text
+    assert "<link rel='icon' href='data:,'>" in page.text  # no /favicon.ico 404 in the buyer's console
 
     big = await bus.request(CreateCheckout(pass_id=pass_id, qty=100), CheckoutCreated)
     assert (big.variant_id, big.quantity) == (MINA_5000_VARIANT, 1)
@@ -120,15 +122,31 @@ async def test_a_wrong_api_version_or_token_is_refused_by_the_shop(bus, services
     assert len(shop.draft_orders) == 0
 
 
-async def test_an_unconfigured_or_unreachable_shop_is_said_so(bus, services: Services, ledger, shop) -> None:
-    """No shop settings → CHECKOUT_NOT_CONFIGURED (ConfigError); a shop that is down → SHOPIFY_UNREACHABLE."""
-    billing = await services.start("billing")
-    with pytest.raises(ConfigError) as err:
-        await bus.request(CreateCheckout(pass_id=new_pass()), CheckoutCreated)
-    assert err.value.instance_code == "CHECKOUT_NOT_CONFIGURED"
-    await billing.stop()
-    await services.start("billing", **shop_settings(shop))
-    shop.stop()
+def test_without_a_shop_there_is_no_shop_client_but_a_startup_error_naming_the_settings() -> None:
+    """A missing domain or token is a ConfigError naming the MMA_SHOPIFY_* setting(s), never a client."""
+    for domain, token, named in ((None, None, "MMA_SHOPIFY_STORE_DOMAIN and MMA_SHOPIFY_ADMIN_TOKEN"),
+                                 ("mina.myshopify.com", None, "set MMA_SHOPIFY_ADMIN_TOKEN "),
+                                 ("", "shpat_x", "set MMA_SHOPIFY_STORE_DOMAIN ")):
+        settings = Settings(_env_file=None, shopify_store_domain=domain, shopify_admin_token=token)  # type: ignore[call-arg]
+        with pytest.raises(ConfigError) as err:
+            ShopifyAdmin.from_settings(settings)
+        assert err.value.instance_code == "SHOP_NOT_CONFIGURED" and named in err.value.message
+
+
+async def test_billing_without_a_shop_does_not_start_and_a_shop_down_is_said_so(bus, services: Services,
+                                                                                ledger) -> None:
+    """No shop settings → billing exits 2 with `service.config_error` (no traceback); the tests' default
+    shop address has nobody listening → SHOPIFY_UNREACHABLE, the retryable dependency-down answer."""
+    proc = ServiceProcess("billing", services.env(shopify_store_domain="", shopify_admin_token=""),
+                          services.log_dir / "billing-no-shop.log")
+    proc.start()
+    services.procs.append(proc)
+    await wait_for(lambda: not proc.is_running, 30.0, what="billing without a shop to exit")
+    assert proc.proc is not None and proc.proc.returncode == 2
+    refused = [e for e in proc.log_lines() if e.get("event") == "service.config_error"]
+    assert refused and "MMA_SHOPIFY_STORE_DOMAIN" in refused[0]["error"], proc.log_text()[-2000:]
+    assert "Traceback" not in proc.log_text() and proc.ready_count() == 0
+    await services.start("billing")
     with pytest.raises(ServiceUnavailableError) as down:
         await bus.request(CreateCheckout(pass_id=new_pass()), CheckoutCreated)
     assert down.value.message == "SHOPIFY_UNREACHABLE"

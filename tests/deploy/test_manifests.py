@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -89,9 +90,17 @@ def test_docker_compose_config_accepts_the_file_and_the_scale() -> None:
     command = _compose_command()
     if command is None:
         pytest.skip("no docker compose client on this machine")
-    done = subprocess.run([*command, "-f", str(DEPLOY / "compose.yaml"), "config", "--quiet"],
-                          capture_output=True, text=True, check=False)
+    base = {k: v for k, v in os.environ.items() if not k.startswith("MMA_SHOPIFY_")}
+    shop = {"MMA_SHOPIFY_STORE_DOMAIN": "shop.myshopify.com", "MMA_SHOPIFY_ADMIN_TOKEN": "shpat_x"}
+
+    def config(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*command, "-f", str(DEPLOY / "compose.yaml"), "config", "--quiet"],
+                              capture_output=True, text=True, check=False, env=env)
+
+    done = config({**base, **shop})
     assert done.returncode == 0, done.stderr
+    no_shop = config(base)  # billing needs a shop: compose refuses to start without one
+    assert no_shop.returncode != 0 and "MMA_SHOPIFY_STORE_DOMAIN" in no_shop.stderr
 
 
 def test_image_is_multi_stage_non_root_with_a_healthcheck() -> None:

@@ -90,7 +90,7 @@ async def test_a_purchase_is_credited_once_to_the_buyer_who_checked_out(services
 async def test_checkout_failures_answer_what_the_frontend_expects(services: Services, settings: Settings,
                                                                 shop: ShopifyAdminServer) -> None:
     """Shop away → 503 + Retry-After; shop refusing → 500 CHECKOUT_FAILED; bad qty → 400; unverified email unsent;
-    no shop configured → 503 CHECKOUT_NOT_CONFIGURED (the frontend falls back to its cart link on any of them)."""
+    shop unreachable → 503 SHOPIFY_UNREACHABLE + Retry-After (the frontend falls back to its cart link on any)."""
     started = await services.start_all(welcome_credits=0, shopify_store_domain=shop.domain,
                                        shopify_admin_token=TOKEN)
     async with httpx.AsyncClient(base_url=services.gateway_url, timeout=30.0) as client:
@@ -120,8 +120,8 @@ async def test_checkout_failures_answer_what_the_frontend_expects(services: Serv
         assert back.headers["location"] == "https://mina.faltastudio.com?checkout=complete"
 
         await started["billing"].stop()
-        await services.start("billing", welcome_credits=0)  # no shop configured
-        off = await client.post("/api/checkout/create", headers=anon, json={"qty": 1})
-        assert off.status_code == 503 and "retry-after" not in off.headers
-        assert off.json()["ok"] is False and off.json()["error"] == "CHECKOUT_NOT_CONFIGURED"
-        assert off.json()["message"]
+        await services.start("billing", welcome_credits=0)  # the tests' default shop: nobody listening
+        down = await client.post("/api/checkout/create", headers=anon, json={"qty": 1})
+        assert down.status_code == 503 and down.headers.get("retry-after")
+        assert (down.json()["ok"], down.json()["error"], down.json()["message"]) == \
+            (False, "CHECKOUT_FAILED", "SHOPIFY_UNREACHABLE")

@@ -58,7 +58,10 @@ async def test_erase_expand_and_fill_as_the_studio_sends_them(stack: Services, c
     assert r.status_code == 200, r.text
     out = r.json()
     assert "ok" not in out and out["status"] == "done" and out["model_key"] == "eraser"
-    assert out["output_url"].startswith(settings.assets_base_url + "/fingertips/eraser/")
+    # beside the generation's other outputs, under /mma/: the live frontend's viewer shows only such URLs
+    # (StudioRight safeStillUrl: `/mma/` or `/generations/`), else it keeps the still the edit came from
+    assert out["output_url"].startswith(f"{settings.assets_base_url}/mma/{out['generation_id']}/")
+    assert out["output_url"].endswith("-eraser.png")
     assert (out["credits_cost"], out["matchas_deducted"], out["pool_remaining"]) == (0.5, 1, 0.5)
     assert out["prediction_id"] and isinstance(out["elapsed_ms"], int)
     erased = Image.open(io.BytesIO((await client.get(out["output_url"])).content))
@@ -164,7 +167,7 @@ async def test_an_edit_that_outlives_the_wait_answers_processing_then_lands(
             return got if got["status"] == "done" else None
 
         got = await wait_for(landed, 60, what="the edit to land")
-        assert got["output_url"].startswith(settings.assets_base_url + "/fingertips/upscale/")
+        assert got["output_url"].startswith(f"{settings.assets_base_url}/mma/{out['generation_id']}/")
         big = Image.open(io.BytesIO((await client.get(got["output_url"])).content))
         assert big.size == (SIZE[0] * 2, SIZE[1] * 2)
 

@@ -58,7 +58,7 @@ async def edit(bus: Any, model_key: str, **inputs: Any) -> str:
 
 async def output_of(settings: Settings, events: Events) -> bytes:
     url = events.done.output_url
-    assert url and url.startswith(settings.assets_base_url + "/fingertips/"), url
+    assert url and url.startswith(settings.assets_base_url + "/mma/"), url  # a path the frontend's viewer shows
     return await build_asset_store(settings).get_bytes(url)
 
 
@@ -107,7 +107,7 @@ async def test_mask_tools_offline_edit_inside_the_mask_only(services, bus, setti
     sent = erase.step("fingertips_generate").payload["input"]["provider_input"]
     assert sent["image"] == sent["image_url"] == sent["image_file"] == image
     assert sent["mask_url"] == sent["mask_file"] == drawn and "mask_image" not in sent
-    assert erase.done.model == "bria/eraser" and erase.done.output_key == f"fingertips/eraser/{erased}.png"
+    assert erase.done.model == "bria/eraser" and erase.done.output_key == f"mma/{erased}/1-eraser.png"
     assert erase.lines and erase.lines[0].text.startswith("Erasing")
 
     fill = await collect(bus, filled)
@@ -167,7 +167,8 @@ async def test_canvas_tools_offline(services, bus, settings, database_url):
 
     vector = done["vectorize"]
     svg = await output_of(settings, vector)
-    assert vector.done.output_key == f"fingertips/vectorize/{gens['vectorize']}.svg"
+    assert vector.done.output_key.startswith(f"mma/{gens['vectorize']}/")
+    assert vector.done.output_key.endswith("-vectorize.svg")
     assert b"<svg" in svg and b"<path" in svg
     row = await read_generation(database_url, gens["vectorize"], "done")
     assert row["mg_output_url"].endswith(".svg")

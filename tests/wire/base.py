@@ -12,18 +12,13 @@ Start it on a free 127.0.0.1 port in a background thread (`with Server() as s:` 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import threading
 from collections import defaultdict, deque
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 
-Response = tuple[int, dict[str, str], bytes]
-
-
-def json_response(status: int, data: Any) -> Response:
-    return status, {"Content-Type": "application/json"}, json.dumps(data).encode()
+from libs.httpreply import Response, handler_for, json_response
 
 
 class WireServer:
@@ -58,32 +53,11 @@ class WireServer:
         self._stopped.clear()
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+        def dispatch(method: str, path: str, headers: dict[str, str], raw: bytes) -> Response:
+            server._request.headers = headers
+            return server._dispatch(method, path, raw)
 
-            def log_message(self, format: str, *args: Any) -> None:
-                return None
-
-            def _serve(self, method: str) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
-                server._request.headers = {k.lower(): v for k, v in self.headers.items()}
-                status, headers, body = server._dispatch(method, self.path, raw)
-                self.send_response(status)
-                for key, value in headers.items():
-                    self.send_header(key, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                    self.wfile.write(body)
-
-            def do_GET(self) -> None:
-                self._serve("GET")
-
-            def do_POST(self) -> None:
-                self._serve("POST")
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler_for(dispatch))
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, name=type(self).__name__, daemon=True)
         self._thread.start()

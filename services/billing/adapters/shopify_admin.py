@@ -16,7 +16,7 @@ import httpx
 import orjson
 import structlog
 
-from libs.errors import MmaError, ServiceUnavailableError
+from libs.errors import ConfigError, MmaError, ServiceUnavailableError
 from libs.settings import Settings
 from services.billing.adapters.protocols import DraftOrder, DraftOrderRequest
 from services.billing.shopify import PASS_ID_ATTRIBUTE
@@ -64,12 +64,17 @@ class ShopifyAdmin:
                      "Accept": "application/json"})
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> ShopifyAdmin | None:
-        """None when the shop is not configured (checkout then answers CHECKOUT_NOT_CONFIGURED)."""
+    def from_settings(cls, settings: Settings) -> ShopifyAdmin:
+        """The configured shop; without one billing does not start (a product that sells credits has a
+        shop: `make up` runs the offline one, tests give theirs)."""
         token = settings.shopify_admin_token.get_secret_value() if settings.shopify_admin_token else ""
-        if not settings.shopify_store_domain or not token:
-            return None
-        return cls(settings.shopify_store_domain, token, settings.shopify_api_version, settings.shopify_timeout_s)
+        domain = settings.shopify_store_domain or ""
+        missing = [name for name, value in (("MMA_SHOPIFY_STORE_DOMAIN", domain),
+                                            ("MMA_SHOPIFY_ADMIN_TOKEN", token)) if not value]
+        if missing:
+            raise ConfigError(f"billing needs a shop to sell credits: set {' and '.join(missing)}"
+                              " (make up runs the offline shop)", code="SHOP_NOT_CONFIGURED")
+        return cls(domain, token, settings.shopify_api_version, settings.shopify_timeout_s)
 
     async def create_draft_order(self, order: DraftOrderRequest) -> DraftOrder:
         try:

@@ -31,7 +31,7 @@ from services.gateway.routes.common import get_deps, identity, request_id
 router = APIRouter(tags=["checkout"])
 
 # billing's refusals answered as UPSTREAM.md 2.1 documents them (anything else: CHECKOUT_FAILED)
-CHECKOUT_REFUSALS = {"CHECKOUT_NOT_CONFIGURED": 503, "NO_INVOICE_URL": 500}
+CHECKOUT_REFUSALS = {"NO_INVOICE_URL": 500}
 
 
 @router.post("/api/credits/shopify-order")
@@ -79,7 +79,7 @@ def packs(value: object) -> float:
 @router.post("/api/checkout/create", responses={
     400: {"description": "INVALID_QTY"}, 500: {"description": "CHECKOUT_FAILED (message SHOPIFY_<status>), "
                                                              "NO_INVOICE_URL"},
-    503: {"description": "CHECKOUT_NOT_CONFIGURED, or the shop is away (Retry-After)"}})
+    503: {"description": "CHECKOUT_FAILED: the shop is away (Retry-After)"}})
 async def checkout_create(request: Request, body: CheckoutBody | None = None, deps: GatewayDeps = Depends(get_deps),
                           who: Identity = Depends(identity)) -> JSONResponse:
     """A Shopify draft order for `qty` packs whose paid order credits this pass id (UPSTREAM.md 2.1)."""

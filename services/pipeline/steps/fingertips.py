@@ -2,8 +2,10 @@
 
 The tool's prediction id is recorded (step STARTED + checkpoint) before the wait, so a resumed
 run waits on it instead of paying for a second edit. The output is copied into the asset store
-as `fingertips/<modelKey>/<generation id><ext>` before the step ends: MEGA never holds a
-provider's expiring URL.
+as `mma/<generation id>/<step no>-<modelKey><ext>` before the step ends (MEGA never holds a
+provider's expiring URL), beside every other generation's output: the live frontend shows an image
+in its viewer only when its URL has `/mma/` or `/generations/` in it (StudioRight `safeStillUrl`),
+and otherwise keeps showing the still the edit was made from.
 """
 
 from __future__ import annotations
@@ -156,11 +158,11 @@ async def fingertips_generate(ctx: StepContext) -> None:
     except ProviderError as exc:
         exc.instance_code = _failure_code(exc, editor.provider)
         raise
-    key = f"fingertips/{tool.key}/{ctx.job.generation_id}{extension_of(out, content_type)}"
+    key = f"mma/{ctx.job.generation_id}/{ctx.step_no}-{tool.key}{extension_of(out, content_type)}"
     if key.endswith(".svg") and UNSAFE_SVG.search(data):
         raise ProviderError("the tool returned an SVG with script in it", code="EDIT_FAILED")
     try:
-        stored = await ctx.deps.store.put_bytes(data, folder="fingertips", content_type=content_type, key=key)
+        stored = await ctx.deps.store.put_bytes(data, folder="mma", content_type=content_type, key=key)
     except (OSError, InvalidInputError) as exc:
         raise ProviderError("the output could not be stored", code="R2_STORE_FAILED") from exc
     elapsed_ms = int((time.perf_counter() - started) * 1000)
