@@ -59,7 +59,7 @@ def build_providers(settings: Settings, store: AssetStore) -> Providers:
                                        poll_interval_s=settings.provider_poll_interval_s)
         editor = predictor
     else:
-        predictor = OfflinePredictor(store, settings.offline_latency_ms)
+        predictor = OfflinePredictor(store, settings.offline_latency_ms, settings.offline_predict_latency_ms)
     return Providers(scanner=scanner, completer=completer, predictor=predictor, editor=editor,
                      edit_writer=edit_writer)
 
