@@ -93,8 +93,12 @@ async def _with_stack(stack: Stack, selected: list[str], plan: Plan, out_dir: Pa
         await _purge_jobs(stack)
     if "capacity" in selected:
         say("in-flight capacity ...")
-        figures.append(await capacity.run(stack, list(plan.capacity_sizes), plan.capacity_cap_s,
-                                          plan.capacity_round_s, plan.capacity_latency_s))
+        figure, prof = await capacity.run(stack, list(plan.capacity_sizes), plan.capacity_cap_s,
+                                          plan.capacity_round_s, plan.capacity_latency_s,
+                                          out_dir if do_profile else None, plan.profile_s)
+        figures.append(figure)
+        if prof is not None:
+            profiles.append(prof)
     if "projection" in selected:
         say("ledger projection ...")
         figure, prof = await projection.run(stack, plan.projection_events, plan.projection_cap_s, out_dir,

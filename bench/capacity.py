@@ -16,10 +16,12 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from pathlib import Path
 
 import psutil
 
 from bench.common import Figure, connect, pass_id, seed_credits
+from bench.profile import Profile, Recorder
 from bench.stack import Stack
 from libs.bus import Bus
 from libs.schemas import Flow, GenerationRequest, GenerationRequested, Inputs, Stream
@@ -34,8 +36,9 @@ async def _redelivered(bus: Bus) -> int:
     return int(info.num_redelivered or 0)
 
 
-async def run(stack: Stack, sizes: list[int], cap_s: float, round_timeout_s: float,
-              predict_latency_s: float = 60.0) -> Figure:
+async def run(stack: Stack, sizes: list[int], cap_s: float, round_timeout_s: float, predict_latency_s: float = 60.0,
+              profile_dir: Path | None = None, profile_s: float = 8.0) -> tuple[Figure, Profile | None]:
+    """The figure, and with `profile_dir` a py-spy profile of the pipeline while the largest round starts."""
     bus = await connect(stack.nats_url, "bench-capacity")
     await seed_credits(bus, max(sizes), 10, tag="capacity")  # one customer per generation
     stack.start("pipeline", offline_latency_ms=CALL_LATENCY_MS,
@@ -60,6 +63,7 @@ async def run(stack: Stack, sizes: list[int], cap_s: float, round_timeout_s: flo
 
     subs = [await bus.nc.subscribe(f"mma.evt.*.{k}", cb=on_event) for k in ("status", "done", "failed")]
     rounds: list[str] = []
+    recorder: Recorder | None = None
     best, best_rss, best_kb, failed_total, redelivered_total, extra_ends = 0, 0, 0.0, 0, 0, 0
     began = time.monotonic()
     latency = f"{predict_latency_s:.0f} s per prediction"
@@ -76,6 +80,9 @@ async def run(stack: Stack, sizes: list[int], cap_s: float, round_timeout_s: flo
             commands = [GenerationRequested(generation_id=g, pass_id=pass_id(i), flow=Flow.STILL_CREATE,
                                             request=request) for i, g in enumerate(ids)]
             t0 = time.monotonic()
+            if profile_dir is not None and n == max(sizes):
+                recorder = Recorder("pipeline (capacity, starting runs)", stack.pid("pipeline"), profile_s,
+                                    profile_dir)
             for i in range(0, n, 256):
                 await asyncio.gather(*(bus.publish(c) for c in commands[i:i + 256]))
             peak, peak_at = 0, 0.0
@@ -110,6 +117,7 @@ async def run(stack: Stack, sizes: list[int], cap_s: float, round_timeout_s: flo
             await sub.unsubscribe()
         await bus.close()
         stack.stop("pipeline")
+    profile = await asyncio.to_thread(recorder.result) if recorder is not None else None
     clean = not (failed_total or redelivered_total or extra_ends)
     met = best >= TARGET_N and predict_latency_s >= 60 and best_rss < TARGET_RSS_MB * MB and clean
     why = []
@@ -123,4 +131,4 @@ async def run(stack: Stack, sizes: list[int], cap_s: float, round_timeout_s: flo
             f"call), RSS {best_rss / MB:.0f} MB, {best_kb:.1f} KB per in-flight generation (fresh process "
             f"{fresh_rss / MB:.0f} MB) [{'; '.join(rounds)}] (target >= {TARGET_N:,} at 60 s, RSS < "
             f"{TARGET_RSS_MB} MB, no failure)")
-    return Figure("in-flight capacity", text, met, ", ".join(why))
+    return Figure("in-flight capacity", text, met, ", ".join(why)), profile

@@ -142,6 +142,9 @@ class Settings(BaseSettings):
     pipeline_concurrency: int = Field(
         10000, description="jobs one pipeline process runs at once (a run waiting on its provider holds about 25 KB;"
         " the JOBS consumer's max ack pending is twice this)")
+    pipeline_start_concurrency: int = Field(
+        256, description="runs of one pipeline process in their start (pickup reads, customer slot, first checkpoint)"
+        " at once; a burst of jobs starts this many at a time, in order (0 = no limit)")
     max_running_per_customer: int = Field(
         2, description="generations of one pass id running at once across all pipelines; more wait in order"
         " (0 = unlimited)")

@@ -64,6 +64,10 @@ async def first_in_line() -> int:
     return 0
 
 
+def _stay() -> None:
+    return None
+
+
 def _deadline_passed(job: GenerationJob) -> bool:
     deadline = job.command.deadline
     if deadline is None:
@@ -83,7 +87,8 @@ class Run:
         self.job = job
         self.deps = deps
         self.state = state
-        self.job_seq = job_seq  # the job's place in line for a customer slot, asked only if it must wait
+        self._job_seq = job_seq  # the job's place in line for a customer slot, asked only if it must wait
+        self.leave_gate: Callable[[], None] = _stay
         self.ids = RunIds(generation_id=job.generation_id, pass_id=job.pass_id)
         self.outbox = Outbox(deps.checkpoints, deps.bus)
         self.cancel = CancelSwitch()
@@ -122,6 +127,7 @@ class Run:
         its slot, drops them (the latter reads again once it starts). Returns only once every message is
         acked.
         """
+        self.leave_gate = await self.deps.start_gate.enter()
         self._read_ahead()
         try:
             stored, _ = await asyncio.gather(self.deps.checkpoints.load(self.job.generation_id),
@@ -133,6 +139,7 @@ class Run:
             await self._execute()
             await self.outbox.flush()
         finally:
+            self.leave_gate()
             self._drop_reads()
             await self.outbox.settle()
 
@@ -164,7 +171,7 @@ class Run:
         if slots is None:
             return Slot()
         if self.state.prep:  # a resumed run takes its slot back (or a free one) at once
-            return await slots.acquire(self.job.generation_id, self.job.pass_id, first_in_line)
+            return await slots.acquire(self.job.generation_id, self.job.pass_id, self.resumed_place)
         try:
             slot = await self.cancel.interruptible(self.wait_for_slot(slots))
         except asyncio.CancelledError:
@@ -179,6 +186,16 @@ class Run:
         if slot.waited:
             self._drop_reads()
         return slot
+
+    async def resumed_place(self) -> int:
+        """A resumed run waits first in line (out of the start gate)."""
+        self.leave_gate()
+        return 0
+
+    async def job_seq(self) -> int:
+        """The job's place in line, asked when it must wait for its slot: it leaves the start gate."""
+        self.leave_gate()
+        return await self._job_seq()
 
     async def wait_for_slot(self, slots: CustomerSlots) -> Slot:
         """The customer's slot, waited for in order; TimeoutError when the deadline passes first."""
@@ -224,6 +241,7 @@ class Run:
                 return
             self.state.prep, self.state.vars = prep, vars
             self.queue(self.status_move(1), with_prep=True)  # the first status rides in the prep checkpoint
+        self.leave_gate()  # started: the next run may start
         plan = self.state.prep["plan"]
         config = ActiveConfig.from_json(self.state.prep["config"])
         while self.state.step_count < len(plan):
