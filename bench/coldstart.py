@@ -86,8 +86,11 @@ def run(root: Path, timeout_s: float = 120.0) -> Figure:
                 elapsed = time.monotonic() - started
                 break
             time.sleep(0.05)
-        if elapsed is not None:
+        while elapsed is not None and time.monotonic() - started < timeout_s:  # the pipeline may be ready later
             services = _services(state_dir)
+            if len(services) == len(SERVICES) or proc.poll() is not None:
+                break
+            time.sleep(0.2)
     finally:
         stop_process(proc, signal.SIGTERM, 60)
         reader.join(5)

@@ -12,6 +12,7 @@ each. The snapshots are never changed in place.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -158,8 +159,20 @@ def _shared(data: dict[str, Any]) -> tuple[dict[str, Any], ActiveConfig]:
     return found
 
 
+_reading: dict[int, asyncio.Future[ActiveConfig]] = {}  # per bus: the read in flight
+
+
 async def load_active(bus: Bus) -> ActiveConfig:
-    """Highest enabled version of every key, read now (never cached across runs)."""
+    """Highest enabled version of every key, read now (never cached across runs). Runs starting while a
+    read is in flight share its answer (one read, not one per run, when a burst of jobs starts)."""
+    found = _reading.get(id(bus))
+    if found is None:
+        found = _reading[id(bus)] = asyncio.ensure_future(_read_active(bus))
+        found.add_done_callback(lambda _: _reading.pop(id(bus), None))
+    return await asyncio.shield(found)
+
+
+async def _read_active(bus: Bus) -> ActiveConfig:
     reply = await bus.request(GetActiveConfig(keys=ALL_KEYS), ConfigMap)
     return ActiveConfig(dict(reply.entries))
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
-import json
 import os
 import subprocess
 import tempfile
@@ -29,6 +28,7 @@ from functools import partial
 from typing import Any, Generic, TypedDict, TypeVar
 
 import imageio_ffmpeg
+import orjson
 from PIL import Image, ImageStat, UnidentifiedImageError
 from pydantic import BaseModel
 
@@ -211,7 +211,7 @@ class OfflinePredictor:
 
     async def create(self, *, model: str, input: dict[str, Any]) -> str:
         await _latency(self.latency_ms)
-        digest = hashlib.sha256(json.dumps([model, input], sort_keys=True, default=str).encode()).hexdigest()
+        digest = hashlib.sha256(orjson.dumps([model, input], option=orjson.OPT_SORT_KEYS, default=str)).hexdigest()
         return f"offline-{digest[:20]}"
 
     async def _read(self, url: str, what: str) -> bytes:
