@@ -75,6 +75,7 @@ async def run(stack: Stack, sizes: list[int], cap_s: float, round_timeout_s: flo
             ids = [uuid.uuid4().hex for _ in range(n)]
             mine = set(ids)
             ends_before, redelivered_before = ends, await _redelivered(bus)
+            cpu_before = stack.cpu_seconds().get("pipeline", 0.0)
             stack.rss.reset_window()
             request = GenerationRequest(inputs=Inputs(user_brief="a red glass bottle on a marble plinth"))
             commands = [GenerationRequested(generation_id=g, pass_id=pass_id(i), flow=Flow.STILL_CREATE,
@@ -99,6 +100,7 @@ async def run(stack: Stack, sizes: list[int], cap_s: float, round_timeout_s: flo
             stack.rss.sample()
             rss = stack.rss.window.get("pipeline", 0)
             kb = (rss - fresh_rss) / 1024 / max(1, peak)
+            cpu_ms = (stack.cpu_seconds().get("pipeline", 0.0) - cpu_before) * 1000 / n
             done = sum(1 for g in ids if finished.get(g) == "done")
             failed = sum(1 for g in ids if finished.get(g) == "failed")
             redelivered = await _redelivered(bus) - redelivered_before
@@ -108,7 +110,8 @@ async def run(stack: Stack, sizes: list[int], cap_s: float, round_timeout_s: flo
             extra_ends += max(0, doubled)
             ok = done == n and peak >= 0.9 * n and rss < TARGET_RSS_MB * MB and not redelivered and doubled <= 0
             rounds.append(f"N={n}: peak {peak} in flight at {peak_at:.0f}s, {done} done, {failed} failed, "
-                          f"{redelivered} redelivered, {elapsed:.0f}s, RSS {rss / MB:.0f} MB, {kb:.1f} KB each")
+                          f"{redelivered} redelivered, {elapsed:.0f}s, RSS {rss / MB:.0f} MB, {kb:.1f} KB each, "
+                          f"pipeline CPU {cpu_ms:.1f} ms per generation")
             if not ok:
                 break
             best, best_rss, best_kb = n, rss, kb

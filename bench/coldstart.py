@@ -97,6 +97,7 @@ def run(root: Path, timeout_s: float = 120.0) -> Figure:
     if elapsed is None:
         return Figure("cold start", f"no healthy answer within {timeout_s:.0f}s (see {root / 'coldstart.log'})")
     marks = [seen.get(phase) for phase, _ in PHASES]
+    launch = f"{marks[0]:.1f} s" if marks[0] is not None else "?"
     infra = f"{marks[2] - marks[0]:.1f} s" if marks[0] is not None and marks[2] is not None else "?"
     after = f"{elapsed - marks[2]:.1f} s" if marks[2] is not None else "?"
     each = ", ".join(f"{name} {services[name]:.1f} s" for name in SERVICES if name in services)
@@ -105,6 +106,6 @@ def run(root: Path, timeout_s: float = 120.0) -> Figure:
     why = "" if met else ("a service's ready line was not found" if slowest is None
                           else f"slowest service {slowest:.1f} s >= {TARGET_S:.0f} s")
     text = (f"each service from spawn to ready: {each or '?'}; `libs.devstack up` on an empty state dir to the "
-            f"first 200 on /health {elapsed:.1f} s (NATS + Postgres initdb {infra}, then migrations + the "
-            f"services {after}) (target: every service < {TARGET_S:.0f} s)")
+            f"first 200 on /health {elapsed:.1f} s (devstack itself {launch}, NATS + Postgres initdb {infra}, then "
+            f"migrations + the services {after}) (target: every service < {TARGET_S:.0f} s)")
     return Figure("cold start", text, met, why)
