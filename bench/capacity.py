@@ -64,6 +64,7 @@ async def run(stack: Stack, sizes: list[int], cap_s: float, round_timeout_s: flo
     subs = [await bus.nc.subscribe(f"mma.evt.*.{k}", cb=on_event) for k in ("status", "done", "failed")]
     rounds: list[str] = []
     recorder: Recorder | None = None
+    shortfall = ""
     best, best_rss, best_kb, failed_total, redelivered_total, extra_ends = 0, 0, 0.0, 0, 0, 0
     began = time.monotonic()
     latency = f"{predict_latency_s:.0f} s per prediction"
@@ -113,6 +114,9 @@ async def run(stack: Stack, sizes: list[int], cap_s: float, round_timeout_s: flo
                           f"{redelivered} redelivered, {elapsed:.0f}s, RSS {rss / MB:.0f} MB, {kb:.1f} KB each, "
                           f"pipeline CPU {cpu_ms:.1f} ms per generation")
             if not ok:
+                shortfall = f"N={n}: peak {peak} in flight" + (
+                    f" (< 90%: the runs started at {peak / max(peak_at, 1):.0f}/s, slower than the first ones ended)"
+                    if peak < 0.9 * n else "")
                 break
             best, best_rss, best_kb = n, rss, kb
     finally:
@@ -125,7 +129,7 @@ async def run(stack: Stack, sizes: list[int], cap_s: float, round_timeout_s: flo
     met = best >= TARGET_N and predict_latency_s >= 60 and best_rss < TARGET_RSS_MB * MB and clean
     why = []
     if best < TARGET_N:
-        why.append(f"largest clean round N={best}")
+        why.append(f"largest clean round N={best}" + (f"; {shortfall}" if shortfall else ""))
     for count, what in ((failed_total, "failed"), (redelivered_total, "jobs redelivered"),
                         (extra_ends, "ends published twice")):
         if count:
