@@ -140,8 +140,8 @@ class Settings(BaseSettings):
     provider_max_attempts: int = Field(3, description="attempts of a provider call on transient errors")
     provider_poll_interval_s: float = Field(1.0, description="Replicate prediction poll interval")
     pipeline_concurrency: int = Field(
-        10000, description="jobs one pipeline process runs at once (a run waiting on its provider costs about 30-40 KB of RSS;"
-        " the JOBS consumer's max ack pending is twice this)")
+        10000, description="jobs one pipeline process runs at once (a run waiting on its provider costs about"
+        " 30-40 KB of RSS; the JOBS consumer's max ack pending is twice this)")
     pipeline_start_concurrency: int = Field(
         256, description="runs of one pipeline process in their start (pickup reads, customer slot, first checkpoint)"
         " at once; a burst of jobs starts this many at a time, in order (0 = no limit)")
