@@ -14,7 +14,7 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bench import accept, capacity, coldstart, credits, durability, projection, replicas, sse, steps
@@ -44,13 +44,14 @@ class Plan:
     capacity_sizes: tuple[int, ...]
     capacity_cap_s: float
     capacity_round_s: float
+    capacity_latency_s: float  # per prediction
     projection_events: int
     projection_cap_s: float
     profile_s: float
 
 
-FULL = Plan(20_000, 4, 40, 10, 8, 2000, 5, 10, 4, (250, 500, 1000, 1500), 200, 120, 50_000, 90, 8)
-QUICK = Plan(3_000, 2, 10, 4, 3, 200, 3, 4, 2, (50, 100), 60, 60, 5_000, 30, 4)
+FULL = Plan(20_000, 4, 40, 10, 8, 2000, 5, 10, 4, (10_000,), 200, 200, 60, 50_000, 90, 8)
+QUICK = Plan(3_000, 2, 10, 4, 3, 200, 3, 4, 2, (200,), 60, 60, 10, 5_000, 30, 4)
 
 
 def say(text: str) -> None:
@@ -92,8 +93,12 @@ async def _with_stack(stack: Stack, selected: list[str], plan: Plan, out_dir: Pa
         await _purge_jobs(stack)
     if "capacity" in selected:
         say("in-flight capacity ...")
-        figures.append(await capacity.run(stack, list(plan.capacity_sizes), plan.capacity_cap_s,
-                                          plan.capacity_round_s))
+        figure, prof = await capacity.run(stack, list(plan.capacity_sizes), plan.capacity_cap_s,
+                                          plan.capacity_round_s, plan.capacity_latency_s,
+                                          out_dir if do_profile else None, plan.profile_s)
+        figures.append(figure)
+        if prof is not None:
+            profiles.append(prof)
     if "projection" in selected:
         say("ledger projection ...")
         figure, prof = await projection.run(stack, plan.projection_events, plan.projection_cap_s, out_dir,
@@ -120,12 +125,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-profile", action="store_true", help="skip the py-spy profiles")
     parser.add_argument("--keep", action="store_true", help="keep the temp state dir (logs, profiles)")
     parser.add_argument("--pg-fast", action="store_true", help="Postgres with fsync off (default: as `make up`)")
+    parser.add_argument("--capacity", default="", metavar="N,N", help="in-flight capacity round sizes")
+    parser.add_argument("--capacity-latency", type=float, metavar="S", help="seconds per offline prediction")
     args = parser.parse_args(argv)
     selected = [f.strip() for f in args.only.split(",") if f.strip()] or list(ORDER)
     unknown = set(selected) - set(ORDER)
     if unknown:
         parser.error(f"unknown figure(s) {sorted(unknown)}; choose from {','.join(ORDER)}")
     plan = QUICK if args.quick else FULL
+    if args.capacity:
+        sizes = tuple(int(n) for n in args.capacity.split(","))
+        plan = replace(plan, capacity_sizes=sizes, capacity_round_s=max(plan.capacity_round_s, 120.0),
+                       capacity_cap_s=max(plan.capacity_cap_s, 200.0 * len(sizes)))
+    if args.capacity_latency is not None:
+        plan = replace(plan, capacity_latency_s=args.capacity_latency,
+                       capacity_round_s=max(plan.capacity_round_s, args.capacity_latency * 3))
     do_profile = not args.no_profile
     quiet_logs()
     raise_fd_limit()

@@ -134,10 +134,18 @@ class Settings(BaseSettings):
     seedream_model: str = "bytedance/seedream-4"
     kling_model: str = "kwaivgi/kling-v2.1"
     offline_latency_ms: int = Field(0, description="simulated latency of each offline provider call")
+    offline_predict_latency_ms: int | None = Field(
+        None, description="simulated time an offline prediction takes to finish (a generator: a video takes about"
+        " 60 s); unset = `offline_latency_ms`")
     provider_timeout_s: float = Field(180.0, description="timeout of one provider call")
     provider_max_attempts: int = Field(3, description="attempts of a provider call on transient errors")
     provider_poll_interval_s: float = Field(1.0, description="Replicate prediction poll interval")
-    pipeline_concurrency: int = Field(2000, description="jobs one pipeline process runs at once")
+    pipeline_concurrency: int = Field(
+        10000, description="jobs one pipeline process runs at once (a run waiting on its provider costs about"
+        " 30-40 KB of RSS; the JOBS consumer's max ack pending is twice this)")
+    pipeline_start_concurrency: int = Field(
+        256, description="runs of one pipeline process in their start (pickup reads, customer slot, first checkpoint)"
+        " at once; a burst of jobs starts this many at a time, in order (0 = no limit)")
     max_running_per_customer: int = Field(
         2, description="generations of one pass id running at once across all pipelines; more wait in order"
         " (0 = unlimited)")

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
+
 import stamina
 import structlog
 
@@ -15,12 +19,15 @@ from services.pipeline.adapters.offline_edits import OfflineEditor, OfflineEditW
 from services.pipeline.adapters.protocols import Completer, EditWriter, Predictor, Providers, Scanner
 from services.pipeline.checkpoint import CheckpointStore
 from services.pipeline.config import seed_entries
+from services.pipeline.control import StartGate
 from services.pipeline.deps import PipelineDeps
 from services.pipeline.handlers import on_job, on_job_exhausted
 from services.pipeline.slots import CustomerSlots
 
 log = structlog.get_logger("pipeline")
 
+M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
+BIG_BUFFER = 64 * 1024
 SEED_DEADLINE_S = 60.0
 SEED_RETRY_S = 0.5
 
@@ -59,7 +66,7 @@ def build_providers(settings: Settings, store: AssetStore) -> Providers:
                                        poll_interval_s=settings.provider_poll_interval_s)
         editor = predictor
     else:
-        predictor = OfflinePredictor(store, settings.offline_latency_ms)
+        predictor = OfflinePredictor(store, settings.offline_latency_ms, settings.offline_predict_latency_ms)
     return Providers(scanner=scanner, completer=completer, predictor=predictor, editor=editor,
                      edit_writer=edit_writer)
 
@@ -77,15 +84,24 @@ async def seed_config(ctx: ServiceContext) -> None:
         log.warning("pipeline.config_seed_skipped", reason="ledger not answering")
 
 
+def return_big_buffers() -> None:
+    """Allocations of 64 KB and more (images read and written, encoded renders) get their own mapping,
+    returned to the system when freed. By default glibc serves them up to 32 MB from its arenas (one per
+    worker thread), where a burst of them (thousands of stills read back at once) stays resident."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt(M_MMAP_THRESHOLD, BIG_BUFFER)
+
+
 async def setup(ctx: ServiceContext) -> None:
     settings = ctx.settings
+    return_big_buffers()
     store = build_asset_store(settings)
     providers = build_providers(settings, store)
     await seed_config(ctx)
     checkpoints = await CheckpointStore.open(ctx.bus.js, settings)
     slots = await CustomerSlots.open(ctx.bus.js, settings)
     deps = PipelineDeps(settings=settings, bus=ctx.bus, store=store, providers=providers, checkpoints=checkpoints,
-                        slots=slots)
+                        slots=slots, start_gate=StartGate(settings.pipeline_start_concurrency))
     # every pipeline process hears every cancel request; the one running that generation acts
     await ctx.bus.listen(CANCEL_REQUESTS, deps.runs.on_cancel_requested)
     log.info("pipeline.providers", scanner=providers.scanner.provider, completer=providers.completer.provider,

@@ -78,14 +78,20 @@ class CheckpointStore:
             return RunState(**first) if first is not None else None
         return RunState(**latest, prep=first.get("prep", {}) if first is not None else {})
 
-    async def save(self, state: RunState, *, with_prep: bool = False) -> None:
-        """`with_prep`: the run's first checkpoint, prep included (written once); otherwise the latest
-        transition, without the prep."""
+    @staticmethod
+    def encode(state: RunState, *, with_prep: bool = False) -> bytes:
+        """The state as stored: whole with the prep (the first checkpoint), else without it."""
         if with_prep:
-            await self.kv.put(self.key(state.generation_id), orjson.dumps(state))
-            return
-        latest = {name: value for name, value in vars(state).items() if name != "prep"}
-        await self.kv.put(self.key(state.generation_id) + LATEST_SUFFIX, orjson.dumps(latest))
+            return orjson.dumps(state)
+        return orjson.dumps({name: value for name, value in vars(state).items() if name != "prep"})
+
+    async def put(self, generation_id: str, data: bytes, *, with_prep: bool = False) -> None:
+        """Write an encoded state: under the run's key with the prep, else under `<key>.latest`."""
+        key = self.key(generation_id)
+        await self.kv.put(key if with_prep else key + LATEST_SUFFIX, data)
+
+    async def save(self, state: RunState, *, with_prep: bool = False) -> None:
+        await self.put(state.generation_id, self.encode(state, with_prep=with_prep), with_prep=with_prep)
 
     async def forget(self, state: RunState) -> None:
         """After the run's end is published: purge the prep and leave only a small terminal marker,
@@ -100,24 +106,72 @@ class CheckpointStore:
 
 
 class Outbox:
-    """A run's transitions, each checkpointed with its messages and then published (the outbox pattern)."""
+    """A run's transitions, each checkpointed with its messages and then published (the outbox pattern),
+    as a group commit.
+
+    `queue` records a transition (the state encoded at once, its messages appended to the outbox) and
+    returns; one writer per run writes the latest queued state, then publishes every queued message
+    (pipelined), then takes whatever was queued meanwhile as its next write. So a message is never
+    published before a checkpoint holding it is written, a run's messages reach the stream in the order
+    they were decided (a write starts only once the previous one's acks are in: with acks outstanding
+    across transitions, a publish lost in a NATS restart was retried after later ones, even after
+    `done`), and transitions decided while a write is in flight share the next one. `flush` waits for
+    everything queued and raises what failed; after a terminal state is published, the run is forgotten.
+    """
 
     def __init__(self, store: CheckpointStore, bus: Bus) -> None:
         self.store = store
         self.bus = bus
+        self.queued: list[BusMessage] = []
+        self.items: list[OutboxItem] = []  # the queued messages as the checkpoint holds them
+        self.encoded = b""  # the latest queued state
+        self.with_prep = False  # a queued state is the run's first checkpoint
+        self.terminal = False
+        self.writer: asyncio.Task[None] | None = None
+        self.failed: BaseException | None = None
+
+    def queue(self, state: RunState, messages: Sequence[BusMessage], *, with_prep: bool = False) -> None:
+        self.queued.extend(messages)
+        self.items.extend(OutboxItem(type=type(m).__name__, data=m.model_dump(mode="json")) for m in messages)
+        self.with_prep = self.with_prep or with_prep
+        state.outbox = self.items
+        self.encoded = self.store.encode(state, with_prep=self.with_prep)
+        state.outbox = []  # written with the state; nothing of it needs keeping in memory
+        self.terminal = state.terminal
+        if self.failed is None and (self.writer is None or self.writer.done()):
+            self.writer = asyncio.create_task(self._write(state))
+
+    async def _write(self, state: RunState) -> None:
+        try:
+            while self.encoded:
+                encoded, messages, with_prep, terminal = self.encoded, self.queued, self.with_prep, self.terminal
+                self.encoded, self.queued, self.items, self.with_prep = b"", [], [], False
+                await self.store.put(state.generation_id, encoded, with_prep=with_prep)
+                await self.bus.publish_all(messages)
+                if terminal:  # the end is published: nothing of the run needs keeping
+                    await self.store.forget(state)
+        except asyncio.CancelledError as exc:
+            self.failed = exc
+            raise
+        except Exception as exc:  # raised by `flush`, to the run
+            self.failed = exc
+
+    async def flush(self) -> None:
+        """Wait until every queued transition is written and published; raise the first failure."""
+        while self.writer is not None and not self.writer.done():
+            await asyncio.wait({self.writer})
+        if self.failed is not None:
+            raise self.failed
+
+    async def settle(self) -> None:
+        """Let a write in flight finish, whatever it ends with (a run leaving on an error)."""
+        while self.writer is not None and not self.writer.done():
+            await asyncio.wait({self.writer})
 
     async def commit(self, state: RunState, messages: Sequence[BusMessage], *, with_prep: bool = False) -> None:
-        """Checkpoint the transition with its messages, then publish them; a terminal one is then forgotten.
-
-        The acks are awaited before the next transition starts: with acks outstanding across
-        steps, a publish lost in a NATS restart was retried after later steps (even after
-        `done`), so SSE and the ledger saw a step after the end (tests/faults, NATS restart).
-        """
-        state.outbox = [OutboxItem(type=type(m).__name__, data=m.model_dump(mode="json")) for m in messages]
-        await self.store.save(state, with_prep=with_prep)
-        await self.bus.publish_all(messages)
-        if state.terminal:  # the end is published: nothing of the run needs keeping
-            await self.store.forget(state)
+        """Queue a transition and wait until it (and everything before it) is published."""
+        self.queue(state, messages, with_prep=with_prep)
+        await self.flush()
 
     async def replay(self, state: RunState) -> None:
         """On a resume: publish the stored outbox again, a crash may have come between its checkpoint and

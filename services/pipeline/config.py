@@ -4,13 +4,21 @@ Code holds only the safe v1 fallbacks below, seeded into the ledger at start-up.
 Every run reads the ACTIVE map (highest enabled version of each key) through the
 ledger at its start, so a version inserted between two runs is used by the second
 without a restart, and each step records the key/version/id it used.
+
+Runs that read the same map share one snapshot (`ActiveConfig.to_json` / `from_json` return
+the same objects for the same content): thousands of runs in flight hold one copy, not one
+each. The snapshots are never changed in place.
 """
 
 from __future__ import annotations
 
+import asyncio
 import copy
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from libs.bus import Bus
 from libs.errors import ConfigError
@@ -125,15 +133,46 @@ class ActiveConfig:
         return entry, {k: copy.deepcopy(v) for k, v in entry.value.items() if k not in META_FIELDS}
 
     def to_json(self) -> dict[str, Any]:
-        return {key: entry.model_dump() for key, entry in self.entries.items()}
+        """The snapshot as JSON, shared with every run that read the same map (read-only)."""
+        return _shared({key: entry.model_dump() for key, entry in self.entries.items()})[0]
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ActiveConfig:
-        return cls({key: ConfigEntry.model_validate(value) for key, value in data.items()})
+        return _shared(data)[1]
+
+
+SHARED_SNAPSHOTS = 16
+_snapshots: OrderedDict[bytes, tuple[dict[str, Any], ActiveConfig]] = OrderedDict()
+
+
+def _shared(data: dict[str, Any]) -> tuple[dict[str, Any], ActiveConfig]:
+    """(JSON, config) of a snapshot, the same objects for the same content (the last few kept)."""
+    fingerprint = orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
+    found = _snapshots.get(fingerprint)
+    if found is None:
+        config = ActiveConfig({key: ConfigEntry.model_validate(value) for key, value in data.items()})
+        found = _snapshots[fingerprint] = (data, config)
+        while len(_snapshots) > SHARED_SNAPSHOTS:
+            _snapshots.popitem(last=False)
+    else:
+        _snapshots.move_to_end(fingerprint)
+    return found
+
+
+_reading: dict[int, asyncio.Future[ActiveConfig]] = {}  # per bus: the read in flight
 
 
 async def load_active(bus: Bus) -> ActiveConfig:
-    """Highest enabled version of every key, read now (never cached across runs)."""
+    """Highest enabled version of every key, read now (never cached across runs). Runs starting while a
+    read is in flight share its answer (one read, not one per run, when a burst of jobs starts)."""
+    found = _reading.get(id(bus))
+    if found is None:
+        found = _reading[id(bus)] = asyncio.ensure_future(_read_active(bus))
+        found.add_done_callback(lambda _: _reading.pop(id(bus), None))
+    return await asyncio.shield(found)
+
+
+async def _read_active(bus: Bus) -> ActiveConfig:
     reply = await bus.request(GetActiveConfig(keys=ALL_KEYS), ConfigMap)
     return ActiveConfig(dict(reply.entries))
 

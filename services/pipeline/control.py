@@ -60,6 +60,40 @@ class CancelSwitch:
         return self.requested_by is not None and (current is None or current.cancelling() == 0)
 
 
+class StartGate:
+    """At most `limit` runs in their start at once (pickup reads, customer slot, first checkpoint).
+
+    A burst of jobs (thousands fetched in a second) otherwise starts them all together: their
+    start-up reads and writes are all in flight at once, and the memory they hold at that moment
+    stays with the process. Through the gate they start a few hundred at a time, in the order
+    fetched, and wait cheaply meanwhile. A run leaves the gate when it starts its first step or
+    must wait in line for its customer's slot (or ends first); `limit` 0 = no gate.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.slots = asyncio.Semaphore(limit) if limit > 0 else None
+
+    async def enter(self) -> Callable[[], None]:
+        """Wait for a place; the result leaves it (idempotent)."""
+        slots = self.slots
+        if slots is None:
+            return _nothing
+        await slots.acquire()
+        left = False
+
+        def leave() -> None:
+            nonlocal left
+            if not left:
+                left = True
+                slots.release()
+
+        return leave
+
+
+def _nothing() -> None:
+    return None
+
+
 class RunRegistry:
     def __init__(self) -> None:
         self.runs: dict[str, Cancellable] = {}

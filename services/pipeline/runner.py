@@ -2,17 +2,20 @@
 
 Each transition (status, step record + scan lines, done/failed) is first written to
 the run's checkpoint as an outbox, then published with deterministic msg ids
-(`checkpoint.Outbox`). A redelivered job republishes the outbox as it was (never
+(`checkpoint.Outbox`, a group commit: transitions decided while a write is in flight
+share the next write). A redelivered job republishes the outbox as it was (never
 different content), then continues after the last completed step. Failure is a
 result: the failing step and the generation are recorded failed, and the job is acked.
 A failure and a cancel end through the same path (`Run.end`, what they say: ending.py).
 
 Fewer round trips per step: the next step's status change rides in the same checkpoint
-as the previous transition (one KV write per step), and an outbox's messages are
-published pipelined (written in outbox order on one connection, acks awaited together).
-The messages in hand are published as they are; only a resume rebuilds them from the
-stored outbox. Each transition waits for its acks before the next one starts, so the
-stream holds a run's messages in the order they were decided, even across a NATS restart.
+as the previous transition, a step's transition is written while the next step runs
+(the run waits for its writes only before a prediction's wait and at its end), and an
+outbox's messages are published pipelined (written in outbox order on one connection,
+acks awaited together). The messages in hand are published as they are; only a resume
+rebuilds them from the stored outbox. A write starts only once the previous one's acks
+are in, so the stream holds a run's messages in the order they were decided, even
+across a NATS restart.
 """
 
 from __future__ import annotations
@@ -61,6 +64,10 @@ async def first_in_line() -> int:
     return 0
 
 
+def _stay() -> None:
+    return None
+
+
 def _deadline_passed(job: GenerationJob) -> bool:
     deadline = job.command.deadline
     if deadline is None:
@@ -80,7 +87,8 @@ class Run:
         self.job = job
         self.deps = deps
         self.state = state
-        self.job_seq = job_seq  # the job's place in line for a customer slot, asked only if it must wait
+        self._job_seq = job_seq  # the job's place in line for a customer slot, asked only if it must wait
+        self.leave_gate: Callable[[], None] = _stay
         self.ids = RunIds(generation_id=job.generation_id, pass_id=job.pass_id)
         self.outbox = Outbox(deps.checkpoints, deps.bus)
         self.cancel = CancelSwitch()
@@ -100,8 +108,13 @@ class Run:
                 self.cancel.request("sweeper" if requested.requested_by == SWEEPER else "stream")
         return self.cancel.requested_by is not None
 
-    async def commit(self, messages: Sequence[BusMessage], *, with_prep: bool = False) -> None:
-        await self.outbox.commit(self.state, messages, with_prep=with_prep)
+    async def commit(self, messages: Sequence[BusMessage]) -> None:
+        """Checkpoint and publish a transition, and wait until it (and all before it) is published."""
+        await self.outbox.commit(self.state, messages)
+
+    def queue(self, messages: Sequence[BusMessage], *, with_prep: bool = False) -> None:
+        """Checkpoint and publish a transition in the background (`Outbox.queue`)."""
+        self.outbox.queue(self.state, messages, with_prep=with_prep)
 
     # ------------------------------------------------------------------ start
 
@@ -114,6 +127,7 @@ class Run:
         its slot, drops them (the latter reads again once it starts). Returns only once every message is
         acked.
         """
+        self.leave_gate = await self.deps.start_gate.enter()
         self._read_ahead()
         try:
             stored, _ = await asyncio.gather(self.deps.checkpoints.load(self.job.generation_id),
@@ -123,8 +137,11 @@ class Run:
             if self.state.prep:
                 self._drop_reads()
             await self._execute()
+            await self.outbox.flush()
         finally:
+            self.leave_gate()
             self._drop_reads()
+            await self.outbox.settle()
 
     async def _execute(self) -> None:
         await self.outbox.replay(self.state)
@@ -154,7 +171,7 @@ class Run:
         if slots is None:
             return Slot()
         if self.state.prep:  # a resumed run takes its slot back (or a free one) at once
-            return await slots.acquire(self.job.generation_id, self.job.pass_id, first_in_line)
+            return await slots.acquire(self.job.generation_id, self.job.pass_id, self.resumed_place)
         try:
             slot = await self.cancel.interruptible(self.wait_for_slot(slots))
         except asyncio.CancelledError:
@@ -169,6 +186,16 @@ class Run:
         if slot.waited:
             self._drop_reads()
         return slot
+
+    async def resumed_place(self) -> int:
+        """A resumed run waits first in line (out of the start gate)."""
+        self.leave_gate()
+        return 0
+
+    async def job_seq(self) -> int:
+        """The job's place in line, asked when it must wait for its slot: it leaves the start gate."""
+        self.leave_gate()
+        return await self._job_seq()
 
     async def wait_for_slot(self, slots: CustomerSlots) -> Slot:
         """The customer's slot, waited for in order; TimeoutError when the deadline passes first."""
@@ -213,11 +240,8 @@ class Run:
                 await self.fail(exc)
                 return
             self.state.prep, self.state.vars = prep, vars
-            first_status = self.status_move(1)  # folded into the prep checkpoint
-            if first_status:
-                await self.commit(first_status, with_prep=True)
-            else:
-                await self.deps.checkpoints.save(self.state, with_prep=True)
+            self.queue(self.status_move(1), with_prep=True)  # the first status rides in the prep checkpoint
+        self.leave_gate()  # started: the next run may start
         plan = self.state.prep["plan"]
         config = ActiveConfig.from_json(self.state.prep["config"])
         while self.state.step_count < len(plan):
@@ -244,7 +268,7 @@ class Run:
     async def advance(self, status: MmaStatus) -> None:
         if status_can_move(self.state.status, status.value):
             self.state.status = status.value
-            await self.commit([StatusChanged(**self.ids, status=status)])
+            self.queue([StatusChanged(**self.ids, status=status)])
 
     async def on_started(self, ctx: StepContext, prediction_id: str) -> None:
         """Record the prediction id (checkpoint + STARTED step) before anyone waits on it."""
@@ -294,7 +318,7 @@ class Run:
         self.state.step_count = step_no
         self.state.pending = None
         messages += self.status_move(step_no + 1)  # the next step's status, in this same checkpoint
-        await self.commit(messages)
+        self.queue(messages)
         STEP_LATENCY.labels(step_type=step_type).observe(elapsed)
         log.info("pipeline.step_completed", step_type=step_type, step_no=step_no, provider=ctx.provider,
                  duration_ms=record.latency_ms, **self.ids)

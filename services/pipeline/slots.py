@@ -2,8 +2,9 @@
 
 A JetStream KV bucket holds the slots: key `s.<pass>.<i>` (i < K), value = the
 generation id. `kv.create` is atomic on the server, so two pipeline processes can
-never both take slot i. A running generation refreshes its slot every third of the
-bucket TTL; a crashed run's slot simply expires (`slot_ttl_s`).
+never both take slot i. The slots a process holds are refreshed every third of the
+bucket TTL by ONE loop per process (a compare-and-set on the revision last written:
+one round trip, no task per run); a crashed run's slot simply expires (`slot_ttl_s`).
 
 Waiting keeps its order: key `w.<pass>` is the customer's waiting list {generation:
 [JOBS stream seq, last seen]}, updated with compare-and-set on the revision. Only the
@@ -26,7 +27,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import nats.js.errors
 import orjson
@@ -37,6 +38,7 @@ from nats.js.kv import KeyValue
 
 from libs.kv import open_bucket
 from libs.settings import Settings
+from libs.transient import NATS_AWAY
 from libs.waiting import BUCKET, pass_key, stale_after_s
 
 log = structlog.get_logger("pipeline")
@@ -44,25 +46,25 @@ log = structlog.get_logger("pipeline")
 WRONG_LAST_SEQUENCE = (10071, 10164)  # JetStream: the subject's last sequence is not the expected one
 
 
-@dataclass
+REFRESH_AT_ONCE = 256  # slot refreshes in flight at once
+REFRESH_ERRORS: tuple[type[BaseException], ...] = (nats.js.errors.NotFoundError, nats.js.errors.APIError, *NATS_AWAY)
+
+
+@dataclass(eq=False)
 class Slot:
     """A held slot (or none when the limit is off); `release` is idempotent."""
 
     slots: CustomerSlots | None = None
     key: str | None = None
     revision: int = 0
-    refresher: asyncio.Task[None] | None = field(default=None, repr=False)
+    value: bytes = b""  # the generation id, as the slot holds it
     waited: bool = False  # not taken at once: the run went through the waiting list
 
     async def release(self, generation_id: str) -> None:
-        if self.refresher is not None:
-            self.refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.refresher
-            self.refresher = None
         if self.slots is not None and self.key is not None:
-            await self.slots.free(self.key, generation_id, self.revision)
-            self.key = None
+            key, self.key = self.key, None
+            self.slots.held.pop(key, None)
+            await self.slots.free(key, generation_id, self.revision)
 
 
 class CustomerSlots:
@@ -72,6 +74,8 @@ class CustomerSlots:
         self.poll_s = max(0.01, settings.slot_poll_interval_s)
         self.ttl_s = settings.slot_ttl_s
         self.stale_s = stale_after_s(settings)
+        self.held: dict[str, Slot] = {}  # key -> the slot this process holds, refreshed by `_refresh_loop`
+        self.refresher: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(cls, js: JetStreamContext, settings: Settings) -> CustomerSlots:
@@ -94,21 +98,21 @@ class CustomerSlots:
         if taken is not None:
             if listed:  # a redelivered job that was waiting before leaves the list
                 await asyncio.shield(self._leave(pk, generation_id))
-            return self._hold(taken)
+            return self._hold(taken, generation_id)
         seq = await place()
         waited = False
         try:
             while True:
                 held = await self._held(pk, generation_id)
                 if held is not None:
-                    return self._hold(held, waited=True)
+                    return self._hold(held, generation_id, waited=True)
                 await self._join(pk, generation_id, seq)
                 if await self._is_first(pk, generation_id):
                     taken = await self._take(pk, generation_id)
                     if taken is not None:
                         if waited:
                             log.info("pipeline.slot_acquired_after_wait", generation_id=generation_id)
-                        return self._hold(taken, waited=True)
+                        return self._hold(taken, generation_id, waited=True)
                 if not waited:
                     log.info("pipeline.slot_wait", generation_id=generation_id, limit=self.limit, stream_seq=seq)
                     waited = True
@@ -150,10 +154,17 @@ class CustomerSlots:
             return None, int(marker.revision or 0) if marker is not None else 0
         return entry.value or None, int(entry.revision or 0)
 
-    def _hold(self, taken: tuple[str, int], waited: bool = False) -> Slot:
-        slot = Slot(self, taken[0], taken[1], waited=waited)
-        slot.refresher = asyncio.create_task(self._refresh(slot), name=f"slot:{taken[0]}")
+    def _hold(self, taken: tuple[str, int], generation_id: str, waited: bool = False) -> Slot:
+        slot = Slot(self, taken[0], taken[1], generation_id.encode(), waited=waited)
+        self.held[taken[0]] = slot
+        if self.refresher is None or self.refresher.done():
+            self.refresher = asyncio.create_task(self._refresh_loop(), name="slots-refresh")
         return slot
+
+    def drop(self, slot: Slot) -> None:
+        """Stop refreshing `slot` without freeing it (what a crashed process leaves: it expires)."""
+        if slot.key is not None:
+            self.held.pop(slot.key, None)
 
     async def _held(self, pk: str, generation_id: str) -> tuple[str, int] | None:
         """A slot this generation already holds (a redelivered run resuming)."""
@@ -175,17 +186,33 @@ class CustomerSlots:
             return key, int(revision)
         return None
 
-    async def _refresh(self, slot: Slot) -> None:
-        """Rewrite the slot before the bucket TTL expires it, for as long as the run goes on."""
-        while slot.key is not None:
+    async def _refresh_loop(self) -> None:
+        """Every third of the bucket TTL, rewrite every slot this process holds, until it holds none."""
+        while self.held:
             await asyncio.sleep(self.ttl_s / 3)
-            if slot.key is None:
-                return
+            slots = list(self.held.values())
+            for i in range(0, len(slots), REFRESH_AT_ONCE):
+                await asyncio.gather(*(self._refresh(slot) for slot in slots[i:i + REFRESH_AT_ONCE]))
+
+    async def _refresh(self, slot: Slot) -> None:
+        """Rewrite one slot on the revision last written; one changed since (a refresh whose answer was
+        lost) is read first. A slot released meanwhile is left alone."""
+        key = slot.key
+        if key is None or self.held.get(key) is not slot:
+            return
+        try:
             try:
-                entry = await self.kv.get(slot.key)
-                slot.revision = int(await self.kv.update(slot.key, entry.value or b"", last=entry.revision))
-            except (nats.js.errors.NotFoundError, nats.js.errors.APIError) as exc:
-                log.warning("pipeline.slot_refresh_failed", key=slot.key, error=repr(exc))
+                revision = await self.kv.update(key, slot.value, last=slot.revision)
+            except nats.js.errors.KeyWrongLastSequenceError:
+                entry = await self.kv.get(key)
+                if entry.value != slot.value:
+                    log.warning("pipeline.slot_lost", key=key)
+                    return
+                revision = await self.kv.update(key, slot.value, last=entry.revision)
+            if slot.key == key:
+                slot.revision = int(revision)
+        except REFRESH_ERRORS as exc:
+            log.warning("pipeline.slot_refresh_failed", key=key, error=repr(exc))
 
     async def free(self, key: str, generation_id: str, revision: int) -> None:
         """Delete the slot only while it still names this generation (never another run's): a delete

@@ -53,8 +53,8 @@ async def test_a_redelivered_run_takes_its_own_slot_back(slots: CustomerSlots):
     """A run that died holding a slot gets the same slot when its job comes back, even with none free."""
     held = await slots.acquire("gen-a", PASS, never_asked)
     other = await slots.acquire("gen-b", PASS, never_asked)
-    assert held.refresher is not None
-    held.refresher.cancel()  # the process died: nothing releases the slot
+    assert slots.held[str(held.key)] is held
+    slots.drop(held)  # the process died: nothing refreshes or releases the slot
     again = await slots.acquire("gen-a", PASS, never_asked)
     assert again.key == held.key
     await again.release("gen-a")
@@ -84,8 +84,8 @@ async def test_a_run_with_no_free_slot_waits_in_line_until_one_is_released(slots
 async def test_free_deletes_only_the_runs_own_slot(slots: CustomerSlots):
     """With a stale revision a run still frees its own slot, and never a slot another run has taken since."""
     slot = await slots.acquire("gen-a", PASS, never_asked)
-    assert slot.key is not None and slot.refresher is not None
-    slot.refresher.cancel()
+    assert slot.key is not None
+    slots.drop(slot)
     await slots.free(slot.key, "gen-a", slot.revision + 1000)
     with pytest.raises(nats.js.errors.KeyNotFoundError):
         await slots.kv.get(slot.key)
@@ -95,3 +95,22 @@ async def test_free_deletes_only_the_runs_own_slot(slots: CustomerSlots):
     await slots.free(slot.key, "gen-a", slot.revision)
     assert (await slots.kv.get(slot.key)).value == b"gen-b"
     await taken.release("gen-b")
+
+
+async def test_the_refresh_rewrites_held_slots_and_recovers_a_stale_revision(slots: CustomerSlots):
+    """One loop refreshes every held slot (compare-and-set on the revision it wrote); after a write it did
+    not see, it reads the slot and refreshes it only while it still names its run."""
+    slot = await slots.acquire("gen-a", PASS, never_asked)
+    assert slot.key is not None and slots.refresher is not None and not slots.refresher.done()
+    before = slot.revision
+    await slots._refresh(slot)
+    assert slot.revision > before and (await slots.kv.get(slot.key)).value == b"gen-a"
+    await slots.kv.put(slot.key, b"gen-a")  # a refresh whose answer was lost
+    await slots._refresh(slot)
+    entry = await slots.kv.get(slot.key)
+    assert slot.revision == entry.revision and entry.value == b"gen-a"
+    key = slot.key
+    await slot.release("gen-a")
+    assert not slots.held
+    with pytest.raises(nats.js.errors.KeyNotFoundError):
+        await slots.kv.get(key)

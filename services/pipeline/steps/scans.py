@@ -22,7 +22,9 @@ async def _scan(ctx: StepContext, url: str, purpose: str, image: bytes | None = 
     ctx.provider, ctx.model = scanner.provider, scanner.model
     ctx.input.update(image_url=url, purpose=purpose)
     data = image if image is not None else await ctx.deps.store.get_bytes(url)
-    result = await ctx.provider_call(scanner.scan(data, system=system, purpose=purpose))
+    call = scanner.scan(data, system=system, purpose=purpose)
+    del data, image  # the scan holds the bytes only as long as it needs them (not through its latency)
+    result = await ctx.provider_call(call)
     ctx.output.update(crt=result.crt, tags=result.tags, userMessage_line=result.user_line,
                       attempts=result.attempts)
     if result.details:
@@ -55,7 +57,6 @@ async def postscan_still(ctx: StepContext) -> None:
 async def postscan_video(ctx: StepContext) -> None:
     """A video is scanned through one of its frames (the offline and vision models read images)."""
     url = ctx.vars["outputs"]["kling_video_url"]
-    video = await ctx.deps.store.get_bytes(url)
-    frame = await asyncio.to_thread(first_frame, video)
+    reading = asyncio.to_thread(first_frame, await ctx.deps.store.get_bytes(url))
     ctx.input["frame"] = "first"
-    ctx.vars["scans"]["output_video_crt"] = await _scan(ctx, url, "output_video", image=frame)
+    ctx.vars["scans"]["output_video_crt"] = await _scan(ctx, url, "output_video", image=await reading)
