@@ -254,3 +254,18 @@ async def test_replicate_and_openai_through_their_sdks(services, bus, settings, 
     replicate_server.fail_predictions = True
     failed = await collect(bus, await edit(bus, "remove_bg", image=image), timeout=60)
     assert failed.failed.code == "REPLICATE_FAILED"
+
+
+def test_the_offline_editor_answers_every_model_it_claims_and_loads_opencv_only_when_editing():
+    """The pipeline starts without OpenCV/NumPy (cold start); the editor's list of models is its pixels' list."""
+    import subprocess
+    import sys
+
+    from services.pipeline.adapters.offline_edits import OFFLINE_EDIT_MODELS
+    from services.pipeline.adapters.offline_pixels import EDITS
+
+    assert set(EDITS) == OFFLINE_EDIT_MODELS
+    probe = ("import sys, services.pipeline.app; "
+             "print(sorted(m for m in ('cv2', 'numpy', 'vtracer') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
