@@ -2,7 +2,7 @@
 
 By default the project's private engine: `scripts/docker-engine.sh start` and `images` (the
 local Debian/NATS/Postgres images, built only when missing), stopped at the end of the session
-when this session started it. With `MMA_TEST_DOCKER=system` the tests use the engine the
+when this session started it; its state dir is the script's default or MMA_TEST_DOCKER_STATE. With `MMA_TEST_DOCKER=system` the tests use the engine the
 environment points at (Docker Desktop, DOCKER_HOST...) and the images of MMA_TEST_NATS_IMAGE /
 MMA_TEST_POSTGRES_IMAGE (default: the official ones, which that engine can pull).
 """
@@ -56,7 +56,11 @@ class DockerEngine:
 
 
 def _script(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout, check=False)
+    env = dict(os.environ)
+    if os.environ.get("MMA_TEST_DOCKER_STATE"):  # MMA_* variables are dropped in tests: this one is passed on
+        env["MMA_DOCKER_STATE"] = os.environ["MMA_TEST_DOCKER_STATE"]
+    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout, check=False,
+                          env=env)
 
 
 def _parse_env(text: str) -> dict[str, str]:
