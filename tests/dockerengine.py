@@ -2,9 +2,10 @@
 
 By default the project's private engine: `scripts/docker-engine.sh start` and `images` (the
 local Debian/NATS/Postgres images, built only when missing), stopped at the end of the session
-when this session started it; its state dir is the script's default or MMA_TEST_DOCKER_STATE. With `MMA_TEST_DOCKER=system` the tests use the engine the
-environment points at (Docker Desktop, DOCKER_HOST...) and the images of MMA_TEST_NATS_IMAGE /
-MMA_TEST_POSTGRES_IMAGE (default: the official ones, which that engine can pull).
+when this session started it; its state dir is the script's default or MMA_TEST_DOCKER_STATE.
+With `MMA_TEST_DOCKER=system` the tests use the engine the environment points at (Docker
+Desktop, DOCKER_HOST...) and the images of MMA_TEST_NATS_IMAGE / MMA_TEST_POSTGRES_IMAGE
+(default: the official ones, which that engine can pull).
 """
 
 from __future__ import annotations
