@@ -30,6 +30,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.timeout(SETUP_TIMEOUT_S))
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Any:
+    """A tier skipped for want of an engine says so in ONE summary line, not one per test: every such
+    skip is reported at the same place (this file) so pytest's -r summary groups them."""
+    outcome = yield
+    report = outcome.get_result()
+    if (report.skipped and isinstance(report.longrepr, tuple) and HERE in Path(str(item.path)).parents
+            and str(report.longrepr[2]).startswith("Skipped: no Docker engine")):
+        report.longrepr = (str(Path(__file__).relative_to(HERE.parent.parent)), 1, report.longrepr[2])
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     for engine in _engines:
         terminalreporter.write_line(f"containers tier: engine and images ready in {engine.seconds:.0f} s "
