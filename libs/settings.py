@@ -33,6 +33,12 @@ class Settings(BaseSettings):
     nats_url: str | None = Field(
         None, description="NATS URL, or a cluster's server URLs comma-separated; required in external mode")
     database_url: str | None = Field(None, description="Postgres DSN; required in external mode")
+    nats_image: str = Field(
+        "nats:2.11", description="NATS image of the containers mode; scripts/docker-engine.sh env gives the local build"
+        " (mina-local/nats:latest) for engines without a registry")
+    postgres_image: str = Field(
+        "postgres:16", description="Postgres image of the containers mode; scripts/docker-engine.sh env gives the local"
+        " build (mina-local/postgres:latest)")
     db_pool_min: int = Field(1, description="ledger asyncpg pool minimum size")
     db_pool_max: int = Field(10, description="ledger asyncpg pool maximum size")
 
