@@ -1,6 +1,6 @@
 """`python -m bench [--quick] [--only a,b] [--no-profile] [--keep] [--pg-fast]`: run the figures, print them.
 
-Figures: durability, cold, steps, accept, credits, sse, capacity, projection (six of
+Figures: durability, cold, steps, accept, credits, e2e, sse, capacity, projection (six of
 them have targets). Everything runs on loopback with count and time limits, in a
 temporary state dir (embedded NATS + Postgres on free ports, never 4222/5432).
 """
@@ -17,13 +17,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import accept, capacity, coldstart, credits, durability, projection, sse, steps
+from bench import accept, capacity, coldstart, credits, durability, e2e, projection, sse, steps
 from bench.common import Figure, connect, quiet_logs, seed_credits
 from bench.profile import Profile
 from bench.stack import Stack
 from bench.wrkload import ensure_wrk
 
-ORDER = ("durability", "cold", "steps", "sse", "credits", "accept", "capacity", "projection")
+ORDER = ("durability", "cold", "steps", "sse", "credits", "accept", "e2e", "capacity", "projection")
 TARGETED = {"steps", "accept", "credits", "sse", "capacity", "projection"}  # figures that carry a target
 MB = 1024 * 1024
 
@@ -47,10 +47,11 @@ class Plan:
     projection_events: int
     projection_cap_s: float
     profile_s: float
+    e2e_count: int = 200
 
 
 FULL = Plan(20_000, 4, 40, 10, 8, 2000, 5, 10, 4, (250, 500, 1000, 1500), 200, 120, 50_000, 90, 8)
-QUICK = Plan(3_000, 2, 10, 4, 3, 200, 3, 4, 2, (50, 100), 60, 60, 5_000, 30, 4)
+QUICK = Plan(3_000, 2, 10, 4, 3, 200, 3, 4, 2, (50, 100), 60, 60, 5_000, 30, 4, e2e_count=40)
 
 
 def say(text: str) -> None:
@@ -90,6 +91,12 @@ async def _with_stack(stack: Stack, selected: list[str], plan: Plan, out_dir: Pa
             say("profiling the accept path (py-spy) ...")
             profiles.extend(await asyncio.to_thread(accept.profile, stack, plan.profile_s, 1000, out_dir))
         await _purge_jobs(stack)
+    if "e2e" in selected:
+        say("end-to-end CPU per still generation ...")
+        mono = next((f.extra["monolith"].cpu_total for f in figures if "monolith" in f.extra), None)
+        stack.start("pipeline")
+        figures.append(await e2e.run(stack, plan.e2e_count, mono))
+        stack.stop("pipeline")
     if "capacity" in selected:
         say("in-flight capacity ...")
         figures.append(await capacity.run(stack, list(plan.capacity_sizes), plan.capacity_cap_s,
