@@ -6,7 +6,7 @@ import asyncpg
 import structlog
 
 from libs.errors import ServiceUnavailableError
-from libs.schemas import EVENT_TYPES, EVENTS_ALL, Stream
+from libs.schemas import EVENT_TYPES, EVENTS_ALL, CreditApply, Stream
 from libs.service import ServiceContext
 from services.ledger.adapters.pg import create_pool, db_unavailable_is_retryable
 from services.ledger.deps import LedgerDeps
@@ -19,6 +19,7 @@ log = structlog.get_logger("ledger")
 RPC_QUEUE = "ledger"
 DURABLE = "ledger"
 BATCH = 500
+GROUPED = 256  # CreditApply requests in hand at once (services/ledger/credit_queue.py)
 
 
 async def setup(ctx: ServiceContext) -> None:
@@ -49,8 +50,10 @@ async def setup(ctx: ServiceContext) -> None:
     if missing:
         raise RuntimeError(f"no ledger handler for {sorted(m.__name__ for m in missing)}")
     for req_type, handler in RPC_HANDLERS.items():  # no more at once than the pool has connections
+        # single credit applies wait in the credit queue, not on a connection: many may wait together
+        concurrency = GROUPED if req_type is CreditApply else ctx.settings.db_pool_max
         await ctx.bus.serve(req_type, db_unavailable_is_retryable(handler), deps, queue=RPC_QUEUE,
-                            concurrency=ctx.settings.db_pool_max)
+                            concurrency=concurrency)
     # in stream order, up to BATCH (500) events per transaction; bad data falls back to one at a time
     await ctx.bus.consume_batch(
         stream=Stream.EVENTS, durable=DURABLE, filter_subject=EVENTS_ALL, handlers=EVENT_HANDLERS,

@@ -7,6 +7,7 @@ row at most once, never below zero.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 
 import structlog
 
@@ -67,29 +68,30 @@ def _first_balance(req: CreditApply, first: Row | None) -> int | None:
 
 
 async def on_credit_apply(req: CreditApply, deps: LedgerDeps) -> CreditApplied:
-    """The money path: `mega_credit_apply` (supabase/migrations) in one statement.
+    """The money path: `mega_credit_apply` (supabase/migrations) in one statement, or with the
+    applies that arrived beside it in one `mega_credit_apply_many` (credit_queue.py).
 
     The ref row is written at most once; the conditional update never takes the balance
     below zero (nor debits expired credits); a refused change writes nothing, so the same
     ref may be applied later once there is credit. An audited change (admin) writes its
     admin_audit row in the same transaction, only when the change was applied.
     """
+    if req.audit is None:  # concurrent applies go to Postgres together (credit_queue.py)
+        grouped = await deps.credit_queue.submit(req, lambda items: _apply_many(deps, items),
+                                                 lambda item: _apply_one(deps, item))
+        return _applied(req, grouped)
     ref_type, ref_id, generation_id = credit_ref_parts(req)
     args = (req.ref, req.pass_id, generation_id, req.delta, req.reason, req.source, ref_type, ref_id, req.expires_at)
     first: Row | None = None
-    async with deps.pool.acquire() as conn:
-        if req.audit is None:
-            row = await conn.fetchrow(cq.CREDIT_APPLY, *args)
-        else:
-            async with conn.transaction():
-                row = await conn.fetchrow(cq.CREDIT_APPLY, *args)
-                if row is not None and row["outcome"] == CreditOutcome.APPLIED.value:
-                    detail = {**req.audit, "ref": req.ref, "delta": req.delta, "pass_id": req.pass_id,
-                              "balance_after": row["credits"]}
-                    await conn.execute(cq.INSERT_AUDIT, req.ref, req.audit.get("actor"),
-                                       str(req.audit.get("action") or "credit_apply"), detail)
-                elif row is not None and row["outcome"] == CreditOutcome.DUPLICATE.value:
-                    first = await conn.fetchval(cq.AUDIT_DETAIL, req.ref)
+    async with deps.pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(cq.CREDIT_APPLY, *args)
+        if row is not None and row["outcome"] == CreditOutcome.APPLIED.value:
+            detail = {**req.audit, "ref": req.ref, "delta": req.delta, "pass_id": req.pass_id,
+                      "balance_after": row["credits"]}
+            await conn.execute(cq.INSERT_AUDIT, req.ref, req.audit.get("actor"),
+                               str(req.audit.get("action") or "credit_apply"), detail)
+        elif row is not None and row["outcome"] == CreditOutcome.DUPLICATE.value:
+            first = await conn.fetchval(cq.AUDIT_DETAIL, req.ref)
     assert row is not None  # the function returns exactly one row
     return _applied(req, row, _first_balance(req, first))
 
@@ -104,16 +106,31 @@ async def on_credit_apply_batch(req: CreditApplyBatch, deps: LedgerDeps) -> Cred
         raise InvalidInputError("an audited credit change must be applied alone (CreditApply)")
     if not req.items:
         return CreditAppliedBatch(results=[])
-    parts = [credit_ref_parts(item) for item in req.items]
+    rows = await _apply_many(deps, req.items)
+    return CreditAppliedBatch(results=[_applied(item, row) for item, row in zip(req.items, rows, strict=True)])
+
+
+async def _apply_one(deps: LedgerDeps, req: CreditApply) -> Row:
+    ref_type, ref_id, generation_id = credit_ref_parts(req)
+    async with deps.pool.acquire() as conn:
+        row = await conn.fetchrow(cq.CREDIT_APPLY, req.ref, req.pass_id, generation_id, req.delta, req.reason,
+                                  req.source, ref_type, ref_id, req.expires_at)
+    assert row is not None  # the function returns exactly one row
+    return row
+
+
+async def _apply_many(deps: LedgerDeps, items: Sequence[CreditApply]) -> list[Row]:
+    """`mega_credit_apply_many`: one statement, one transaction; the rows in the order of `items`."""
+    parts = [credit_ref_parts(item) for item in items]
     async with deps.pool.acquire() as conn:
         rows = await conn.fetch(
             cq.CREDIT_APPLY_MANY,
-            [i.ref for i in req.items], [i.pass_id for i in req.items], [p[2] for p in parts],
-            [i.delta for i in req.items], [i.reason for i in req.items], [i.source for i in req.items],
-            [p[0] for p in parts], [p[1] for p in parts], [i.expires_at for i in req.items],
+            [i.ref for i in items], [i.pass_id for i in items], [p[2] for p in parts],
+            [i.delta for i in items], [i.reason for i in items], [i.source for i in items],
+            [p[0] for p in parts], [p[1] for p in parts], [i.expires_at for i in items],
         )
     by_idx = {row["idx"]: row for row in rows}
-    return CreditAppliedBatch(results=[_applied(item, by_idx[n]) for n, item in enumerate(req.items, start=1)])
+    return [by_idx[n] for n in range(1, len(items) + 1)]
 
 
 def _uuid_or_none(value: str | None) -> str | None:

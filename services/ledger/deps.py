@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from nats.js import JetStreamContext
 
 from libs.bus import Bus
 from libs.settings import Settings
 from services.ledger.adapters.pg import Pool
+from services.ledger.credit_queue import CreditQueue
 
 
 @dataclass(frozen=True)
@@ -17,3 +18,4 @@ class LedgerDeps:
     settings: Settings
     js: JetStreamContext | None = None  # reconcile counts the waiting dead letters through it
     bus: Bus | None = None  # the stream decides between two ends projected out of order (ends.py)
+    credit_queue: CreditQueue = field(default_factory=CreditQueue)  # concurrent applies share a transaction

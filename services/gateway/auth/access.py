@@ -254,7 +254,8 @@ async def is_admin(request: Request, deps: GatewayDeps) -> bool:
 
 def route_key(request: Request) -> str:
     method = "GET" if request.method == "HEAD" else request.method
-    return f"{method} {getattr(request.scope.get('route'), 'path', request.url.path)}"
+    path = getattr(request.scope.get("route"), "path", None)  # request.url only when unrouted: it costs
+    return f"{method} {path if path is not None else request.url.path}"
 
 
 async def edge(request: Request) -> None:

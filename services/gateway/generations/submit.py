@@ -73,8 +73,10 @@ async def submit(deps: GatewayDeps, cmd: CreateCommand, terminal_timeout_s: floa
     is durable, so the caller still answers `queued` and SSE tells the rest.
     """
     deps.limiter.check(cmd.pass_id)
-    await check_customer_urls(asset_urls(cmd.request), FetchPolicy.from_settings(deps.settings), deps.store.is_ours,
-                              deps.settings.fetch_probe_timeout_s)
+    urls = asset_urls(cmd.request)
+    if urls:  # most creates name none: no policy to build
+        await check_customer_urls(urls, FetchPolicy.from_settings(deps.settings), deps.store.is_ours,
+                                  deps.settings.fetch_probe_timeout_s)
     if cmd.idempotency_key:
         claim = await deps.idempotency.claim(cmd.pass_id, cmd.idempotency_key, cmd.body_digest)
         generation_id, is_new = claim.generation_id, claim.is_new

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from sse_starlette import EventSourceResponse
 
@@ -79,8 +79,15 @@ def lane_of(body: CreateCommon) -> str:
     return str(lane or "main")
 
 
+async def create_caller(request: Request) -> tuple[GatewayDeps, Identity]:
+    """The deps and the caller of a create, called in the route rather than as FastAPI dependencies:
+    each dependency costs the create path more than its own work (docs/bench.md, the accept profile)."""
+    deps: GatewayDeps = request.app.state.deps
+    return deps, await mma_identity(request, deps)
+
+
 async def run_create(request: Request, deps: GatewayDeps, who: Identity, body: CreateCommon, flow: Flow,
-                     req: GenerationRequest, parent: str | None) -> JSONResponse:
+                     req: GenerationRequest, parent: str | None) -> Response:
     key = request.headers.get("idempotency-key") or body.idem_key()
     cmd = CreateCommand(
         pass_id=who.pass_id, flow=flow, request=req, request_id=request_id(request), parent_generation_id=parent,
@@ -91,10 +98,11 @@ async def run_create(request: Request, deps: GatewayDeps, who: Identity, body: C
     return await decision_response(deps, outcome, lane_of(body), who.pass_id)
 
 
-async def decision_response(deps: GatewayDeps, outcome: Outcome, lane: str, pass_id: str) -> JSONResponse:
+async def decision_response(deps: GatewayDeps, outcome: Outcome, lane: str, pass_id: str) -> Response:
     rejected = outcome.rejected
     if rejected is None:
-        return JSONResponse(queued(outcome.generation_id, sse_url_for(deps, outcome.generation_id, pass_id)))
+        return Response(orjson.dumps(queued(outcome.generation_id, sse_url_for(deps, outcome.generation_id, pass_id))),
+                        media_type="application/json")
     if rejected.code == "INSUFFICIENT_CREDITS":
         details = {
             "userMessage": rejected.message, "balance": rejected.balance, "needed": rejected.price, "lane": lane,
@@ -118,30 +126,29 @@ async def parent_of(deps: GatewayDeps, generation_id: str, failed_code: str) -> 
 
 
 @router.post("/mma/still/create", response_model=CreateOut, responses=CREATE_RESPONSES)
-async def still_create(request: Request, body: StillCreateBody | None = None,
-                       deps: GatewayDeps = Depends(get_deps), who: Identity = Depends(mma_identity)) -> JSONResponse:
+async def still_create(request: Request, body: StillCreateBody | None = None) -> Response:
     """Start a still generation; answers at once with the id and the SSE URL (or 402)."""
     request.state.failure_code = "MMA_CREATE_FAILED"
+    deps, who = await create_caller(request)
     body = body or StillCreateBody()
     return await run_create(request, deps, who, body, Flow.STILL_CREATE, body.to_request(), None)
 
 
 @router.post("/mma/still/{generation_id}/tweak", response_model=CreateOut, responses=CREATE_RESPONSES)
-async def still_tweak(generation_id: str, request: Request, body: TweakBody | None = None,
-                      deps: GatewayDeps = Depends(get_deps), who: Identity = Depends(mma_identity)) -> JSONResponse:
+async def still_tweak(generation_id: str, request: Request, body: TweakBody | None = None) -> Response:
     """A NEW still generation whose parent is `generation_id`."""
     request.state.failure_code = "MMA_TWEAK_FAILED"
+    deps, who = await create_caller(request)
     body = body or TweakBody()
     await parent_of(deps, generation_id, "MMA_TWEAK_FAILED")
     return await run_create(request, deps, who, body, Flow.STILL_TWEAK, body.to_request(motion=False), generation_id)
 
 
 @router.post("/mma/video/animate", response_model=CreateOut, responses=CREATE_RESPONSES)
-async def video_animate(request: Request, body: VideoAnimateBody | None = None,
-                        deps: GatewayDeps = Depends(get_deps),
-                        who: Identity = Depends(mma_identity)) -> JSONResponse:
+async def video_animate(request: Request, body: VideoAnimateBody | None = None) -> Response:
     """Animate a still (a generation id or an image URL) into a video, or only suggest its motion."""
     request.state.failure_code = "MMA_ANIMATE_FAILED"
+    deps, who = await create_caller(request)
     body = body or VideoAnimateBody()
     req = body.to_request()
     parent = body.still_generation()
@@ -157,10 +164,10 @@ async def video_animate(request: Request, body: VideoAnimateBody | None = None,
 
 
 @router.post("/mma/video/{generation_id}/tweak", response_model=CreateOut, responses=CREATE_RESPONSES)
-async def video_tweak(generation_id: str, request: Request, body: TweakBody | None = None,
-                      deps: GatewayDeps = Depends(get_deps), who: Identity = Depends(mma_identity)) -> JSONResponse:
+async def video_tweak(generation_id: str, request: Request, body: TweakBody | None = None) -> Response:
     """A NEW video generation whose parent is the tweaked video."""
     request.state.failure_code = "MMA_VIDEO_TWEAK_FAILED"
+    deps, who = await create_caller(request)
     body = body or TweakBody()
     await parent_of(deps, generation_id, "MMA_VIDEO_TWEAK_FAILED")
     return await run_create(request, deps, who, body, Flow.VIDEO_TWEAK, body.to_request(motion=True), generation_id)
