@@ -44,4 +44,5 @@ lock:
 	$(UV) pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
 
 clean: down
+	@bash scripts/docker-engine.sh stop 2>/dev/null || true
 	rm -rf .mina test-artifacts

@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from libs.devinfra import ContainerInfra, NatsServer, PostgresServer, free_port, port_is_free, stop_process
+from libs.containerinfra import ContainerInfra
+from libs.devinfra import NatsServer, PostgresServer, free_port, port_is_free, stop_process
 from libs.service import infra_file
 from libs.settings import Settings
 
@@ -121,8 +122,9 @@ class DevStack:
                 raise SystemExit("infra=external needs MMA_NATS_URL and MMA_DATABASE_URL")
             self.nats_url, self.database_url = self.settings.nats_url, self.settings.database_url
         elif mode == "containers":
-            say("starting NATS and Postgres containers (testcontainers)...")
-            self.containers = ContainerInfra().start()
+            images = f"{self.settings.nats_image} and {self.settings.postgres_image}"
+            say(f"starting NATS and Postgres containers ({images}) ...")
+            self.containers = ContainerInfra(self.settings.nats_image, self.settings.postgres_image, DATABASE).start()
             self.nats_url, self.database_url = self.containers.nats_url, self.containers.database_url
         else:
             say(f"starting embedded NATS (JetStream) under {self.state_dir / 'nats'} ...")

@@ -32,6 +32,12 @@ class Settings(BaseSettings):
     state_dir: Path = Field(Path(".mina"), description="data of the embedded NATS and Postgres, logs, assets")
     nats_url: str | None = Field(None, description="NATS URL; required in external mode")
     database_url: str | None = Field(None, description="Postgres DSN; required in external mode")
+    nats_image: str = Field(
+        "nats:2.11", description="NATS image of the containers mode; scripts/docker-engine.sh env gives the local build"
+        " (mina-local/nats:latest) for engines without a registry")
+    postgres_image: str = Field(
+        "postgres:16", description="Postgres image of the containers mode; scripts/docker-engine.sh env gives the local"
+        " build (mina-local/postgres:latest)")
     db_pool_min: int = Field(1, description="ledger asyncpg pool minimum size")
     db_pool_max: int = Field(10, description="ledger asyncpg pool maximum size")
 

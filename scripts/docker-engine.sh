@@ -168,6 +168,11 @@ stop_engine() {
         kill -TERM "$containerd_pid"
         wait_gone "$containerd_pid" 15 || kill -KILL "$containerd_pid" 2>/dev/null || true
     fi
+    # What dockerd leaves mounted (its network namespace file, a data-root bind), deepest first.
+    local mnt
+    while read -r mnt; do
+        umount "$mnt" 2>/dev/null || umount -l "$mnt" 2>/dev/null || say "could not unmount $mnt"
+    done < <(awk -v s="$STATE/" 'index($5, s) == 1 { print $5 }' /proc/self/mountinfo | sort -r)
     rm -f "$PIDFILE" "$SOCK"
 }
 

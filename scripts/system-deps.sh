@@ -2,6 +2,8 @@
 # System packages the tests need beyond the Python venv, from Debian:
 #   chromium + chromium-driver  browser tests of /studio and /ops (Playwright drives the system browser)
 #   docker-compose              `docker-compose config` validates deploy/compose.yaml (no engine needed)
+#   docker.io + debootstrap     the project's own Docker engine and its locally built images
+#                               (scripts/docker-engine.sh; the tests/containers tier)
 #   fonts-noto-color-emoji      emoji in the ops console screenshots
 # Idempotent: installs only what is missing; needs root to install (tests that need a
 # missing package skip themselves with the reason).
@@ -11,6 +13,8 @@ declare -A WANT=(
     [chromium]=/usr/bin/chromium
     [chromium-driver]=/usr/bin/chromedriver
     [docker-compose]=/usr/bin/docker-compose
+    [docker.io]=/usr/sbin/dockerd
+    [debootstrap]=/usr/sbin/debootstrap
     [fonts-noto-color-emoji]=/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf
 )
 missing=()

@@ -5,6 +5,11 @@ one); migrations run once into a template database, each test gets a fresh clone
 NATS: a fresh embedded server per test (it starts in ~50 ms), so streams and durable
 consumers never leak between tests. Services run as real subprocesses
 (`python -m services.<name>`) configured through `MMA_*` environment variables.
+
+`MMA_TEST_INFRA=containers`: both servers run in Docker containers instead (tests/dockerengine.py
+says which engine): one Postgres container per session, and one NATS container per session that
+is emptied before each test (a container per test would cost ~0.5 s each; deleting the streams
+costs milliseconds and isolates just as well, and a test may still stop and start it).
 """
 
 from __future__ import annotations
@@ -26,14 +31,17 @@ import asyncpg
 import pytest
 
 from libs.bus import Bus
+from libs.containerinfra import NatsContainer, PostgresContainer
 from libs.devinfra import NatsServer, PostgresServer, free_port
 from libs.settings import Settings
+from tests.dockerengine import DockerEngine, EngineUnavailable, fresh_jetstream, start_engine
 from tests.helpers import wait_for
 from tests.wire import OpenAIServer
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_TOKEN = "test-admin-token-5f1c"
 TEMPLATE_DB = "mina_template"
+TEST_INFRA = os.environ.get("MMA_TEST_INFRA", "embedded")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -58,10 +66,39 @@ class ExternalPostgres:
 
 
 @pytest.fixture(scope="session")
-def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def docker_engine() -> Iterator[DockerEngine]:
+    """The Docker engine (and images) of the container tests; skips them, saying why, where none can run."""
+    try:
+        engine = start_engine()
+    except EngineUnavailable as exc:
+        pytest.skip(f"no Docker engine: {exc}")
+    engine.export()
+    yield engine
+    engine.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_container(docker_engine: DockerEngine) -> Iterator[PostgresContainer]:
+    server = PostgresContainer(docker_engine.postgres_image, fast=True).start()
+    yield server
+    server.remove()
+
+
+@pytest.fixture(scope="session")
+def nats_container(docker_engine: DockerEngine) -> Iterator[NatsContainer]:
+    server = NatsContainer(docker_engine.nats_image).start()
+    yield server
+    server.remove()
+
+
+@pytest.fixture(scope="session")
+def pg(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Any]:
     external = os.environ.get("MMA_TEST_DATABASE_URL")
     if external:
         yield ExternalPostgres(external)
+        return
+    if TEST_INFRA == "containers":
+        yield request.getfixturevalue("pg_container")
         return
     server = PostgresServer(tmp_path_factory.mktemp("pg") / "data", fast=True).start()
     yield server
@@ -136,7 +173,10 @@ async def empty_database_url(pg: Any) -> str:
 
 
 @pytest.fixture
-def nats(tmp_path: Path) -> Iterator[NatsServer]:
+def nats(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[NatsServer | NatsContainer]:
+    if TEST_INFRA == "containers":
+        yield fresh_jetstream(request.getfixturevalue("nats_container"))
+        return
     server = NatsServer(tmp_path / "nats").start()
     yield server
     server.kill()
