@@ -1,15 +1,15 @@
-"""The product image in the container tier: the private engine, the image built once per session,
-and small `docker` helpers (containers on the host network, loopback ports only).
+"""The product image in the container tier: built once per session from deploy/Dockerfile on the
+engine of `docker_engine` (tests/conftest.py), plus small `docker` helpers (containers on the host
+network, loopback ports only).
 
-The engine and the local base image come from scripts/docker-engine.sh; the product image is
-built from deploy/Dockerfile on that base (the official slim Python needs a registry).
+On the project's private engine the base is the local Debian image (scripts/docker-engine.sh; no
+registry here); with MMA_TEST_DOCKER=system it is the Dockerfile's default, the official slim Python.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import time
 import uuid
@@ -20,14 +20,15 @@ from typing import Any
 
 import pytest
 
+from tests.dockerengine import DockerEngine, _parse_env, _script
+
 ROOT = Path(__file__).resolve().parents[2]
-ENGINE = ROOT / "scripts" / "docker-engine.sh"
 IMAGE = "mina-mind:test"
 
 
 @dataclass(frozen=True)
 class Engine:
-    """The private engine's environment (DOCKER_HOST, local image names) for `docker` calls."""
+    """`docker` calls on the tests' engine (DOCKER_HOST from `docker_engine`)."""
 
     env: dict[str, str]
 
@@ -39,46 +40,40 @@ class Engine:
         return done
 
 
-def _engine_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MMA_") or k.startswith("MMA_DOCKER")}
-    for command in ("start", "images"):
-        done = subprocess.run(["bash", str(ENGINE), command], env=env, capture_output=True, text=True,
-                              timeout=900, check=False)
-        if done.returncode != 0:
-            pytest.skip(f"no Docker engine here: scripts/docker-engine.sh {command}: {done.stderr.strip()[-400:]}")
-    printed = subprocess.run(["bash", str(ENGINE), "env"], env=env, capture_output=True, text=True, check=True)
-    for line in printed.stdout.splitlines():
-        name, _, value = line.removeprefix("export ").partition("=")
-        env[name] = value
-    env["DOCKER_BUILDKIT"] = "0"
-    return env
+@dataclass(frozen=True)
+class ProductImage:
+    engine: Engine
+    name: str
+    nats_image: str
+    postgres_image: str
+    build_s: float
+    size_mb: float
 
 
-_BUILT: dict[str, Any] = {}
+_BUILT: list[ProductImage] = []
 
 
-def build_product_image(engine: Engine) -> dict[str, Any]:
-    """deploy/Dockerfile on the local Debian base, once per session; its build seconds and size."""
+def build_product_image(docker_engine: DockerEngine) -> ProductImage:
+    """deploy/Dockerfile built once per session (the engine's layer cache makes a rebuild cheap)."""
     if not _BUILT:
+        env = {**os.environ, **docker_engine.env, "DOCKER_BUILDKIT": "0"}  # the classic builder: any docker CLI
+        engine = Engine(env)
+        args = ["build", "--network", "host", "-q", "-f", str(ROOT / "deploy" / "Dockerfile"), "-t", IMAGE]
+        if os.environ.get("MMA_TEST_DOCKER") != "system":
+            args += ["--build-arg", f"BASE={_parse_env(_script('env').stdout)['MMA_BASE_IMAGE']}"]
         start = time.monotonic()
-        engine.run("build", "--network", "host", "-q", "--build-arg", f"BASE={engine.env['MMA_BASE_IMAGE']}",
-                   "-f", str(ROOT / "deploy" / "Dockerfile"), "-t", IMAGE, str(ROOT), timeout=900)
-        size = int(engine.run("image", "inspect", "--format", "{{.Size}}", IMAGE).stdout.strip())
-        _BUILT.update(image=IMAGE, build_s=time.monotonic() - start, size_mb=size / 1e6)
-        print(f"\nimage {IMAGE}: built in {_BUILT['build_s']:.1f} s, {_BUILT['size_mb']:.0f} MB")
-    return _BUILT
+        engine.run(*args, str(ROOT), timeout=900)
+        seconds = time.monotonic() - start
+        size = int(engine.run("image", "inspect", "--format", "{{.Size}}", IMAGE).stdout.strip()) / 1e6
+        _BUILT.append(ProductImage(engine, IMAGE, docker_engine.nats_image, docker_engine.postgres_image,
+                                   seconds, size))
+        print(f"\nimage {IMAGE}: built in {seconds:.1f} s, {size:.0f} MB")
+    return _BUILT[0]
 
 
 @pytest.fixture(scope="session")
-def engine() -> Engine:
-    if shutil.which("docker") is None and not ENGINE.exists():
-        pytest.skip("no docker client")
-    return Engine(_engine_env())
-
-
-@pytest.fixture(scope="session")
-def product_image(engine: Engine) -> dict[str, Any]:
-    return build_product_image(engine)
+def product_image(docker_engine: DockerEngine) -> ProductImage:
+    return build_product_image(docker_engine)
 
 
 @dataclass
@@ -136,10 +131,11 @@ class Fleet:
 
 
 @pytest.fixture
-def fleet(engine: Engine, product_image: dict[str, Any]) -> Iterator[Fleet]:
+def fleet(product_image: ProductImage) -> Iterator[Fleet]:
     prefix = f"mina-test-{uuid.uuid4().hex[:8]}"
+    engine = product_image.engine
     engine.run("volume", "create", f"{prefix}-data")
-    out = Fleet(engine, product_image["image"], prefix, f"{prefix}-data", [])
+    out = Fleet(engine, product_image.name, prefix, f"{prefix}-data", [])
     yield out
     for container in out.containers:
         engine.run("rm", "-f", "-v", container.name, check=False)

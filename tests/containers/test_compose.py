@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from libs.devinfra import free_port
-from tests.containers.product import ROOT, Engine, engine, product_image  # noqa: F401
+from tests.containers.product import ROOT, ProductImage, product_image  # noqa: F401
 from tests.helpers import wait_for
 
 GENERATIONS = 12
@@ -61,15 +61,18 @@ def _events(text: str) -> list[dict[str, Any]]:
     return out
 
 
+# the first test of a session may build the local images and this image from scratch
+@pytest.mark.timeout(900)
 async def test_compose_scales_pipelines_and_leaves_nothing_behind(
-    engine: Engine, product_image: dict[str, Any], tmp_path: Path  # noqa: F811
+    product_image: ProductImage, tmp_path: Path  # noqa: F811
 ) -> None:
+    engine = product_image.engine
     start = time.monotonic()
     project = f"minatest{uuid.uuid4().hex[:8]}"
     ports = {name: free_port() for name in ("NATS", "NATS_MONITOR", "POSTGRES", "GATEWAY", "LEDGER_HEALTH",
                                             "BILLING_HEALTH", "GATEWAY_HEALTH")}
-    env = {**engine.env, "MINA_IMAGE": product_image["image"], "MINA_NATS_IMAGE": engine.env["MMA_NATS_IMAGE"],
-           "MINA_POSTGRES_IMAGE": engine.env["MMA_POSTGRES_IMAGE"],
+    env = {**engine.env, "MINA_IMAGE": product_image.name, "MINA_NATS_IMAGE": product_image.nats_image,
+           "MINA_POSTGRES_IMAGE": product_image.postgres_image,
            **{f"MINA_{name}_PORT": str(port) for name, port in ports.items()}}
     files = [ROOT / "deploy" / "compose.yaml", ROOT / "deploy" / "compose.host.yaml",
              settings_override(tmp_path / "compose.test.yaml")]

@@ -1,18 +1,22 @@
 """The product image really serving: the migrate job, the four services from the one image on the
-host network (NATS and Postgres are the tests' embedded servers on loopback ports), a still created
+host network (NATS and Postgres are the tier's containers on loopback ports), a still created
 through the containerised gateway, and SIGTERM (`docker stop`) draining a generation in flight."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from typing import Any
 
 import asyncpg
 import httpx
+import pytest
 
-from libs.devinfra import NatsServer, free_port
-from tests.containers.product import Container, Fleet, engine, fleet, product_image  # noqa: F401
+from libs.containerinfra import NatsContainer, PostgresContainer
+from libs.devinfra import free_port
+from tests.conftest import _admin_exec
+from tests.containers.product import Container, Fleet, fleet, product_image  # noqa: F401
 from tests.gateway.support import read_sse
 from tests.helpers import wait_for
 
@@ -20,7 +24,7 @@ WELCOME = 3
 SERVICES = ("ledger", "billing", "pipeline", "gateway")
 
 
-def service_env(nats: NatsServer, database_url: str, gateway_port: int) -> dict[str, str]:
+def service_env(nats: NatsContainer, database_url: str, gateway_port: int) -> dict[str, str]:
     return {
         "MMA_NATS_URL": nats.url,
         "MMA_DATABASE_URL": database_url,
@@ -36,6 +40,14 @@ def service_env(nats: NatsServer, database_url: str, gateway_port: int) -> dict[
     }
 
 
+@pytest.fixture
+async def empty_database_url(pg_container: PostgresContainer) -> str:
+    """A database with no tables in the tier's Postgres container: the migrate job's to fill."""
+    name = f"e_{uuid.uuid4().hex[:12]}"
+    await _admin_exec(pg_container, f"create database {name}")
+    return pg_container.dsn(name)
+
+
 async def debits_and_refunds(conn: asyncpg.Connection, gid: str) -> tuple[int, int]:
     rows = await conn.fetch("select mg_delta from mega_generations where mg_record_type = 'credit_transaction'"
                             " and mg_generation_id = $1", gid)
@@ -48,8 +60,10 @@ async def status_of(conn: asyncpg.Connection, gid: str) -> str | None:
     return None if value is None else str(value)
 
 
+# the first test of a session may build the local images and this image from scratch
+@pytest.mark.timeout(900)
 async def test_image_migrates_serves_and_drains_on_sigterm(
-    fleet: Fleet, nats: NatsServer, empty_database_url: str  # noqa: F811
+    fleet: Fleet, nats: NatsContainer, empty_database_url: str  # noqa: F811
 ) -> None:
     timings: dict[str, float] = {}
     start = time.monotonic()
