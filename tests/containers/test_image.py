@@ -131,9 +131,12 @@ async def test_image_migrates_serves_and_drains_on_sigterm(
             state = pipeline.state()
             assert state["ExitCode"] == 0, f"not a graceful exit: {state}\n{pipeline.logs()[-3000:]}"
             events = pipeline.events()
-            finished = [e for e in events if e.get("event") == "pipeline.generation_done"]
-            assert [e["generation_id"] for e in finished].count(inflight) == 1, "the job in hand was not finished"
-            assert any(e.get("event") == "service.stopped" for e in events)
+            names = [(e.get("event"), e.get("generation_id")) for e in events]
+            assert names.count(("pipeline.generation_done", inflight)) == 1, "the job in hand was not finished"
+            # finished after the SIGTERM arrived: the drain did it, not luck
+            stopping = names.index(("service.stopping", None))
+            assert names.index(("pipeline.generation_done", inflight)) > stopping, names[stopping - 3:]
+            assert ("service.stopped", None) in names
             await wait_for(lambda: _is(status_of(conn, inflight), "done"), timeout=30, what="in-flight done")
             assert await debits_and_refunds(conn, inflight) == (1, 0)
             balance = await conn.fetchval("select mg_credits from mega_customers where mg_pass_id = $1", pass_id)
