@@ -49,7 +49,7 @@ def _wait(predicate: Any, timeout_s: float, what: str, container: Any) -> None:
         try:
             if predicate():
                 return
-        except (OSError, RuntimeError, ValueError) as exc:
+        except (OSError, RuntimeError, ValueError, subprocess.SubprocessError) as exc:
             last = str(exc)
         wrapped = container.get_wrapped_container()
         wrapped.reload()

@@ -196,6 +196,6 @@ build_images() {
     say "images ready in $((SECONDS - start)) s:"
     local ref
     for ref in "$BASE_IMAGE" "$NATS_IMAGE" "$POSTGRES_IMAGE"; do
-        docker images --format '  {{.Repository}}:{{.Tag}}  {{.Size}}' "$ref" >&2
+        say "  $(docker images --format '{{.Repository}}:{{.Tag}}  {{.Size}}' "$ref")"
     done
 }

@@ -38,6 +38,7 @@ class DockerEngine:
     env: dict[str, str] = field(default_factory=dict)
     started_here: bool = False
     seconds: float = 0.0
+    build_log: list[str] = field(default_factory=list)
     _saved: dict[str, str | None] = field(default_factory=dict)
 
     def export(self) -> None:
@@ -98,6 +99,8 @@ def start_engine() -> DockerEngine:
     engine = DockerEngine(env["MMA_NATS_IMAGE"], env["MMA_POSTGRES_IMAGE"],
                           env={k: v for k, v in env.items() if not k.startswith("MMA_")},
                           started_here=not running, seconds=time.monotonic() - began)
+    engine.build_log = [line.removeprefix("docker-engine: ") for line in images.stderr.splitlines()
+                        if line.startswith("docker-engine: ")]
     return engine
 
 

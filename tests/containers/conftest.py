@@ -8,6 +8,7 @@ one NATS container emptied before each test, one Postgres container with a migra
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,10 +18,29 @@ from tests.conftest import _admin_exec, _clone
 from tests.dockerengine import DockerEngine, fresh_jetstream
 
 TEMPLATE_DB = "mina_containers_template"
+HERE = Path(__file__).resolve().parent
+# The first test of the tier may build the images from scratch (debootstrap, apt): minutes on a busy machine.
+SETUP_TIMEOUT_S = 1200
+_engines: list[DockerEngine] = []
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if HERE in Path(str(item.path)).parents and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(SETUP_TIMEOUT_S))
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    for engine in _engines:
+        terminalreporter.write_line(f"containers tier: engine and images ready in {engine.seconds:.0f} s "
+                                    f"({'started here' if engine.started_here else 'already running'})")
+        for line in engine.build_log:
+            terminalreporter.write_line(f"  {line}")
 
 
 @pytest.fixture(scope="session", autouse=True)
 def engine(docker_engine: DockerEngine) -> DockerEngine:
+    _engines.append(docker_engine)
     return docker_engine
 
 
