@@ -61,8 +61,6 @@ def _events(text: str) -> list[dict[str, Any]]:
     return out
 
 
-# the first test of a session may build the local images and this image from scratch
-@pytest.mark.timeout(900)
 async def test_compose_scales_pipelines_and_leaves_nothing_behind(
     product_image: ProductImage, tmp_path: Path  # noqa: F811
 ) -> None:

@@ -60,8 +60,6 @@ async def status_of(conn: asyncpg.Connection, gid: str) -> str | None:
     return None if value is None else str(value)
 
 
-# the first test of a session may build the local images and this image from scratch
-@pytest.mark.timeout(900)
 async def test_image_migrates_serves_and_drains_on_sigterm(
     fleet: Fleet, nats: NatsContainer, empty_database_url: str  # noqa: F811
 ) -> None:
