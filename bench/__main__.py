@@ -1,4 +1,4 @@
-"""`python -m bench [--quick] [--only a,b] [--no-profile] [--keep] [--pg-fast]`: run the figures, print them.
+"""`python -m bench [--quick] [--only a,b] [--no-profile] [--keep] [--pg-fast] [--sse-streams N ..]`: run the figures.
 
 Figures: durability, cold, steps, accept, credits, sse, capacity, projection (six of
 them have targets). Everything runs on loopback with count and time limits, in a
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import resource
 import shutil
 import sys
@@ -120,12 +121,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-profile", action="store_true", help="skip the py-spy profiles")
     parser.add_argument("--keep", action="store_true", help="keep the temp state dir (logs, profiles)")
     parser.add_argument("--pg-fast", action="store_true", help="Postgres with fsync off (default: as `make up`)")
+    for field, kind, what in (("sse_streams", int, "SSE streams"), ("sse_lines", int, "scan lines per SSE stream"),
+                              ("sse_window_s", float, "seconds the SSE lines are spread over"),
+                              ("sse_clients", int, "SSE client processes")):
+        parser.add_argument("--" + field.removesuffix("_s").replace("_", "-"), dest=field, type=kind,
+                            help=f"{what} (overrides the plan)")
     args = parser.parse_args(argv)
     selected = [f.strip() for f in args.only.split(",") if f.strip()] or list(ORDER)
     unknown = set(selected) - set(ORDER)
     if unknown:
         parser.error(f"unknown figure(s) {sorted(unknown)}; choose from {','.join(ORDER)}")
     plan = QUICK if args.quick else FULL
+    plan = dataclasses.replace(plan, **{f: getattr(args, f) for f in ("sse_streams", "sse_lines", "sse_window_s",
+                                                                       "sse_clients") if getattr(args, f) is not None})
     do_profile = not args.no_profile
     quiet_logs()
     raise_fd_limit()
