@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 import uvloop
 
-CONNECTS_AT_ONCE = 256  # handshakes in flight per process: the gateway's accept backlog stays far from full
+CONNECTS_AT_ONCE = 64  # streams opening at once per process (browsers arrive spread out, not all in one instant)
 
 
 class Run:

@@ -18,6 +18,15 @@ only sequences past the last one replayed. Together: from `after_seq`+1 on, ever
 message exactly once, in stream order - what `Bus.follow` yields, without a consumer
 each, in one round trip.
 
+Most streams open right after their create, on a generation this gateway has watched from its
+first event: the shared subscription keeps the raw events of recent generations whose first
+event it saw (a generation's first event is always its decision, `accepted` or `rejected`),
+and such a stream replays from memory, registering in the same step (no await between: no
+gap, no repeat) - no round trip at all. The kept list is trusted once a get of the
+generation's first decision (a literal subject: an index lookup, not a scan) shows it starts
+where the list starts; a generation decided twice (a decision republished after the dedupe
+window) or kept only in part falls back to the batched get.
+
 Timers: a stream asks for a wake-up at `Watch.deadline` (a keepalive ping, a queue
 update); one ticker per process wakes the due ones, instead of a timer per stream.
 
@@ -32,6 +41,7 @@ import contextlib
 import itertools
 import math
 import time
+from collections import OrderedDict
 from collections.abc import AsyncGenerator, Callable
 
 import nats.errors
@@ -45,81 +55,43 @@ from pydantic import ValidationError
 from libs.bus import Bus, decode
 from libs.errors import InvalidMessageError, ServiceUnavailableError
 from libs.schemas import EVENTS_ALL, MESSAGE_TYPES, TYPE_HEADER, BusMessage, Stream, generation_events
+from services.gateway.adapters.watch import Delivery, Watch
+
+__all__ = ["Delivery", "Fanout", "Watch"]
 
 log = structlog.get_logger("gateway")
 
 REPLAY_BATCH = 1000  # messages per direct-get batch (a generation says a few dozen)
 REPLAY_TIMEOUT_S = 10.0
-MAX_BACKLOG = 5000  # undelivered events one watch holds before it gives up (a reader that stopped reading)
+OPENS_AT_ONCE = 128  # replays in flight: a reconnect storm queues here instead of timing out in NATS
 DECISION_KINDS = ("accepted", "rejected")
+KEPT_GENERATIONS = 20_000  # recent generations whose raw events are kept for replays (oldest dropped first)
+KEPT_EVENTS = 64  # events kept per generation; a longer one replays from the stream
+KEPT_AFTER_END_S = 60.0  # how long an ended generation's events stay kept
+END_KINDS = ("done", "failed", "rejected")
 
 
-class Delivery:
-    """One stored event handed to the watches of its generation; `sse` caches its encoding (once per event,
-    however many streams write it)."""
+class _Kept:
+    """The raw events (seq, type name, data) of one generation since its decision."""
 
-    __slots__ = ("msg", "seq", "sse")
+    __slots__ = ("ended_at", "raws", "verified")
 
-    def __init__(self, seq: int, msg: BusMessage) -> None:
-        self.seq = seq
-        self.msg = msg
-        self.sse: bytes | None = None
-
-
-class Watch:
-    """What one follower of a generation gets: the deliveries since it last asked, in stream order, once."""
-
-    __slots__ = ("_items", "_waiter", "closed", "deadline", "generation_id", "last", "overflowed")
-
-    def __init__(self, generation_id: str) -> None:
-        self.generation_id = generation_id
-        self._items: list[Delivery] = []
-        self._waiter: asyncio.Future[None] | None = None
-        self.last = 0  # the newest sequence handed out
-        self.closed = False
-        self.overflowed = False
-        self.deadline = math.inf  # monotonic time of the wake-up it asked for (`Fanout` ticker)
-
-    def put(self, delivery: Delivery) -> None:
-        if self.closed:
-            return
-        self._items.append(delivery)
-        if len(self._items) > MAX_BACKLOG:
-            self.overflowed = True
-            self.closed = True
-        self.wake()
-
-    def wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def close(self) -> None:
-        """The reader went away: `next` answers None from now on."""
-        self.closed = True
-        self.wake()
-
-    async def next(self) -> list[Delivery] | None:
-        """What arrived since the last call, past `last` ([] for a bare wake-up); None once closed."""
-        if not self._items and not self.closed:
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        if self.closed:
-            return None
-        items, self._items = self._items, []
-        fresh = [d for d in items if d.seq > self.last]
-        if fresh:
-            self.last = fresh[-1].seq
-        return fresh
+    def __init__(self) -> None:
+        self.raws: list[tuple[int, str, bytes]] = []
+        self.verified = False
+        self.ended_at = math.inf
 
 
 def _generation_of(subject: str) -> tuple[str, str] | None:
     """`mma.evt.<generation id>.<kind>...` -> (generation id, kind)."""
     parts = subject.split(".", 4)
     return (parts[2], parts[3]) if len(parts) >= 4 else None
+
+
+def _kind_of(kept: _Kept) -> str:
+    """The decision kind the kept list starts with."""
+    model = MESSAGE_TYPES.get(kept.raws[0][1])
+    return str(getattr(model, "kind", "accepted"))
 
 
 def _decode_reply(raw: Msg) -> Delivery | None:
@@ -159,7 +131,9 @@ class Fanout:
         self._tokens = itertools.count(1)
         self._tasks: list[asyncio.Task[None]] = []
         self._lock = asyncio.Lock()
+        self._opening = asyncio.Semaphore(OPENS_AT_ONCE)
         self.tick_s = tick_s
+        self._kept: OrderedDict[str, _Kept] = OrderedDict()
         self.seen_seq = 0  # the newest stream sequence the shared subscription handed over
         self.delivered = 0
         self.on_decision_stored: Callable[[str], None] | None = None  # `Decisions.settled`
@@ -227,6 +201,7 @@ class Fanout:
         generation_id, kind = found
         if kind in DECISION_KINDS and self.on_decision_stored is not None:
             self.on_decision_stored(generation_id)
+        self._keep(generation_id, kind, seq, raw)
         watches = self._watches.get(generation_id)
         if not watches:
             return
@@ -238,11 +213,51 @@ class Fanout:
             watch.put(delivery)
         self.delivered += len(watches)
 
+    def _keep(self, generation_id: str, kind: str, seq: int, raw: Msg) -> None:
+        kept = self._kept.get(generation_id)
+        if kept is None:
+            if kind not in DECISION_KINDS:
+                return  # not watched from its first event
+            kept = self._kept[generation_id] = _Kept()
+            if len(self._kept) > KEPT_GENERATIONS:
+                self._kept.popitem(last=False)
+        if len(kept.raws) >= KEPT_EVENTS:
+            del self._kept[generation_id]  # too long to keep: its readers replay from the stream
+            return
+        kept.raws.append((seq, (raw.headers or {}).get(TYPE_HEADER, ""), raw.data))
+        if kind in END_KINDS and kept.ended_at == math.inf:
+            kept.ended_at = time.monotonic() + KEPT_AFTER_END_S
+
+    def _forget_ended(self, now: float) -> None:
+        ended = [g for g, kept in self._kept.items() if kept.ended_at <= now]
+        for generation_id in ended:
+            del self._kept[generation_id]
+
+    async def _verified(self, generation_id: str, kept: _Kept) -> bool:
+        """Whether the kept list starts at the generation's first decision (one literal-subject get)."""
+        first_seq = kept.raws[0][0]
+        first = await self._bus.js.get_msg(Stream.EVENTS.value, seq=1, next=True, direct=True,
+                                           subject=f"mma.evt.{generation_id}.{_kind_of(kept)}")
+        return int(first.seq or 0) == first_seq
+
+    def _from_kept(self, kept: _Kept, after_seq: int) -> list[Delivery]:
+        out = []
+        for seq, type_name, data in kept.raws:
+            model = MESSAGE_TYPES.get(type_name)
+            if seq <= after_seq or model is None:
+                continue
+            try:
+                out.append(Delivery(seq, model.model_validate_json(data)))
+            except ValidationError:
+                continue
+        return out
+
     async def _tick(self) -> None:
         """Wake every watch whose deadline passed (one loop over the open streams per tick)."""
         while True:
             await asyncio.sleep(self.tick_s)
             now = time.monotonic()
+            self._forget_ended(now)
             for watches in list(self._watches.values()):
                 for watch in watches:
                     if watch.deadline <= now:
@@ -312,10 +327,25 @@ class Fanout:
         """A registered watch of `generation_id` and what is stored past `after_seq`; the watch then
         yields only later events. `unregister` it when done."""
         await self.start()
+        kept = self._kept.get(generation_id)
+        if kept is not None and not kept.verified:
+            try:
+                kept.verified = await self._verified(generation_id, kept)
+            except (nats.errors.Error, TimeoutError):
+                kept.verified = False
+            if not kept.verified and self._kept.get(generation_id) is kept:
+                del self._kept[generation_id]
         watch = self.register(generation_id)  # first: nothing stored from now on can be missed
         watch.last = after_seq
+        kept = self._kept.get(generation_id)
+        if kept is not None and kept.verified:  # in the same step as the registration: no gap, no repeat
+            replayed = self._from_kept(kept, after_seq)
+            if replayed:
+                watch.last = replayed[-1].seq
+            return watch, replayed
         try:
-            replayed = await self.replay(generation_id, after_seq, self.seen_seq)
+            async with self._opening:
+                replayed = await self.replay(generation_id, after_seq, self.seen_seq)
         except BaseException:
             self.unregister(watch)
             raise

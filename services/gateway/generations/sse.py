@@ -143,15 +143,25 @@ class SseStream(Response):
         self.wrote_at = self.said_at = time.monotonic()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        start = {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
         if scope["method"] == "HEAD":
+            await send(start)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
         hangup = asyncio.ensure_future(self._hear_hangup(receive))
+        started = False
         try:
+            # the head goes with the first chunk (an empty one once the replay is in hand): a replay that
+            # fails (NATS away) is still an error answer (503), not a stream cut short
             async with contextlib.aclosing(self.chunks()) as chunks:
                 async for chunk in chunks:
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    if not started:
+                        await send(start)
+                        started = True
+                    if chunk:
+                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            if not started:
+                await send(start)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             hangup.cancel()
@@ -222,6 +232,7 @@ class SseStream(Response):
         batch: list[Delivery] | None = replayed
         if self.gone:
             return
+        yield b""  # the head may go
         if after == 0 and not replayed:  # nothing in the stream: aged out, or never there
             try:
                 view = await self.bus.request(GetGeneration(generation_id=generation_id), GenerationView)
