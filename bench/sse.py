@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import resource
 import sys
 import time
 import uuid
@@ -117,6 +118,9 @@ async def run(stack: Stack, streams: int, lines: int, window_s: float, clients: 
     all_there = connected == streams and delivered == expected and complete == streams and done == streams
     met = streams >= TARGET_STREAMS and all_there and p99 < TARGET_P99_MS
     why = []
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft != resource.RLIM_INFINITY and soft < streams + 1024:
+        why.append(f"the open-files limit ({soft}) is below {streams} streams + 1024: raise `ulimit -n` (hard)")
     if streams < TARGET_STREAMS:
         why.append(f"only {streams} streams tried (a quick run)")
     if not all_there:

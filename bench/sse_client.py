@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 import uvloop
 
-CONNECTS_AT_ONCE = 64  # streams opening at once per process (browsers arrive spread out, not all in one instant)
+CONNECTS_AT_ONCE = 64  # streams opening (connected, no event yet) at once per process: browsers arrive spread out
 
 
 class Run:
@@ -67,6 +67,7 @@ class Stream(asyncio.Protocol):
         self.first = False
         self.ended = False
         self.lines = 0
+        self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()  # first event, or failed
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
@@ -95,6 +96,7 @@ class Stream(asyncio.Protocol):
                 if not self.first:
                     self.first = True
                     run.settle(True)
+                    self.opened.set_result(None)
             elif line.startswith(b"data:"):
                 if self.event == b"scan_line":
                     text = orjson.loads(line[5:])["text"]
@@ -113,6 +115,7 @@ class Stream(asyncio.Protocol):
         if not self.first:
             self.first = True
             self.run.settle(False)
+            self.opened.set_result(None)
         if self.transport is not None:
             self.transport.close()
 
@@ -130,9 +133,10 @@ async def main_async(port: int, ids: list[str], timeout_s: float) -> None:
     gate = asyncio.Semaphore(CONNECTS_AT_ONCE)
 
     async def open_one(generation_id: str) -> None:
-        async with gate:
+        async with gate:  # held until the stream's first event: at most this many requests in flight
             try:
-                await loop.create_connection(lambda: Stream(run, generation_id), "127.0.0.1", port)
+                _, stream = await loop.create_connection(lambda: Stream(run, generation_id), "127.0.0.1", port)
+                await stream.opened
             except OSError as exc:
                 run.failures[f"connect: {exc!r}"[:200]] += 1
                 run.settle(False)
