@@ -1,4 +1,4 @@
-"""`python -m bench [--quick] [--only a,b] [--no-profile] [--keep] [--pg-fast]`: run the figures, print them.
+"""`python -m bench [--quick] [--only a,b] [--no-profile] [--keep] [--pg-fast] [--sse-streams N ..]`: run the figures.
 
 Figures: durability, replicas, cold, steps, accept, credits, e2e, sse, capacity, projection (seven of
 them have targets). Everything runs on loopback with count and time limits, in a
@@ -51,7 +51,7 @@ class Plan:
     e2e_count: int = 200
 
 
-FULL = Plan(20_000, 4, 40, 10, 8, 2000, 5, 10, 4, (10_000,), 200, 200, 60, 50_000, 90, 8)
+FULL = Plan(20_000, 4, 40, 10, 8, 10_000, 4, 20, 4, (10_000,), 200, 200, 60, 50_000, 90, 8)
 QUICK = Plan(3_000, 2, 10, 4, 3, 200, 3, 4, 2, (200,), 60, 60, 10, 5_000, 30, 4, e2e_count=40)
 
 
@@ -143,6 +143,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pg-fast", action="store_true", help="Postgres with fsync off (default: as `make up`)")
     parser.add_argument("--capacity", default="", metavar="N,N", help="in-flight capacity round sizes")
     parser.add_argument("--capacity-latency", type=float, metavar="S", help="seconds per offline prediction")
+    for field, kind, what in (("sse_streams", int, "SSE streams"), ("sse_lines", int, "scan lines per SSE stream"),
+                              ("sse_window_s", float, "seconds the SSE lines are spread over"),
+                              ("sse_clients", int, "SSE client processes")):
+        parser.add_argument("--" + field.removesuffix("_s").replace("_", "-"), dest=field, type=kind,
+                            help=f"{what} (overrides the plan)")
     args = parser.parse_args(argv)
     selected = [f.strip() for f in args.only.split(",") if f.strip()] or list(ORDER)
     unknown = set(selected) - set(ORDER)
@@ -156,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.capacity_latency is not None:
         plan = replace(plan, capacity_latency_s=args.capacity_latency,
                        capacity_round_s=max(plan.capacity_round_s, args.capacity_latency * 3))
+    plan = replace(plan, **{f: getattr(args, f) for f in ("sse_streams", "sse_lines", "sse_window_s",
+                                                                       "sse_clients") if getattr(args, f) is not None})
     do_profile = not args.no_profile
     quiet_logs()
     raise_fd_limit()

@@ -3,7 +3,10 @@
 Each event is a `StepRecorded` (an `mma_step` row, plus the customer and generation
 rows it hangs on). Baseline: the same rows written raw with the ledger's own
 statements from one asyncpg connection (executemany, 1,000 rows per transaction);
-a row-at-a-time loop is shown for context.
+for context, a row-at-a-time loop and raw COPY (`copy_records_to_table` of the same rows,
+1,000 per transaction, into empty tables: plain inserts, no upsert rule - the floor of
+what Postgres takes, not something the projection may do, since a redelivered or repeated
+event must not insert a second row).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import orjson
 
 from bench.common import Figure, connect, ratio
 from bench.profile import Profile, Recorder
@@ -28,6 +32,12 @@ from services.ledger.migrate import apply_migrations
 STEPS_PER_GENERATION = 10
 CUSTOMERS = 100
 BATCH = 1000
+TARGET = 0.8
+GEN_COLUMNS = ("mg_id", "mg_record_type", "mg_pass_id", "mg_generation_id", "mg_mma_status", "mg_status",
+               "mg_source_system", "mg_created_at")
+STEP_COLUMNS = ("mg_id", "mg_record_type", "mg_pass_id", "mg_generation_id", "mg_parent_id", "mg_step_no",
+                "mg_step_type", "mg_provider", "mg_model", "mg_latency_ms", "mg_payload", "mg_status",
+                "mg_source_system", "mg_created_at")
 
 
 def _events(count: int) -> list[StepRecorded]:
@@ -80,8 +90,33 @@ def _rows(events: list[StepRecorded]) -> tuple[list[tuple[Any, ...]], list[tuple
               "succeeded", at) for e in events])
 
 
-async def _raw(stack: Stack, events: list[StepRecorded], loop_rows: int) -> tuple[float, float]:
-    """(executemany rows/s, row-at-a-time rows/s) into a fresh migrated database."""
+async def _copy(conn: Any, customers: list[tuple[Any, ...]], gens: list[tuple[Any, ...]],
+                steps: list[tuple[Any, ...]]) -> float:
+    """Raw COPY of the same rows into emptied tables, 1,000 per transaction: rows/s."""
+    await conn.set_type_codec("jsonb", schema="pg_catalog", format="binary",  # COPY speaks binary
+                              encoder=lambda v: b"\x01" + orjson.dumps(v), decoder=lambda b: orjson.loads(b[1:]))
+    await conn.execute("truncate mega_generations")
+    await conn.execute("delete from mega_customers where mg_pass_id like 'pass:anon:bench-proj:%'")
+    gen_rows = [(f"generation:{g}", "generation", p, g, "queued", "pending", "mma", at) for g, p, at in gens]
+    step_rows = [(f"mma_step:{g}:{n}", "mma_step", p, g, f"generation:{g}", n, t, prov, model, lat, payload, st,
+                  "mma", at) for g, p, n, t, prov, model, lat, payload, st, at in steps]
+    started = time.perf_counter()
+    async with conn.transaction():
+        await conn.copy_records_to_table("mega_customers", columns=["mg_pass_id", "mg_credits", "mg_source_system",
+                                                                    "mg_meta"],
+                                         records=[(c, 0, "mma", {}) for (c,) in customers])
+    for i in range(0, len(gen_rows), BATCH):
+        async with conn.transaction():
+            await conn.copy_records_to_table("mega_generations", columns=GEN_COLUMNS, records=gen_rows[i:i + BATCH])
+    for i in range(0, len(step_rows), BATCH):
+        async with conn.transaction():
+            await conn.copy_records_to_table("mega_generations", columns=STEP_COLUMNS,
+                                             records=step_rows[i:i + BATCH])
+    return len(step_rows) / (time.perf_counter() - started)
+
+
+async def _raw(stack: Stack, events: list[StepRecorded], loop_rows: int) -> tuple[float, float, float]:
+    """(executemany rows/s, row-at-a-time rows/s, COPY rows/s) into a fresh migrated database."""
     admin = await asyncpg.connect(stack.dsn.rsplit("/", 1)[0] + "/postgres")
     name = f"bench_raw_{uuid.uuid4().hex[:8]}"
     await admin.execute(f"create database {name}")
@@ -109,7 +144,8 @@ async def _raw(stack: Stack, events: list[StepRecorded], loop_rows: int) -> tupl
             await conn.execute(q.ENSURE_GENERATION, row[0], row[1], row[9])
             await conn.execute(q.UPSERT_STEP, *row)
         loop = len(sample) / (time.perf_counter() - started)
-        return bulk, loop
+        copy = await _copy(conn, customers, gens, steps)
+        return bulk, loop, copy
     finally:
         await conn.close()
 
@@ -138,11 +174,12 @@ async def run(stack: Stack, count: int, cap_s: float, out_dir: Path, do_profile:
         stack.start("ledger")
         recorder = Recorder("ledger (projection)", stack.pid("ledger"), max(1, int(elapsed)), out_dir, rate=250)
         prof = await asyncio.to_thread(recorder.result)
-    bulk, loop = await _raw(stack, events, min(5000, count))
+    bulk, loop, copy = await _raw(stack, events, min(5000, count))
     r = ratio(rate, bulk)
-    met = r >= 0.5
+    met = r >= TARGET
     drained = "drained" if remaining == 0 else f"{remaining} left at the {cap_s:.0f}s cap"
     text = (f"{rate:,.0f} events/s ({projected:,} of a {n0:,}-event backlog in {elapsed:.1f}s, {drained}) vs raw "
-            f"asyncpg executemany {bulk:,.0f} rows/s -> ratio {r:.2f} (target >= 0.5); row-at-a-time raw "
-            f"{loop:,.0f} rows/s ({ratio(rate, loop):.2f}); backlog published at {publish_rate:,.0f} msg/s")
-    return Figure("ledger projection", text, met, "" if met else f"{r:.2f} of raw < 0.5"), prof
+            f"asyncpg executemany {bulk:,.0f} rows/s -> ratio {r:.2f} (target >= {TARGET}); raw COPY (plain "
+            f"inserts, no upsert) {copy:,.0f} rows/s ({ratio(rate, copy):.2f}); row-at-a-time raw {loop:,.0f} rows/s "
+            f"({ratio(rate, loop):.2f}); backlog published at {publish_rate:,.0f} msg/s")
+    return Figure("ledger projection", text, met, "" if met else f"{r:.2f} of raw < {TARGET}"), prof

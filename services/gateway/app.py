@@ -79,6 +79,7 @@ async def setup(ctx: ServiceContext) -> None:
                     "honoured without its token (counted in mina_identity_relaxed_total); turn it off after the "
                     "migration window")
     await deps.decisions.start(ctx.bus)  # one subscription for every create's accept/reject
+    deps.fanout.on_decision_stored = deps.decisions.settled  # a stored decision: readers need not wait for it
     await deps.fanout.start()  # one subscription for every SSE stream's live events
     ctx.stack.push_async_callback(deps.fanout.stop)  # after uvicorn stopped (callbacks run last-in first-out)
     await serve(ctx, create_app(deps))

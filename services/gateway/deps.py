@@ -40,5 +40,6 @@ class GatewayDeps:
               ) -> GatewayDeps:
         """Everything derived from the settings and the bus (the token verifier from settings unless given)."""
         return cls(settings=settings, bus=bus, store=store, idempotency=idempotency, limiter=limiter,
-                   verifier=verifier or build_verifier(settings), fanout=Fanout(bus), prices=PriceBook(bus),
+                   verifier=verifier or build_verifier(settings), fanout=Fanout(bus, tick_s=min(1.0, sse_ping_s / 2)),
+                   prices=PriceBook(bus),
                    ledger=LedgerReads(bus), sse_ping_s=sse_ping_s)

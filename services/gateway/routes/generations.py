@@ -6,7 +6,6 @@ import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
-from sse_starlette import EventSourceResponse
 
 from libs.errors import ForbiddenError, InvalidInputError, NotFoundError
 from libs.schemas import CancelRequested, Flow, GenerationRequest, GenerationView, Prices
@@ -18,7 +17,7 @@ from services.gateway.bodies import CreateCommon, StillCreateBody, TweakBody, Vi
 from services.gateway.deps import GatewayDeps
 from services.gateway.errors import mma_body
 from services.gateway.generations.control import already_finished, owner_and_state, queue_info
-from services.gateway.generations.sse import parse_last_event_id, stream_generation
+from services.gateway.generations.sse import SseStream, parse_last_event_id
 from services.gateway.generations.submit import CreateCommand, Outcome, follow_outcome, submit
 from services.gateway.generations.views import TERMINAL, GenerationOut, current_view, generation_out
 from services.gateway.routes.common import admin_token_ok, get_deps, identity, mma_identity, request_id
@@ -249,13 +248,12 @@ async def refresh_generation(generation_id: str, request: Request, deps: Gateway
     return JSONResponse(body)
 
 
-@router.get("/mma/stream/{generation_id}", response_class=EventSourceResponse,
+@router.get("/mma/stream/{generation_id}", response_class=SseStream,
             responses={200: {"content": {"text/event-stream": {}},
                              "description": "scan_line, status, done, error (+cancelled) events"}})
-async def stream(generation_id: str, request: Request, deps: GatewayDeps = Depends(get_deps)) -> EventSourceResponse:
+async def stream(generation_id: str, request: Request, deps: GatewayDeps = Depends(get_deps)) -> SseStream:
     """Server-sent events of one generation, replayed from the start or after `Last-Event-ID`."""
     after = parse_last_event_id(request.headers.get("last-event-id") or request.query_params.get("lastEventId"))
     await wait_until_stored(deps.fanout, deps.decisions, generation_id)  # a create answered a moment ago
-    events = stream_generation(deps.bus, deps.fanout, generation_id, after, deps.settings.queue_estimate_window)
-    return EventSourceResponse(events, ping=deps.sse_ping_s,
-                               headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return SseStream(deps.bus, deps.fanout, generation_id, after, ping_s=deps.sse_ping_s,
+                     queue_window=deps.settings.queue_estimate_window)
