@@ -71,7 +71,9 @@ async def test_compose_scales_pipelines_and_leaves_nothing_behind(
                                             "BILLING_HEALTH", "GATEWAY_HEALTH")}
     env = {**engine.env, "MINA_IMAGE": product_image.name, "MINA_NATS_IMAGE": product_image.nats_image,
            "MINA_POSTGRES_IMAGE": product_image.postgres_image,
-           **{f"MINA_{name}_PORT": str(port) for name, port in ports.items()}}
+           **{f"MINA_{name}_PORT": str(port) for name, port in ports.items()},
+           # compose refuses to start billing without a shop; this one is down (nothing here buys)
+           "MMA_SHOPIFY_STORE_DOMAIN": f"http://127.0.0.1:{free_port()}", "MMA_SHOPIFY_ADMIN_TOKEN": "shpat_shop_down"}
     files = [ROOT / "deploy" / "compose.yaml", ROOT / "deploy" / "compose.host.yaml",
              settings_override(tmp_path / "compose.test.yaml")]
     base = [*compose_command(), "-p", project, *(arg for f in files for arg in ("-f", str(f)))]

@@ -37,6 +37,9 @@ def service_env(nats: NatsContainer, database_url: str, gateway_port: int) -> di
         "MMA_OFFLINE_LATENCY_MS": "700",
         "MMA_ADMIN_TOKEN": "container-admin-token",
         "MMA_EVENT_LOOP": "uvloop",
+        # billing does not start without a shop; this one is down (checkout would answer 503 SHOPIFY_UNREACHABLE)
+        "MMA_SHOPIFY_STORE_DOMAIN": f"http://127.0.0.1:{free_port()}",
+        "MMA_SHOPIFY_ADMIN_TOKEN": "shpat_container_shop_down",
     }
 
 
