@@ -248,7 +248,7 @@ async def refresh_generation(generation_id: str, request: Request, deps: Gateway
     return JSONResponse(body)
 
 
-@router.get("/mma/stream/{generation_id}", response_class=SseStream,
+@router.get("/mma/stream/{generation_id}", response_class=SseStream, status_code=200,
             responses={200: {"content": {"text/event-stream": {}},
                              "description": "scan_line, status, done, error (+cancelled) events"}})
 async def stream(generation_id: str, request: Request, deps: GatewayDeps = Depends(get_deps)) -> SseStream:
