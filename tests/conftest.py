@@ -52,6 +52,27 @@ def pytest_configure(config: pytest.Config) -> None:
         del os.environ[name]
 
 
+# --------------------------------------------------------------------------- time per tier
+
+TIER_SECONDS: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Setup + call + teardown of every test, summed by tier (the folder under tests/)."""
+    parts = report.nodeid.split("/")
+    tier = parts[1] if len(parts) > 2 and parts[0] == "tests" else parts[0].split("::")[0]
+    TIER_SECONDS[tier] = TIER_SECONDS.get(tier, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not TIER_SECONDS:
+        return
+    terminalreporter.write_sep("=", "time per tier")
+    spent = sorted(TIER_SECONDS.items(), key=lambda item: -item[1])
+    terminalreporter.write_line("tiers: " + ", ".join(f"{tier} {seconds:.0f} s" for tier, seconds in spent)
+                                + f" (total {sum(TIER_SECONDS.values()) / 60:.1f} min)")
+
+
 # --------------------------------------------------------------------------- Postgres
 
 
