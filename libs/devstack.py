@@ -31,8 +31,8 @@ from typing import Any
 
 from libs.containerinfra import ContainerInfra
 from libs.devinfra import NatsServer, PostgresServer, free_port, port_is_free, stop_process
-from libs.service import infra_file
 from libs.settings import Settings
+from libs.startup import infra_file
 
 SERVICES = ("ledger", "billing", "pipeline", "gateway")
 DATABASE = "mina"

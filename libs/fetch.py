@@ -11,23 +11,21 @@ they need no exemption. `MMA_FETCH_ALLOW_HOSTS` names hosts (or host:port) that 
 private: the test fixtures set it for the wire servers they run on loopback; it is empty
 by default. `MMA_REMOTE_FETCH_ALLOW_PRIVATE` lifts the address check entirely (local
 experiments only). Size and time are bounded by settings.
+
+The httpx client itself is in libs/fetch_client.py, imported on the first fetch: a service
+does not need httpx (and its httpcore, h11, anyio) to start.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import ipaddress
 import socket
-import ssl
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-import httpcore
-import httpx
-
-from libs.errors import InvalidInputError, ServiceUnavailableError
+from libs.errors import InvalidInputError
 from libs.settings import Settings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -96,51 +94,6 @@ def _checked(address: IPAddress, host: str) -> str:
     return str(address)
 
 
-class GuardedBackend(httpcore.AsyncNetworkBackend):
-    """Every TCP connection of a guarded client: resolve, check, connect to the checked address.
-
-    TLS still verifies the certificate against the URL's host name (httpcore passes the
-    origin's host as the server name), so connecting by address changes nothing for HTTPS."""
-
-    def __init__(self, policy: FetchPolicy) -> None:
-        self.policy = policy
-        self.inner = httpcore.AnyIOBackend()
-
-    async def connect_tcp(
-        self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        address = await self.policy.address_for(host, port)
-        return await self.inner.connect_tcp(address, port, timeout=timeout, local_address=local_address,
-                                            socket_options=socket_options)
-
-    async def connect_unix_socket(
-        self, path: str, timeout: float | None = None, socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        raise not_allowed("unix sockets are never fetched")
-
-    async def sleep(self, seconds: float) -> None:
-        await self.inner.sleep(seconds)
-
-
-@functools.cache
-def _ssl_context() -> ssl.SSLContext:
-    """One verifying TLS context for every guarded client (loading the CA bundle costs ~10 ms)."""
-    return httpx.create_ssl_context()
-
-
-def guarded_client(policy: FetchPolicy, timeout_s: float | None = None) -> httpx.AsyncClient:
-    """An httpx client whose every connection goes through `GuardedBackend` (no proxies from the
-    environment: a proxy would make the connection, not us)."""
-    transport = httpx.AsyncHTTPTransport(trust_env=False)
-    # httpx has no public parameter for the network backend; the pool it builds is replaced by
-    # the same pool over the guarded backend (tests/libs/test_fetch.py fails if this stops working)
-    transport._pool = httpcore.AsyncConnectionPool(ssl_context=_ssl_context(),
-                                                   network_backend=GuardedBackend(policy))
-    return httpx.AsyncClient(transport=transport, timeout=timeout_s or policy.timeout_s, follow_redirects=True,
-                             max_redirects=policy.max_redirects, trust_env=False)
-
-
 def check_scheme(url: str) -> None:
     parts = urlsplit(url)
     if parts.scheme.lower() not in SCHEMES:
@@ -155,30 +108,9 @@ async def fetch(url: str, policy: FetchPolicy) -> tuple[bytes, str]:
     Refusals and client errors are InvalidInputError (the request cannot succeed; an HTTP error
     answer carries its status as `details["upstream_status"]`); a host that does not answer is
     ServiceUnavailableError (it may answer later)."""
-    check_scheme(url)
-    try:
-        async with asyncio.timeout(policy.timeout_s), guarded_client(policy) as client, \
-                client.stream("GET", url) as response:
-            if response.status_code >= 400:
-                raise InvalidInputError(f"download failed with HTTP {response.status_code}", code="FETCH_FAILED",
-                                        upstream_status=response.status_code)
-            declared = response.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > policy.max_bytes:
-                raise InvalidInputError("remote file too large", code="FILE_TOO_LARGE")
-            chunks, size = [], 0
-            async for chunk in response.aiter_bytes():
-                size += len(chunk)
-                if size > policy.max_bytes:
-                    raise InvalidInputError("remote file too large", code="FILE_TOO_LARGE")
-                chunks.append(chunk)
-            content_type = response.headers.get("content-type", "application/octet-stream").split(";")[0]
-            return b"".join(chunks), content_type.strip()
-    except httpx.TooManyRedirects as exc:
-        raise InvalidInputError("too many redirects", code="FETCH_FAILED") from exc
-    except httpx.UnsupportedProtocol as exc:
-        raise InvalidInputError("a redirect led to an unsupported URL", code="INVALID_URL") from exc
-    except (httpx.HTTPError, TimeoutError) as exc:
-        raise ServiceUnavailableError(f"download failed: {type(exc).__name__}") from exc
+    from libs.fetch_client import fetch_guarded
+
+    return await fetch_guarded(url, policy)
 
 
 async def probe(url: str, policy: FetchPolicy, timeout_s: float) -> None:
@@ -186,16 +118,9 @@ async def probe(url: str, policy: FetchPolicy, timeout_s: float) -> None:
 
     Anything else (no answer, an HTTP error) is left to the fetch that will use the URL: a
     customer's host being slow for a moment is not a reason to refuse the request."""
-    check_scheme(url)
-    try:
-        async with asyncio.timeout(timeout_s), guarded_client(policy, timeout_s) as client, \
-                client.stream("GET", url):
-            return
-    except InvalidInputError as exc:
-        if exc.instance_code == "URL_NOT_ALLOWED":
-            raise
-    except (httpx.HTTPError, TimeoutError):
-        return
+    from libs.fetch_client import probe_guarded
+
+    await probe_guarded(url, policy, timeout_s)
 
 
 async def check_customer_urls(urls: Iterable[str], policy: FetchPolicy, is_ours: Callable[[str], bool],

@@ -11,14 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
-import json
 import signal
 import socket
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import structlog
 import uvicorn
@@ -29,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from libs import startup
 from libs.bus import Bus
 from libs.errors import ConfigError
 from libs.logging import configure_logging
@@ -37,25 +35,6 @@ from libs.settings import Settings
 log = structlog.get_logger("service")
 
 ReadyCheck = Callable[[], Awaitable[bool]]
-
-
-def infra_file(settings: Settings) -> Path:
-    return settings.state_dir / "infra.json"
-
-
-def resolve_urls(settings: Settings) -> tuple[str, str | None]:
-    """(NATS URL, database URL) for this process, from settings or the running embedded stack."""
-    nats_url, database_url = settings.nats_url, settings.database_url
-    if nats_url:
-        return nats_url, database_url
-    path = infra_file(settings)
-    if settings.infra == "embedded" and path.exists():
-        data = json.loads(path.read_text())
-        return str(data["nats_url"]), database_url or data.get("database_url")
-    raise SystemExit(
-        f"No NATS URL: set MMA_NATS_URL (infra={settings.infra}) or start the embedded stack with `make up` "
-        f"(it writes {path})."
-    )
 
 
 @dataclass
@@ -116,7 +95,7 @@ async def _health_server(ctx: ServiceContext, port: int) -> Callable[[], Awaitab
 
 
 async def serve(name: str, setup: Callable[[ServiceContext], Awaitable[None]], settings: Settings) -> None:
-    nats_url, database_url = resolve_urls(settings)
+    nats_url, database_url = startup.resolve_urls(settings)
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -127,9 +106,7 @@ async def serve(name: str, setup: Callable[[ServiceContext], Awaitable[None]], s
         await bus.ensure_streams()
         ctx = ServiceContext(name, settings, bus, stack, database_url, stopping=stopping)
         await setup(ctx)
-        # Everything built so far (modules, app, clients) lives as long as the process: keep
-        # it out of the garbage collector's full passes, which otherwise walk it every time.
-        gc.freeze()
+        startup.ready()  # the collector back on, with everything built so far frozen
         if settings.health_port:
             stack.push_async_callback(await _health_server(ctx, settings.health_port))
         log.info("service.ready", nats_url=nats_url, health_port=settings.health_port or None)

@@ -9,8 +9,6 @@ import io
 import re
 from dataclasses import dataclass
 
-from PIL import Image, UnidentifiedImageError
-
 from libs.errors import InvalidInputError
 
 _DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[^,;]*)*?);base64,(?P<data>.*)$", re.S)
@@ -39,7 +37,10 @@ def verify_image(data: bytes) -> tuple[int, int]:
     """(width, height) of a fully decodable image, decoded ONCE; InvalidInputError INVALID_IMAGE otherwise.
 
     CPU-bound: call it through `inspect_media` (a worker thread), never on the event loop.
+    Pillow is imported on the first upload, not when the gateway starts.
     """
+    from PIL import Image, UnidentifiedImageError
+
     try:
         with Image.open(io.BytesIO(data)) as image:
             image.load()

@@ -7,28 +7,20 @@ import asyncio
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
-from libs.bus import Bus
-from libs.errors import ServiceUnavailableError
-from libs.logging import configure_logging
-from libs.schemas import Reconcile
-from libs.service import resolve_urls, run_service
-from libs.settings import Settings
-from services.ledger.adapters.pg import connect, create_pool
-from services.ledger.app import setup
-from services.ledger.deadletters import LEDGER, with_dead_letters
-from services.ledger.deps import LedgerDeps
-from services.ledger.migrate import apply_migrations
-from services.ledger.plan import format_plan, plan_migrations
-from services.ledger.reconcile import format_report, run_checks
-from services.ledger.replay import replay_dead
+from libs import startup
+
+if TYPE_CHECKING:  # the rest is imported by the command that needs it: `migrate` starts in a fraction
+    from libs.bus import Bus
+    from libs.settings import Settings
 
 
 def _database_url(settings: Settings) -> str:
     url = settings.database_url
     if not url:
         try:
-            url = resolve_urls(settings)[1]
+            url = startup.resolve_urls(settings)[1]
         except SystemExit:
             url = None
     if not url:
@@ -37,6 +29,9 @@ def _database_url(settings: Settings) -> str:
 
 
 async def _migrate(settings: Settings, plan_only: bool) -> int:
+    from services.ledger.migrate import apply_migrations
+    from services.ledger.plan import format_plan, plan_migrations
+
     if plan_only:
         plan = await plan_migrations(_database_url(settings))
         sys.stdout.write(format_plan(plan) + "\n")
@@ -49,8 +44,11 @@ async def _migrate(settings: Settings, plan_only: bool) -> int:
 @asynccontextmanager
 async def _bus(settings: Settings, required: bool) -> AsyncIterator[Bus | None]:
     """The bus, to read the dead-letter stream; None (reconcile without it) when there is no NATS."""
+    from libs.bus import Bus
+    from libs.errors import ServiceUnavailableError
+
     try:
-        url = resolve_urls(settings)[0]
+        url = startup.resolve_urls(settings)[0]
         bus = await Bus.connect(settings, url, name="ledger-tool", connect_timeout_s=10.0)
     except (SystemExit, ServiceUnavailableError):
         if required:
@@ -66,6 +64,11 @@ async def _bus(settings: Settings, required: bool) -> AsyncIterator[Bus | None]:
 
 
 async def _reconcile(settings: Settings, public_base: str | None, stuck_after_s: float) -> int:
+    from libs.schemas import Reconcile
+    from services.ledger.adapters.pg import connect
+    from services.ledger.deadletters import with_dead_letters
+    from services.ledger.reconcile import format_report, run_checks
+
     conn = await connect(_database_url(settings))
     try:
         report = await run_checks(conn, Reconcile(public_base=public_base, stuck_after_s=stuck_after_s))
@@ -78,12 +81,17 @@ async def _reconcile(settings: Settings, public_base: str | None, stuck_after_s:
 
 
 async def _replay_dead(settings: Settings, args: argparse.Namespace) -> int:
+    from services.ledger.adapters.pg import create_pool
+    from services.ledger.deadletters import LEDGER
+    from services.ledger.deps import LedgerDeps
+    from services.ledger.replay import replay_dead
+
     pool = await create_pool(_database_url(settings), 1, 2)
     try:
         async with _bus(settings, required=True) as bus:
             assert bus is not None
             report = await replay_dead(bus.js, LedgerDeps(pool=pool, settings=settings, js=bus.js),
-                                       subject=args.subject, consumer=args.consumer, dry_run=args.dry_run,
+                                       subject=args.subject, consumer=args.consumer or LEDGER, dry_run=args.dry_run,
                                        discard=args.discard)
     finally:
         await pool.close()
@@ -104,14 +112,21 @@ def main(argv: list[str] | None = None) -> int:
     dead = sub.add_parser("replay-dead", help="re-project the events waiting in the dead-letter stream")
     dead.add_argument("--dry-run", action="store_true", help="list what waits; change nothing")
     dead.add_argument("--subject", default=None, help="only dead letters of this original subject (NATS wildcards)")
-    dead.add_argument("--consumer", default=LEDGER, help="whose dead letters (default: ledger)")
+    dead.add_argument("--consumer", default=None, help="whose dead letters (default: ledger)")
     dead.add_argument("--discard", action="store_true", help="remove them without projecting (after a manual fix)")
     args = parser.parse_args(argv)
     if args.command in (None, "serve"):
+        from libs.service import run_service
+        from services.ledger.app import setup
+
         run_service("ledger", setup)
         return 0
+    from libs.logging import configure_logging
+    from libs.settings import Settings
+
     settings = Settings()
     configure_logging(settings, "ledger")
+    startup.ready()  # a tool may run long: the collector on from here
     if args.command == "migrate":
         return asyncio.run(_migrate(settings, args.plan))
     if args.command == "replay-dead":
@@ -121,4 +136,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    startup.begin()  # before anything heavy is imported: see libs/startup.py
     sys.exit(main())

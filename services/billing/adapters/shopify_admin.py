@@ -10,9 +10,8 @@ here: a second one would be a second invoice, and the buyer's retry is the same 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import orjson
 import structlog
 
@@ -20,6 +19,9 @@ from libs.errors import ConfigError, MmaError, ServiceUnavailableError
 from libs.settings import Settings
 from services.billing.adapters.protocols import DraftOrder, DraftOrderRequest
 from services.billing.shopify import PASS_ID_ATTRIBUTE
+
+if TYPE_CHECKING:  # imported with the client, on the first checkout: billing starts without httpx
+    import httpx
 
 log = structlog.get_logger("billing")
 
@@ -54,14 +56,26 @@ def _retry_after(response: httpx.Response) -> int | None:
 
 
 class ShopifyAdmin:
-    """An httpx client bound to one shop, its token and its API version (DraftOrders)."""
+    """An httpx client bound to one shop, its token and its API version (DraftOrders).
+
+    The client is made on the first checkout, not at start: importing httpx and loading the CA
+    bundle into its TLS context cost more than the rest of billing's setup."""
 
     def __init__(self, domain: str, token: str, api_version: str, timeout_s: float) -> None:
         self._url = f"{admin_base_url(domain)}/admin/api/{api_version}/draft_orders.json"
-        self._client = httpx.AsyncClient(
-            timeout=timeout_s, trust_env=False,
-            headers={"X-Shopify-Access-Token": token, "Content-Type": "application/json",
-                     "Accept": "application/json"})
+        self._token = token
+        self._timeout_s = timeout_s
+        self._http: httpx.AsyncClient | None = None
+
+    def _client(self) -> httpx.AsyncClient:
+        if self._http is None:
+            import httpx
+
+            self._http = httpx.AsyncClient(
+                timeout=self._timeout_s, trust_env=False,
+                headers={"X-Shopify-Access-Token": self._token, "Content-Type": "application/json",
+                         "Accept": "application/json"})
+        return self._http
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ShopifyAdmin:
@@ -77,8 +91,10 @@ class ShopifyAdmin:
         return cls(domain, token, settings.shopify_api_version, settings.shopify_timeout_s)
 
     async def create_draft_order(self, order: DraftOrderRequest) -> DraftOrder:
+        import httpx
+
         try:
-            response = await self._client.post(self._url, content=orjson.dumps(draft_order_body(order)))
+            response = await self._client().post(self._url, content=orjson.dumps(draft_order_body(order)))
         except httpx.HTTPError as exc:
             log.warning("billing.shopify_unreachable", error=type(exc).__name__)
             raise ServiceUnavailableError("SHOPIFY_UNREACHABLE", code="SHOPIFY_UNAVAILABLE") from exc
@@ -93,7 +109,8 @@ class ShopifyAdmin:
         return _draft_order_of(response)
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        if self._http is not None:
+            await self._http.aclose()
 
 
 def _draft_order_of(response: httpx.Response) -> DraftOrder:

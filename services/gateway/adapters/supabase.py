@@ -16,13 +16,15 @@ import hashlib
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import httpx
-import jwt
 import structlog
 
 from libs.settings import Settings
+
+if TYPE_CHECKING:  # imported where first used: neither is needed to start (jwt brings cryptography)
+    import httpx
+    import jwt
 
 log = structlog.get_logger("gateway")
 
@@ -77,6 +79,9 @@ class JwksKeys:
         self._lock = asyncio.Lock()
 
     async def _fetch(self) -> None:
+        import httpx
+        import jwt
+
         self.fetches += 1
         try:
             response = await self.client.get(self.url, timeout=HTTP_TIMEOUT_S)
@@ -117,6 +122,8 @@ class LocalVerifier:
         self.audience = audience
 
     async def verify(self, token: str) -> JwtUser | None:
+        import jwt
+
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -155,6 +162,8 @@ class AuthApiVerifier:
         self.cache: OrderedDict[str, tuple[float, JwtUser | None]] = OrderedDict()
 
     async def verify(self, token: str) -> JwtUser | None:
+        import httpx
+
         digest = hashlib.sha256(token.encode()).hexdigest()  # never keep the token itself
         now = time.monotonic()
         hit = self.cache.get(digest)
@@ -202,9 +211,15 @@ def build_verifier(settings: Settings) -> TokenVerifier:
     if settings.token_verification == "auth_api":
         if not settings.supabase_url or settings.supabase_anon_key is None:
             raise ValueError("token_verification=auth_api needs MMA_SUPABASE_URL and MMA_SUPABASE_ANON_KEY")
+        import httpx
+
         return AuthApiVerifier(settings.supabase_url, settings.supabase_anon_key.get_secret_value(),
                                settings.auth_api_cache_s, httpx.AsyncClient())
     url = jwks_url_of(settings)
-    jwks = JwksKeys(url, settings.jwks_cache_s, httpx.AsyncClient()) if url else None
+    jwks = None
+    if url:
+        import httpx
+
+        jwks = JwksKeys(url, settings.jwks_cache_s, httpx.AsyncClient())
     secret = settings.supabase_jwt_secret.get_secret_value() if settings.supabase_jwt_secret else None
     return LocalVerifier(secret, jwks, settings.jwt_audience)
