@@ -2,11 +2,12 @@
 
 Two things make a restart cheaper without changing what the service does once ready:
 
-- The cyclic garbage collector is off until `service.ready` (libs/service.py freezes what startup
-  built, then turns it back on). Startup creates about a hundred thousand objects that live as long
-  as the process (modules, classes, pydantic validators, routes) and about a thousand that are
-  garbage; with the collector on, it runs every 700 allocations and walks the whole heap each time
-  the survivors grew by a quarter: about 15% of the import time, to find that garbage.
+- The cyclic garbage collector is off while the service's modules are imported (`run_service`
+  freezes what they built, then turns it back on, before connecting to anything). Importing creates
+  about a hundred thousand objects that live as long as the process (modules, classes, pydantic
+  validators, routes) and about a thousand that are garbage; with the collector on, it runs every
+  700 allocations and walks the whole heap each time the survivors grew by a quarter: about 15% of
+  the import time, to find that garbage.
 - When the logs will be JSON, `rich` is not imported. structlog's package imports its console
   renderer, which imports rich (when installed, as in a development venv: schemathesis brings it)
   for pretty tracebacks that only the console renderer uses; JSON lines format tracebacks with the
@@ -36,15 +37,16 @@ def logs_are_json() -> bool:
 
 
 def begin() -> None:
-    """Collector off until ready; no rich when the logs are JSON (see the module docstring)."""
+    """Collector off until `imported`; no rich when the logs are JSON (see the module docstring)."""
     gc.disable()
     if logs_are_json() and "structlog" not in sys.modules:
         sys.modules.setdefault("rich", None)  # type: ignore[arg-type]  # `import rich` raises ImportError
 
 
-def ready() -> None:
-    """Everything built so far lives as long as the process: keep it out of the collector's full
-    passes (which otherwise walk it every time), then let the collector run on what comes next."""
+def imported() -> None:
+    """The modules are in: keep what they built out of the collector's full passes (it lives as long
+    as the process), and the collector on again for what comes next (waits for NATS or Postgres
+    may be long, and their retries leave cyclic garbage)."""
     gc.freeze()
     gc.enable()
 

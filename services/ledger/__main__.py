@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = Settings()
     configure_logging(settings, "ledger")
-    startup.ready()  # a tool may run long: the collector on from here
+    startup.imported()
     if args.command == "migrate":
         return asyncio.run(_migrate(settings, args.plan))
     if args.command == "replay-dead":
