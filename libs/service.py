@@ -13,19 +13,12 @@ import asyncio
 import contextlib
 import gc
 import signal
-import socket
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 
 import structlog
-import uvicorn
 import uvloop
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from libs import startup
 from libs.bus import Bus
@@ -49,52 +42,6 @@ class ServiceContext:
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-def health_app(ctx: ServiceContext) -> Starlette:
-    """`/healthz` (alive), `/readyz` (bus + streams + own checks), `/metrics` (Prometheus)."""
-
-    async def healthz(_request: Request) -> Response:
-        return JSONResponse({"ok": True})
-
-    async def readyz(_request: Request) -> Response:
-        ready = ctx.bus.is_connected and await ctx.bus.streams_present()
-        for check in ctx.ready_checks:
-            ready = ready and await check()
-        return JSONResponse({"ok": ready}, status_code=200 if ready else 503)
-
-    async def metrics(_request: Request) -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
-
-    async def not_found(_request: Request, _exc: Exception) -> Response:
-        return JSONResponse({"error": "NOT_FOUND"}, status_code=404)
-
-    routes = [Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics)]
-    return Starlette(routes=routes, exception_handlers={404: not_found})
-
-
-class _InLoopServer(uvicorn.Server):
-    """uvicorn as one task of the service loop: SIGTERM/SIGINT stay the service's (`serve` below)."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-async def _health_server(ctx: ServiceContext, port: int) -> Callable[[], Awaitable[None]]:
-    """Listening once this returns (a port in use raises here); the result stops it."""
-    host = "0.0.0.0" if ctx.settings.gateway_host == "0.0.0.0" else "127.0.0.1"
-    sock = socket.create_server((host, port))
-    server = _InLoopServer(uvicorn.Config(health_app(ctx), log_config=None, access_log=False, lifespan="off",
-                                          timeout_graceful_shutdown=5))
-    task = asyncio.create_task(server.serve(sockets=[sock]), name="health")
-
-    async def stop() -> None:
-        server.should_exit = True
-        await asyncio.wait({task}, timeout=10)
-        sock.close()
-
-    return stop
-
-
 async def serve(name: str, setup: Callable[[ServiceContext], Awaitable[None]], settings: Settings) -> None:
     nats_url, database_url = startup.resolve_urls(settings)
     loop = asyncio.get_running_loop()
@@ -111,7 +58,9 @@ async def serve(name: str, setup: Callable[[ServiceContext], Awaitable[None]], s
         # it out of the garbage collector's full passes, which otherwise walk it every time.
         gc.freeze()
         if settings.health_port:
-            stack.push_async_callback(await _health_server(ctx, settings.health_port))
+            from libs.health import health_server  # uvicorn and Starlette only for a service that serves one
+
+            stack.push_async_callback(await health_server(ctx, settings.health_port))
         log.info("service.ready", nats_url=nats_url, health_port=settings.health_port or None)
         await stopping.wait()
         log.info("service.stopping")
