@@ -5,6 +5,8 @@ of each service (the same command and environment as devstack's child, its own p
 alone, and timed from just before the spawn to its `service.ready` line on its output: interpreter
 start, every import, settings, the bus connect, streams and consumers, its own setup. Each one,
 twice, the slower counts: ready within 3 s. Nothing is pre-warmed: a fresh process each time.
+The CPU the process used by then is printed beside: on a shared box the wall time is that CPU
+plus the waits for a core.
 Bytecode caches are as a machine has them after the first start (that first start, below, writes
 them; the production image writes them at build); the same restarts without them
 (`PYTHONDONTWRITEBYTECODE=1`, every module compiled from source) are printed beside.
