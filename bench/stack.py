@@ -226,7 +226,7 @@ class Stack:
             self.rss.track(name, None)
 
     def cpu_seconds(self) -> dict[str, float]:
-        """User + system CPU so far of each running service, nats-server and Postgres (with its backends)."""
+        """User + system CPU so far of each running service, nats-server and Postgres (its backends, live or exited)."""
         procs: dict[str, list[psutil.Process]] = {}
         for name, svc in self.services.items():
             if svc.pid is not None:
@@ -244,6 +244,10 @@ class Stack:
                     times = proc.cpu_times()
                     total += times.user + times.system
             spent[name] = total
+        if "postgres" in procs:  # backends that exited since: the postmaster reaped them into its children's times
+            with contextlib.suppress(psutil.Error):
+                reaped = procs["postgres"][0].cpu_times()
+                spent["postgres"] += reaped.children_user + reaped.children_system
         return spent
 
     def pid(self, name: str) -> int:
