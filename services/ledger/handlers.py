@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Any, TypeVar
 
 import asyncpg
@@ -128,6 +128,9 @@ GROUP_ORDER = (q.ENSURE_CUSTOMER, q.INSERT_SESSION, q.UPSERT_ACCEPTED, q.MOVE_ST
 CREATES_GENERATION = {q.UPSERT_ACCEPTED: 0, q.MOVE_STATUS: 1, q.ENSURE_GENERATION: 2}
 # Insert-if-missing keyed by their first argument: only the first per key can do anything.
 FIRST_ONLY = (q.ENSURE_CUSTOMER, q.ENSURE_GENERATION)
+# key of a row, keys seen, first rows, later rows (None: first only), CREATES_GENERATION rank (or None)
+_Slot = tuple[Callable[[Sequence[object]], Hashable], set[Hashable], list[tuple[object, ...]],
+              list[tuple[object, ...]] | None, int | None]
 
 
 class _Run:
@@ -148,21 +151,29 @@ class _Run:
         self.later: dict[str, list[tuple[object, ...]]] = {statement: [] for statement in GROUP_ORDER}
         self.keys: dict[str, set[Hashable]] = {statement: set() for statement in GROUP_ORDER}
         self.gen_rank: dict[object, int] = {}  # generation id -> highest CREATES_GENERATION rank in the run
+        # per statement, what `add` needs of it in one lookup (a backlog adds thousands of rows a batch)
+        self.slots: dict[str, _Slot] = {
+            st: (SET_FORMS[st].key, self.keys[st], self.firsts[st], None if st in FIRST_ONLY else self.later[st],
+                 CREATES_GENERATION.get(st))
+            for st in GROUP_ORDER
+        }
 
     def conflicts(self, rows: Rows) -> bool:
         return any(CREATES_GENERATION[st] < self.gen_rank.get(args[0], -1)
                    for st, args in rows if st in CREATES_GENERATION)
 
     def add(self, rows: Rows) -> None:
+        gen_rank = self.gen_rank
         for statement, args in rows:
-            if statement in CREATES_GENERATION:
-                self.gen_rank[args[0]] = max(self.gen_rank.get(args[0], -1), CREATES_GENERATION[statement])
-            key = SET_FORMS[statement].key(args)
-            if key not in self.keys[statement]:
-                self.keys[statement].add(key)
-                self.firsts[statement].append(args)
-            elif statement not in FIRST_ONLY:
-                self.later[statement].append(args)
+            key_of, seen, firsts, later, rank = self.slots[statement]
+            if rank is not None and rank > gen_rank.get(args[0], -1):
+                gen_rank[args[0]] = rank
+            key = key_of(args)
+            if key not in seen:
+                seen.add(key)
+                firsts.append(args)
+            elif later is not None:
+                later.append(args)
 
     async def flush(self, conn: Conn) -> None:
         for statement, rows in self.firsts.items():
