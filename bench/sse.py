@@ -43,6 +43,12 @@ def _rss(stack: Stack) -> int:
     return int(psutil.Process(stack.pid("gateway")).memory_info().rss)
 
 
+async def _publish_line(bus: Bus, generation_id: str, pass_id: str, index: int) -> None:
+    """One scan line stamped right before its own publish (not its chunk's: the lines before it in a chunk
+    are encoded and sent first), so neither a lagging publisher nor a long chunk adds to the delay."""
+    await bus.publish(ScanLine(generation_id=generation_id, pass_id=pass_id, index=index, text=f"t={time.time():.6f}"))
+
+
 async def _live(bus: Bus, ids: list[str], owner: dict[str, str], lines: int, window_s: float) -> float:
     """K lines per generation at random times in the window; the worst publisher lag (s)."""
     rng = random.Random(7)
@@ -57,10 +63,8 @@ async def _live(bus: Bus, ids: list[str], owner: dict[str, str], lines: int, win
             due.append((g, k))
             lag = max(lag, now - schedule[index][0])
             index += 1
-        for i in range(0, len(due), 256):  # stamped right before its publish: a lagging publisher adds no delay
-            stamp = f"t={time.time():.6f}"
-            await asyncio.gather(*(bus.publish(ScanLine(generation_id=g, pass_id=owner[g], index=k, text=stamp))
-                                   for g, k in due[i:i + 256]))
+        for i in range(0, len(due), 256):
+            await asyncio.gather(*(_publish_line(bus, g, owner[g], k) for g, k in due[i:i + 256]))
         await asyncio.sleep(0.005)
     return lag
 
