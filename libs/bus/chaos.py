@@ -6,6 +6,9 @@ services with it and they build their bus with `DuplicatingPublisher`. Nothing h
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
+
 from nats.js import api
 
 from libs.bus.codec import MSG_ID_HEADER, encode
@@ -25,6 +28,13 @@ class DuplicatingPublisher(Publisher):
             await self.js.publish(msg.subject(), payload, headers={**headers, MSG_ID_HEADER: f"{msg.msg_id()}:dup"},
                                   timeout=PUBLISH_TIMEOUT_S)
         return ack
+
+    async def publish_all(self, messages: Sequence[BusMessage]) -> None:
+        """Each message through `publish` (so each is doubled), awaited together."""
+        results = await asyncio.gather(*(self.publish(m) for m in messages), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
 
 def publisher_type(settings: Settings) -> type[Publisher]:

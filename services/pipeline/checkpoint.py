@@ -32,12 +32,14 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from libs.bus import Bus
+from libs.bus.acks import Outgoing, header_block, mux_for
 from libs.kv import open_bucket
 from libs.schemas import MESSAGE_TYPES, BusMessage
 from libs.settings import Settings
 from services.pipeline.state import OutboxItem, RunState
 
 BUCKET = "MMA_RUNS"
+WRITE_TIMEOUT_S = 5.0  # nats-py's default for a KV write
 LATEST_SUFFIX = ".latest"
 
 
@@ -50,6 +52,7 @@ class CheckpointStore:
         self.js = js
         self.bucket = bucket
         self.final_ttl_s = final_ttl_s
+        self.mux = mux_for(js._nc)  # KV writes are JetStream publishes: pipelined, acks awaited together
 
     @classmethod
     async def open(cls, js: JetStreamContext, settings: Settings, bucket: str = BUCKET) -> CheckpointStore:
@@ -88,7 +91,16 @@ class CheckpointStore:
     async def put(self, generation_id: str, data: bytes, *, with_prep: bool = False) -> None:
         """Write an encoded state: under the run's key with the prep, else under `<key>.latest`."""
         key = self.key(generation_id)
-        await self.kv.put(key if with_prep else key + LATEST_SUFFIX, data)
+        await self._write(Outgoing(self._subject(key if with_prep else key + LATEST_SUFFIX), b"", data))
+
+    def _subject(self, key: str) -> str:
+        return f"$KV.{self.bucket}.{key}"
+
+    async def _write(self, *items: Outgoing) -> None:
+        """KV writes in one batch (what `kv.put` / `kv.purge` send), raising the first failure."""
+        for result in await self.mux.publish(items, WRITE_TIMEOUT_S):
+            if isinstance(result, BaseException):
+                raise result
 
     async def save(self, state: RunState, *, with_prep: bool = False) -> None:
         await self.put(state.generation_id, self.encode(state, with_prep=with_prep), with_prep=with_prep)
@@ -99,10 +111,11 @@ class CheckpointStore:
         key = self.key(state.generation_id)
         marker = {"generation_id": state.generation_id, "terminal": True, "status": state.status,
                   "step_count": state.step_count, "provider_started": state.provider_started}
-        ttl = max(1.0, self.final_ttl_s)
-        await asyncio.gather(self.kv.purge(key, msg_ttl=ttl),
-                             self.js.publish(f"$KV.{self.bucket}.{key}{LATEST_SUFFIX}", orjson.dumps(marker),
-                                             msg_ttl=ttl))
+        ttl = str(int(max(1.0, self.final_ttl_s)))
+        await self._write(
+            Outgoing(self._subject(key), header_block({"KV-Operation": "PURGE", "Nats-Rollup": "sub", "Nats-TTL": ttl}),
+                     b""),
+            Outgoing(self._subject(key + LATEST_SUFFIX), header_block({"Nats-TTL": ttl}), orjson.dumps(marker)))
 
 
 class Outbox:
