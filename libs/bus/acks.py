@@ -17,8 +17,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import weakref
-from collections.abc import Sequence
-from typing import NamedTuple
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import nats.errors
 import nats.js.errors
@@ -58,16 +58,18 @@ def pub_ack(raw: Msg) -> api.PubAck:
 
 
 class _Batch:
-    """The answers of one batch, in its order; `done` resolves once all are in (or on timeout)."""
+    """The answers of one batch, in its order (each parsed by `parse`); `done` resolves once all are in
+    (or on timeout)."""
 
-    __slots__ = ("done", "left", "results")
+    __slots__ = ("done", "left", "parse", "results")
 
-    def __init__(self, size: int, loop: asyncio.AbstractEventLoop) -> None:
-        self.results: list[api.PubAck | BaseException | None] = [None] * size
+    def __init__(self, size: int, loop: asyncio.AbstractEventLoop, parse: Callable[[Msg], Any]) -> None:
+        self.results: list[Any] = [None] * size
         self.left = size
+        self.parse = parse
         self.done: asyncio.Future[None] = loop.create_future()
 
-    def settle(self, index: int, value: api.PubAck | BaseException) -> None:
+    def settle(self, index: int, value: Any) -> None:
         if self.results[index] is not None:
             return
         self.results[index] = value
@@ -107,7 +109,7 @@ class AckMux:
             return
         batch, index = entry
         try:
-            batch.settle(index, pub_ack(raw))
+            batch.settle(index, batch.parse(raw))
         except Exception as exc:
             batch.settle(index, exc)
 
@@ -115,6 +117,10 @@ class AckMux:
         """Write every item, in order, in one buffer, then wait up to `timeout` for all acks. Each result is
         its ack or its error (raised by nobody: the caller decides); a connection that cannot take the
         write raises at once, as `nc.publish` would."""
+        return await self.request(items, timeout, pub_ack)
+
+    async def request(self, items: Sequence[Outgoing], timeout: float, parse: Callable[[Msg], Any]) -> list[Any]:
+        """`publish` for any request whose answer `parse` reads (or raises for)."""
         if not self.prefix:
             await self._subscribe()
         nc = self.nc
@@ -123,7 +129,7 @@ class AckMux:
         if nc.is_draining_pubs:
             raise nats.errors.ConnectionDrainingError
         loop = asyncio.get_running_loop()
-        batch = _Batch(len(items), loop)
+        batch = _Batch(len(items), loop, parse)
         commands: list[bytes] = []
         tokens: list[str] = []
         size = 0
@@ -144,7 +150,7 @@ class AckMux:
             commands.append(b"\r\n")
             size += len(payload)
         if not tokens:
-            return list(batch.results)  # type: ignore[arg-type]
+            return list(batch.results)
         data = b"".join(commands)
         if not nc.is_connected and (nc._max_pending_size <= 0
                                     or len(data) + nc._pending_data_size > nc._max_pending_size):
@@ -164,7 +170,7 @@ class AckMux:
             if batch.left:
                 for token in tokens:
                     self.waiting.pop(token, None)
-        return list(batch.results)  # type: ignore[arg-type]
+        return list(batch.results)
 
     def _expire(self, batch: _Batch, tokens: list[str]) -> None:
         for token in tokens:

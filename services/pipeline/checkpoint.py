@@ -26,14 +26,14 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-import nats.js.errors
 import orjson
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from libs.bus import Bus
 from libs.bus.acks import Outgoing, header_block, mux_for
-from libs.kv import open_bucket
+from libs.bus.direct import Stored, allow_direct, last_of
+from libs.kv import kv_stream, open_bucket
 from libs.schemas import MESSAGE_TYPES, BusMessage
 from libs.settings import Settings
 from services.pipeline.state import OutboxItem, RunState
@@ -58,6 +58,7 @@ class CheckpointStore:
     async def open(cls, js: JetStreamContext, settings: Settings, bucket: str = BUCKET) -> CheckpointStore:
         kv = await open_bucket(js, bucket, max_bytes=settings.checkpoints_max_bytes,
                                ttl_s=settings.checkpoints_max_age_s, replicas=settings.stream_replicas)
+        await allow_direct(js, kv_stream(bucket))  # `load` reads both keys in one direct-get batch
         return cls(kv, js, bucket, settings.checkpoint_final_ttl_s)
 
     @staticmethod
@@ -65,18 +66,21 @@ class CheckpointStore:
         """The first checkpoint's key; it never contains a dot, so `<key>.latest` cannot name another run's."""
         return "".join(c if c.isalnum() or c in "-_" else "_" for c in generation_id)
 
-    async def _value(self, key: str) -> dict[str, Any] | None:
-        """A key's JSON as stored (our own writing, read back as it is: see services/pipeline/state.py)."""
-        try:
-            entry = await self.kv.get(key)
-        except nats.js.errors.KeyNotFoundError:
+    @staticmethod
+    def _json(stored: Stored | None) -> dict[str, Any] | None:
+        """A key's JSON as stored (our own writing, read back as it is: see services/pipeline/state.py);
+        None for no value (never written, purged, deleted or expired)."""
+        if stored is None or stored.deleted or not stored.data:
             return None
-        return orjson.loads(entry.value) if entry.value else None
+        parsed: dict[str, Any] = orjson.loads(stored.data)
+        return parsed
 
     async def load(self, generation_id: str) -> RunState | None:
-        """The latest transition with the prep of the first checkpoint (both keys read together)."""
+        """The latest transition with the prep of the first checkpoint (both keys read in one batch)."""
         key = self.key(generation_id)
-        first, latest = await asyncio.gather(self._value(key), self._value(key + LATEST_SUFFIX))
+        subjects = [self._subject(key), self._subject(key + LATEST_SUFFIX)]
+        stored = await last_of(self.js, kv_stream(self.bucket), subjects)
+        first, latest = self._json(stored[0]), self._json(stored[1])
         if latest is None:
             return RunState(**first) if first is not None else None
         return RunState(**latest, prep=first.get("prep", {}) if first is not None else {})

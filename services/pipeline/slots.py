@@ -36,7 +36,8 @@ import structlog
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
-from libs.kv import open_bucket
+from libs.bus.direct import allow_direct, last_of
+from libs.kv import kv_stream, open_bucket
 from libs.settings import Settings
 from libs.transient import NATS_AWAY
 from libs.waiting import BUCKET, pass_key, stale_after_s
@@ -68,8 +69,9 @@ class Slot:
 
 
 class CustomerSlots:
-    def __init__(self, kv: KeyValue, settings: Settings) -> None:
+    def __init__(self, kv: KeyValue, settings: Settings, js: JetStreamContext) -> None:
         self.kv = kv
+        self.js = js
         self.limit = settings.max_running_per_customer
         self.poll_s = max(0.01, settings.slot_poll_interval_s)
         self.ttl_s = settings.slot_ttl_s
@@ -81,7 +83,8 @@ class CustomerSlots:
     async def open(cls, js: JetStreamContext, settings: Settings) -> CustomerSlots:
         kv = await open_bucket(js, BUCKET, max_bytes=settings.slots_max_bytes, ttl_s=settings.slot_ttl_s,
                                replicas=settings.stream_replicas)
-        return cls(kv, settings)
+        await allow_direct(js, kv_stream(BUCKET))  # a start reads the waiting list and the slots in one batch
+        return cls(kv, settings, js)
 
     # ------------------------------------------------------------------ slots
 
@@ -124,8 +127,7 @@ class CustomerSlots:
         """(the slot, whether this generation is on the waiting list): one read of the list and every
         slot together, then a compare-and-set on a slot seen free, unless a live waiter is ahead.
         A slot this generation already holds (a redelivered run) is taken back."""
-        (waiting, _), *slots = await asyncio.gather(self._entry(f"w.{pk}"),
-                                                    *(self._entry(f"s.{pk}.{i}") for i in range(self.limit)))
+        (waiting, _), *slots = await self._entries([f"w.{pk}", *(f"s.{pk}.{i}" for i in range(self.limit))])
         listed: dict[str, list[float]] = orjson.loads(waiting) if waiting else {}
         is_listed = generation_id in listed
         mine = generation_id.encode()
@@ -144,15 +146,12 @@ class CustomerSlots:
                 continue
         return None, is_listed
 
-    async def _entry(self, key: str) -> tuple[bytes | None, int]:
-        """(value, revision) of a key; (None, revision of its delete marker, or 0) when it has no value,
-        so a compare-and-set on that revision creates it in one round trip."""
-        try:
-            entry = await self.kv.get(key)
-        except nats.js.errors.KeyNotFoundError as exc:
-            marker = exc.entry
-            return None, int(marker.revision or 0) if marker is not None else 0
-        return entry.value or None, int(entry.revision or 0)
+    async def _entries(self, keys: list[str]) -> list[tuple[bytes | None, int]]:
+        """(value, revision) of each key, read in one direct-get batch; (None, revision of its delete
+        marker, or 0) for a key without a value, so a compare-and-set on that revision creates it in one
+        round trip."""
+        stored = await last_of(self.js, kv_stream(BUCKET), [f"$KV.{BUCKET}.{key}" for key in keys])
+        return [(None, 0) if s is None else (None if s.deleted else s.data or None, s.seq) for s in stored]
 
     def _hold(self, taken: tuple[str, int], generation_id: str, waited: bool = False) -> Slot:
         slot = Slot(self, taken[0], taken[1], generation_id.encode(), waited=waited)
