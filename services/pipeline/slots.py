@@ -36,6 +36,7 @@ import structlog
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
+from libs.bus.acks import Outgoing, header_block, mux_for
 from libs.bus.direct import allow_direct, last_of
 from libs.kv import kv_stream, open_bucket
 from libs.settings import Settings
@@ -47,7 +48,9 @@ log = structlog.get_logger("pipeline")
 WRONG_LAST_SEQUENCE = (10071, 10164)  # JetStream: the subject's last sequence is not the expected one
 
 
-REFRESH_AT_ONCE = 256  # slot refreshes in flight at once
+REFRESH_AT_ONCE = 1024  # slot refreshes written in one batch
+REFRESH_TIMEOUT_S = 5.0
+EXPECTED_LAST = "Nats-Expected-Last-Subject-Sequence"  # what `kv.update(last=...)` sends
 REFRESH_ERRORS: tuple[type[BaseException], ...] = (nats.js.errors.NotFoundError, nats.js.errors.APIError, *NATS_AWAY)
 
 
@@ -191,23 +194,43 @@ class CustomerSlots:
             await asyncio.sleep(self.ttl_s / 3)
             slots = list(self.held.values())
             for i in range(0, len(slots), REFRESH_AT_ONCE):
-                await asyncio.gather(*(self._refresh(slot) for slot in slots[i:i + REFRESH_AT_ONCE]))
+                await self._refresh_batch(slots[i:i + REFRESH_AT_ONCE])
+
+    async def _refresh_batch(self, slots: list[Slot]) -> None:
+        """Rewrite each slot on the revision last written, all in one pipelined batch (one buffer, acks
+        awaited together); a slot whose revision changed since (a refresh whose answer was lost) goes
+        through `_refresh`, which reads it first. Slots released meanwhile are left alone."""
+        live = [(slot, slot.key) for slot in slots if slot.key is not None and self.held.get(slot.key) is slot]
+        if not live:
+            return
+        items = [Outgoing(f"$KV.{BUCKET}.{key}", header_block({EXPECTED_LAST: str(slot.revision)}), slot.value)
+                 for slot, key in live]
+        try:
+            results = await mux_for(self.js._nc).publish(items, REFRESH_TIMEOUT_S)
+        except REFRESH_ERRORS as exc:
+            log.warning("pipeline.slot_refresh_failed", count=len(live), error=repr(exc))
+            return
+        for (slot, key), result in zip(live, results, strict=True):
+            if not isinstance(result, BaseException):
+                if slot.key == key:
+                    slot.revision = int(result.seq)
+            elif isinstance(result, nats.js.errors.APIError) and result.err_code in WRONG_LAST_SEQUENCE:
+                await self._refresh(slot)
+            else:
+                log.warning("pipeline.slot_refresh_failed", key=key, error=repr(result))
 
     async def _refresh(self, slot: Slot) -> None:
-        """Rewrite one slot on the revision last written; one changed since (a refresh whose answer was
-        lost) is read first. A slot released meanwhile is left alone."""
+        """A slot whose revision changed since it was last written: read, and rewritten only while it still
+        names this generation."""
         key = slot.key
         if key is None or self.held.get(key) is not slot:
             return
         try:
-            try:
-                revision = await self.kv.update(key, slot.value, last=slot.revision)
-            except nats.js.errors.KeyWrongLastSequenceError:
-                entry = await self.kv.get(key)
-                if entry.value != slot.value:
-                    log.warning("pipeline.slot_lost", key=key)
-                    return
-                revision = await self.kv.update(key, slot.value, last=entry.revision)
+            entry = await self.kv.get(key)
+            if entry.value != slot.value:
+                log.warning("pipeline.slot_lost", key=key)
+                return
+            revision = await self.kv.update(key, slot.value, last=entry.revision)
             if slot.key == key:
                 slot.revision = int(revision)
         except REFRESH_ERRORS as exc:
