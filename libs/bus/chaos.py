@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from nats.js import api
 
+from libs.bus.acks import Outgoing
 from libs.bus.codec import MSG_ID_HEADER, encode
 from libs.bus.publish import PUBLISH_TIMEOUT_S, Publisher
 from libs.schemas import BusMessage
@@ -29,7 +30,7 @@ class DuplicatingPublisher(Publisher):
                                   timeout=PUBLISH_TIMEOUT_S)
         return ack
 
-    async def publish_all(self, messages: Sequence[BusMessage]) -> None:
+    async def publish_all(self, messages: Sequence[BusMessage], encoded: Sequence[Outgoing] | None = None) -> None:
         """Each message through `publish` (so each is doubled), awaited together."""
         results = await asyncio.gather(*(self.publish(m) for m in messages), return_exceptions=True)
         for result in results:

@@ -19,6 +19,7 @@ import structlog
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from prometheus_client import Counter, Gauge
 
 from libs import deadletter
 from libs.bus.codec import decode
@@ -117,9 +118,13 @@ class Delivery(Generic[D]):
     consumer: Consumer
     retry_unavailable: bool = False
     heartbeats: Heartbeats = field(init=False)
+    acked: Counter = field(init=False)
+    lag: Gauge = field(init=False)
 
     def __post_init__(self) -> None:
         self.heartbeats = Heartbeats(self.js._nc, self.ack_wait / 3, self.consumer)
+        self.acked = MESSAGES.labels(self.durable, "ok")  # labelled once: `labels` costs a lookup per call
+        self.lag = CONSUMER_LAG.labels(self.durable)
 
     @property
     def default_model(self) -> type[BusMessage] | None:
@@ -202,8 +207,8 @@ class Delivery(Generic[D]):
             with contextlib.suppress(*NATS_AWAY):
                 await raw.ack()
         self.consumer.handled += len(raws)
-        MESSAGES.labels(self.durable, "ok").inc(len(raws))
-        CONSUMER_LAG.labels(self.durable).set(raws[-1].metadata.num_pending)
+        self.acked.inc(len(raws))
+        self.lag.set(raws[-1].metadata.num_pending)
 
     async def nak(self, raws: Sequence[Msg], exc: BaseException) -> None:
         """Redeliver later, each message after its own growing delay."""

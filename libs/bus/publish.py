@@ -66,14 +66,15 @@ class Publisher:
             log.debug("bus.publish_duplicate", subject=item.subject, stream_seq=ack.seq)
         return ack
 
-    async def publish_all(self, messages: Sequence[BusMessage]) -> None:
+    async def publish_all(self, messages: Sequence[BusMessage], encoded: Sequence[Outgoing] | None = None) -> None:
         """Publish pipelined: every message is written to the connection, in order, in one buffer
         (stream order is list order), then the acks are awaited together. A message whose publish
         failed while NATS was away is published again on its own, with `publish`'s retries; all are
-        awaited even when one fails, then the first error is raised."""
+        awaited even when one fails, then the first error is raised. `encoded`: the messages as
+        `outgoing` made them already (the caller kept the bytes)."""
         if not messages:
             return
-        items = [outgoing(m) for m in messages]
+        items = list(encoded) if encoded is not None else [outgoing(m) for m in messages]
         try:
             results = await self.mux.publish(items, PUBLISH_TIMEOUT_S)
         except NATS_AWAY as exc:

@@ -33,6 +33,7 @@ from nats.js.kv import KeyValue
 from libs.bus import Bus
 from libs.bus.acks import Outgoing, header_block, mux_for
 from libs.bus.direct import Stored, allow_direct, last_of
+from libs.bus.publish import outgoing
 from libs.kv import kv_stream, open_bucket
 from libs.schemas import MESSAGE_TYPES, BusMessage
 from libs.settings import Settings
@@ -140,7 +141,8 @@ class Outbox:
         self.store = store
         self.bus = bus
         self.queued: list[BusMessage] = []
-        self.items: list[OutboxItem] = []  # the queued messages as the checkpoint holds them
+        self.wire: list[Outgoing] = []  # the queued messages encoded once: published as they are
+        self.items: list[OutboxItem] = []  # the same JSON, as the checkpoint holds it
         self.encoded = b""  # the latest queued state
         self.with_prep = False  # a queued state is the run's first checkpoint
         self.terminal = False
@@ -148,8 +150,12 @@ class Outbox:
         self.failed: BaseException | None = None
 
     def queue(self, state: RunState, messages: Sequence[BusMessage], *, with_prep: bool = False) -> None:
+        wire = [outgoing(m) for m in messages]
         self.queued.extend(messages)
-        self.items.extend(OutboxItem(type=type(m).__name__, data=m.model_dump(mode="json")) for m in messages)
+        self.wire.extend(wire)
+        # the checkpoint embeds each message's published JSON as it is (orjson.Fragment: not parsed again)
+        self.items.extend(OutboxItem(type=type(m).__name__, data=orjson.Fragment(w.payload))
+                          for m, w in zip(messages, wire, strict=True))
         self.with_prep = self.with_prep or with_prep
         state.outbox = self.items
         self.encoded = self.store.encode(state, with_prep=self.with_prep)
@@ -161,10 +167,11 @@ class Outbox:
     async def _write(self, state: RunState) -> None:
         try:
             while self.encoded:
-                encoded, messages, with_prep, terminal = self.encoded, self.queued, self.with_prep, self.terminal
-                self.encoded, self.queued, self.items, self.with_prep = b"", [], [], False
+                encoded, messages, wire = self.encoded, self.queued, self.wire
+                with_prep, terminal = self.with_prep, self.terminal
+                self.encoded, self.queued, self.wire, self.items, self.with_prep = b"", [], [], [], False
                 await self.store.put(state.generation_id, encoded, with_prep=with_prep)
-                await self.bus.publish_all(messages)
+                await self.bus.publish_all(messages, wire)
                 if terminal:  # the end is published: nothing of the run needs keeping
                     await self.store.forget(state)
         except asyncio.CancelledError as exc:
