@@ -101,7 +101,10 @@ async def run(stack: Stack, sizes: list[int], cap_s: float, round_timeout_s: flo
             stack.rss.sample()
             rss = stack.rss.window.get("pipeline", 0)
             kb = (rss - fresh_rss) / 1024 / max(1, peak)
-            cpu_ms = (stack.cpu_seconds().get("pipeline", 0.0) - cpu_before) * 1000 / n
+            # per generation the pipeline started (a round that did not start them all must not divide
+            # its CPU by generations that never ran)
+            started_n = len(mine & started_ids)
+            cpu_ms = (stack.cpu_seconds().get("pipeline", 0.0) - cpu_before) * 1000 / max(1, started_n)
             done = sum(1 for g in ids if finished.get(g) == "done")
             failed = sum(1 for g in ids if finished.get(g) == "failed")
             redelivered = await _redelivered(bus) - redelivered_before
@@ -112,7 +115,7 @@ async def run(stack: Stack, sizes: list[int], cap_s: float, round_timeout_s: flo
             ok = done == n and peak >= 0.9 * n and rss < TARGET_RSS_MB * MB and not redelivered and doubled <= 0
             rounds.append(f"N={n}: peak {peak} in flight at {peak_at:.0f}s, {done} done, {failed} failed, "
                           f"{redelivered} redelivered, {elapsed:.0f}s, RSS {rss / MB:.0f} MB, {kb:.1f} KB each, "
-                          f"pipeline CPU {cpu_ms:.1f} ms per generation")
+                          f"pipeline CPU {cpu_ms:.1f} ms per started generation ({started_n} started)")
             if not ok:
                 shortfall = f"N={n}: peak {peak} in flight" + (
                     f" (< 90%: the runs started at {peak / max(peak_at, 1):.0f}/s, slower than the first ones ended)"

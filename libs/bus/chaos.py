@@ -6,8 +6,12 @@ services with it and they build their bus with `DuplicatingPublisher`. Nothing h
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
+
 from nats.js import api
 
+from libs.bus.acks import Outgoing
 from libs.bus.codec import MSG_ID_HEADER, encode
 from libs.bus.publish import PUBLISH_TIMEOUT_S, Publisher
 from libs.schemas import BusMessage
@@ -25,6 +29,13 @@ class DuplicatingPublisher(Publisher):
             await self.js.publish(msg.subject(), payload, headers={**headers, MSG_ID_HEADER: f"{msg.msg_id()}:dup"},
                                   timeout=PUBLISH_TIMEOUT_S)
         return ack
+
+    async def publish_all(self, messages: Sequence[BusMessage], encoded: Sequence[Outgoing] | None = None) -> None:
+        """Each message through `publish` (so each is doubled), awaited together."""
+        results = await asyncio.gather(*(self.publish(m) for m in messages), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
 
 def publisher_type(settings: Settings) -> type[Publisher]:

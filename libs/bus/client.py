@@ -12,6 +12,7 @@ from nats.js import JetStreamContext, api
 
 from libs.bus import follow as _follow
 from libs.bus import pull, streams
+from libs.bus.acks import Outgoing
 from libs.bus.chaos import publisher_type
 from libs.bus.connection import open_connection
 from libs.bus.consumer import Consumer
@@ -76,8 +77,8 @@ class Bus:
     async def publish(self, msg: BusMessage, attempts_s: float = 60.0) -> api.PubAck:
         return await self.publisher.publish(msg, attempts_s)
 
-    async def publish_all(self, messages: Sequence[BusMessage]) -> None:
-        await self.publisher.publish_all(messages)
+    async def publish_all(self, messages: Sequence[BusMessage], encoded: Sequence[Outgoing] | None = None) -> None:
+        await self.publisher.publish_all(messages, encoded)
 
     async def publish_raw(self, subject: str, data: bytes, headers: dict[str, str] | None = None) -> None:
         await self.publisher.publish_raw(subject, data, headers)

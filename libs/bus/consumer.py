@@ -17,6 +17,7 @@ class Consumer:
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     handled: int = 0
     dead_lettered: int = 0
+    in_progress_sent: int = 0  # heartbeats: in-progress acks written for messages in hand
 
     async def stop(self, grace_s: float = 10.0) -> None:
         self.stopping.set()

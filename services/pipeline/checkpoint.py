@@ -26,18 +26,21 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-import nats.js.errors
 import orjson
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from libs.bus import Bus
-from libs.kv import open_bucket
+from libs.bus.acks import Outgoing, header_block, mux_for
+from libs.bus.direct import Stored, allow_direct, last_of
+from libs.bus.publish import outgoing
+from libs.kv import kv_stream, open_bucket
 from libs.schemas import MESSAGE_TYPES, BusMessage
 from libs.settings import Settings
 from services.pipeline.state import OutboxItem, RunState
 
 BUCKET = "MMA_RUNS"
+WRITE_TIMEOUT_S = 5.0  # nats-py's default for a KV write
 LATEST_SUFFIX = ".latest"
 
 
@@ -50,11 +53,13 @@ class CheckpointStore:
         self.js = js
         self.bucket = bucket
         self.final_ttl_s = final_ttl_s
+        self.mux = mux_for(js._nc)  # KV writes are JetStream publishes: pipelined, acks awaited together
 
     @classmethod
     async def open(cls, js: JetStreamContext, settings: Settings, bucket: str = BUCKET) -> CheckpointStore:
         kv = await open_bucket(js, bucket, max_bytes=settings.checkpoints_max_bytes,
                                ttl_s=settings.checkpoints_max_age_s, replicas=settings.stream_replicas)
+        await allow_direct(js, kv_stream(bucket))  # `load` reads both keys in one direct-get batch
         return cls(kv, js, bucket, settings.checkpoint_final_ttl_s)
 
     @staticmethod
@@ -62,18 +67,21 @@ class CheckpointStore:
         """The first checkpoint's key; it never contains a dot, so `<key>.latest` cannot name another run's."""
         return "".join(c if c.isalnum() or c in "-_" else "_" for c in generation_id)
 
-    async def _value(self, key: str) -> dict[str, Any] | None:
-        """A key's JSON as stored (our own writing, read back as it is: see services/pipeline/state.py)."""
-        try:
-            entry = await self.kv.get(key)
-        except nats.js.errors.KeyNotFoundError:
+    @staticmethod
+    def _json(stored: Stored | None) -> dict[str, Any] | None:
+        """A key's JSON as stored (our own writing, read back as it is: see services/pipeline/state.py);
+        None for no value (never written, purged, deleted or expired)."""
+        if stored is None or stored.deleted or not stored.data:
             return None
-        return orjson.loads(entry.value) if entry.value else None
+        parsed: dict[str, Any] = orjson.loads(stored.data)
+        return parsed
 
     async def load(self, generation_id: str) -> RunState | None:
-        """The latest transition with the prep of the first checkpoint (both keys read together)."""
+        """The latest transition with the prep of the first checkpoint (both keys read in one batch)."""
         key = self.key(generation_id)
-        first, latest = await asyncio.gather(self._value(key), self._value(key + LATEST_SUFFIX))
+        subjects = [self._subject(key), self._subject(key + LATEST_SUFFIX)]
+        stored = await last_of(self.js, kv_stream(self.bucket), subjects)
+        first, latest = self._json(stored[0]), self._json(stored[1])
         if latest is None:
             return RunState(**first) if first is not None else None
         return RunState(**latest, prep=first.get("prep", {}) if first is not None else {})
@@ -88,7 +96,16 @@ class CheckpointStore:
     async def put(self, generation_id: str, data: bytes, *, with_prep: bool = False) -> None:
         """Write an encoded state: under the run's key with the prep, else under `<key>.latest`."""
         key = self.key(generation_id)
-        await self.kv.put(key if with_prep else key + LATEST_SUFFIX, data)
+        await self._write(Outgoing(self._subject(key if with_prep else key + LATEST_SUFFIX), b"", data))
+
+    def _subject(self, key: str) -> str:
+        return f"$KV.{self.bucket}.{key}"
+
+    async def _write(self, *items: Outgoing) -> None:
+        """KV writes in one batch (what `kv.put` / `kv.purge` send), raising the first failure."""
+        for result in await self.mux.publish(items, WRITE_TIMEOUT_S):
+            if isinstance(result, BaseException):
+                raise result
 
     async def save(self, state: RunState, *, with_prep: bool = False) -> None:
         await self.put(state.generation_id, self.encode(state, with_prep=with_prep), with_prep=with_prep)
@@ -99,10 +116,11 @@ class CheckpointStore:
         key = self.key(state.generation_id)
         marker = {"generation_id": state.generation_id, "terminal": True, "status": state.status,
                   "step_count": state.step_count, "provider_started": state.provider_started}
-        ttl = max(1.0, self.final_ttl_s)
-        await asyncio.gather(self.kv.purge(key, msg_ttl=ttl),
-                             self.js.publish(f"$KV.{self.bucket}.{key}{LATEST_SUFFIX}", orjson.dumps(marker),
-                                             msg_ttl=ttl))
+        ttl = str(int(max(1.0, self.final_ttl_s)))
+        await self._write(
+            Outgoing(self._subject(key), header_block({"KV-Operation": "PURGE", "Nats-Rollup": "sub", "Nats-TTL": ttl}),
+                     b""),
+            Outgoing(self._subject(key + LATEST_SUFFIX), header_block({"Nats-TTL": ttl}), orjson.dumps(marker)))
 
 
 class Outbox:
@@ -123,7 +141,8 @@ class Outbox:
         self.store = store
         self.bus = bus
         self.queued: list[BusMessage] = []
-        self.items: list[OutboxItem] = []  # the queued messages as the checkpoint holds them
+        self.wire: list[Outgoing] = []  # the queued messages encoded once: published as they are
+        self.items: list[OutboxItem] = []  # the same JSON, as the checkpoint holds it
         self.encoded = b""  # the latest queued state
         self.with_prep = False  # a queued state is the run's first checkpoint
         self.terminal = False
@@ -131,8 +150,12 @@ class Outbox:
         self.failed: BaseException | None = None
 
     def queue(self, state: RunState, messages: Sequence[BusMessage], *, with_prep: bool = False) -> None:
+        wire = [outgoing(m) for m in messages]
         self.queued.extend(messages)
-        self.items.extend(OutboxItem(type=type(m).__name__, data=m.model_dump(mode="json")) for m in messages)
+        self.wire.extend(wire)
+        # the checkpoint embeds each message's published JSON as it is (orjson.Fragment: not parsed again)
+        self.items.extend(OutboxItem(type=type(m).__name__, data=orjson.Fragment(w.payload))
+                          for m, w in zip(messages, wire, strict=True))
         self.with_prep = self.with_prep or with_prep
         state.outbox = self.items
         self.encoded = self.store.encode(state, with_prep=self.with_prep)
@@ -144,10 +167,11 @@ class Outbox:
     async def _write(self, state: RunState) -> None:
         try:
             while self.encoded:
-                encoded, messages, with_prep, terminal = self.encoded, self.queued, self.with_prep, self.terminal
-                self.encoded, self.queued, self.items, self.with_prep = b"", [], [], False
+                encoded, messages, wire = self.encoded, self.queued, self.wire
+                with_prep, terminal = self.with_prep, self.terminal
+                self.encoded, self.queued, self.wire, self.items, self.with_prep = b"", [], [], [], False
                 await self.store.put(state.generation_id, encoded, with_prep=with_prep)
-                await self.bus.publish_all(messages)
+                await self.bus.publish_all(messages, wire)
                 if terminal:  # the end is published: nothing of the run needs keeping
                     await self.store.forget(state)
         except asyncio.CancelledError as exc:

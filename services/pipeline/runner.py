@@ -21,10 +21,12 @@ across a NATS restart.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC
 
 import structlog
+from prometheus_client import Histogram
 
 from libs.errors import MmaError, ServiceUnavailableError
 from libs.final import SWEEPER, final_event, last_event
@@ -62,6 +64,12 @@ log = structlog.get_logger("pipeline")
 async def first_in_line() -> int:
     """The place in line of a run that must not queue behind new jobs (a resumed one)."""
     return 0
+
+
+@functools.cache
+def step_latency(step_type: str) -> Histogram:
+    """The step type's latency histogram (`labels` looked up once per type)."""
+    return STEP_LATENCY.labels(step_type=step_type)
 
 
 def _stay() -> None:
@@ -319,7 +327,7 @@ class Run:
         self.state.pending = None
         messages += self.status_move(step_no + 1)  # the next step's status, in this same checkpoint
         self.queue(messages)
-        STEP_LATENCY.labels(step_type=step_type).observe(elapsed)
+        step_latency(step_type).observe(elapsed)
         log.info("pipeline.step_completed", step_type=step_type, step_no=step_no, provider=ctx.provider,
                  duration_ms=record.latency_ms, **self.ids)
         return True

@@ -36,7 +36,9 @@ import structlog
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
-from libs.kv import open_bucket
+from libs.bus.acks import Outgoing, header_block, mux_for
+from libs.bus.direct import allow_direct, last_of
+from libs.kv import kv_stream, open_bucket
 from libs.settings import Settings
 from libs.transient import NATS_AWAY
 from libs.waiting import BUCKET, pass_key, stale_after_s
@@ -46,7 +48,9 @@ log = structlog.get_logger("pipeline")
 WRONG_LAST_SEQUENCE = (10071, 10164)  # JetStream: the subject's last sequence is not the expected one
 
 
-REFRESH_AT_ONCE = 256  # slot refreshes in flight at once
+REFRESH_AT_ONCE = 1024  # slot refreshes written in one batch
+REFRESH_TIMEOUT_S = 5.0
+EXPECTED_LAST = "Nats-Expected-Last-Subject-Sequence"  # what `kv.update(last=...)` sends
 REFRESH_ERRORS: tuple[type[BaseException], ...] = (nats.js.errors.NotFoundError, nats.js.errors.APIError, *NATS_AWAY)
 
 
@@ -68,8 +72,9 @@ class Slot:
 
 
 class CustomerSlots:
-    def __init__(self, kv: KeyValue, settings: Settings) -> None:
+    def __init__(self, kv: KeyValue, settings: Settings, js: JetStreamContext) -> None:
         self.kv = kv
+        self.js = js
         self.limit = settings.max_running_per_customer
         self.poll_s = max(0.01, settings.slot_poll_interval_s)
         self.ttl_s = settings.slot_ttl_s
@@ -81,7 +86,8 @@ class CustomerSlots:
     async def open(cls, js: JetStreamContext, settings: Settings) -> CustomerSlots:
         kv = await open_bucket(js, BUCKET, max_bytes=settings.slots_max_bytes, ttl_s=settings.slot_ttl_s,
                                replicas=settings.stream_replicas)
-        return cls(kv, settings)
+        await allow_direct(js, kv_stream(BUCKET))  # a start reads the waiting list and the slots in one batch
+        return cls(kv, settings, js)
 
     # ------------------------------------------------------------------ slots
 
@@ -124,8 +130,7 @@ class CustomerSlots:
         """(the slot, whether this generation is on the waiting list): one read of the list and every
         slot together, then a compare-and-set on a slot seen free, unless a live waiter is ahead.
         A slot this generation already holds (a redelivered run) is taken back."""
-        (waiting, _), *slots = await asyncio.gather(self._entry(f"w.{pk}"),
-                                                    *(self._entry(f"s.{pk}.{i}") for i in range(self.limit)))
+        (waiting, _), *slots = await self._entries([f"w.{pk}", *(f"s.{pk}.{i}" for i in range(self.limit))])
         listed: dict[str, list[float]] = orjson.loads(waiting) if waiting else {}
         is_listed = generation_id in listed
         mine = generation_id.encode()
@@ -144,15 +149,12 @@ class CustomerSlots:
                 continue
         return None, is_listed
 
-    async def _entry(self, key: str) -> tuple[bytes | None, int]:
-        """(value, revision) of a key; (None, revision of its delete marker, or 0) when it has no value,
-        so a compare-and-set on that revision creates it in one round trip."""
-        try:
-            entry = await self.kv.get(key)
-        except nats.js.errors.KeyNotFoundError as exc:
-            marker = exc.entry
-            return None, int(marker.revision or 0) if marker is not None else 0
-        return entry.value or None, int(entry.revision or 0)
+    async def _entries(self, keys: list[str]) -> list[tuple[bytes | None, int]]:
+        """(value, revision) of each key, read in one direct-get batch; (None, revision of its delete
+        marker, or 0) for a key without a value, so a compare-and-set on that revision creates it in one
+        round trip."""
+        stored = await last_of(self.js, kv_stream(BUCKET), [f"$KV.{BUCKET}.{key}" for key in keys])
+        return [(None, 0) if s is None else (None if s.deleted else s.data or None, s.seq) for s in stored]
 
     def _hold(self, taken: tuple[str, int], generation_id: str, waited: bool = False) -> Slot:
         slot = Slot(self, taken[0], taken[1], generation_id.encode(), waited=waited)
@@ -192,23 +194,43 @@ class CustomerSlots:
             await asyncio.sleep(self.ttl_s / 3)
             slots = list(self.held.values())
             for i in range(0, len(slots), REFRESH_AT_ONCE):
-                await asyncio.gather(*(self._refresh(slot) for slot in slots[i:i + REFRESH_AT_ONCE]))
+                await self._refresh_batch(slots[i:i + REFRESH_AT_ONCE])
+
+    async def _refresh_batch(self, slots: list[Slot]) -> None:
+        """Rewrite each slot on the revision last written, all in one pipelined batch (one buffer, acks
+        awaited together); a slot whose revision changed since (a refresh whose answer was lost) goes
+        through `_refresh`, which reads it first. Slots released meanwhile are left alone."""
+        live = [(slot, slot.key) for slot in slots if slot.key is not None and self.held.get(slot.key) is slot]
+        if not live:
+            return
+        items = [Outgoing(f"$KV.{BUCKET}.{key}", header_block({EXPECTED_LAST: str(slot.revision)}), slot.value)
+                 for slot, key in live]
+        try:
+            results = await mux_for(self.js._nc).publish(items, REFRESH_TIMEOUT_S)
+        except REFRESH_ERRORS as exc:
+            log.warning("pipeline.slot_refresh_failed", count=len(live), error=repr(exc))
+            return
+        for (slot, key), result in zip(live, results, strict=True):
+            if not isinstance(result, BaseException):
+                if slot.key == key:
+                    slot.revision = int(result.seq)
+            elif isinstance(result, nats.js.errors.APIError) and result.err_code in WRONG_LAST_SEQUENCE:
+                await self._refresh(slot)
+            else:
+                log.warning("pipeline.slot_refresh_failed", key=key, error=repr(result))
 
     async def _refresh(self, slot: Slot) -> None:
-        """Rewrite one slot on the revision last written; one changed since (a refresh whose answer was
-        lost) is read first. A slot released meanwhile is left alone."""
+        """A slot whose revision changed since it was last written: read, and rewritten only while it still
+        names this generation."""
         key = slot.key
         if key is None or self.held.get(key) is not slot:
             return
         try:
-            try:
-                revision = await self.kv.update(key, slot.value, last=slot.revision)
-            except nats.js.errors.KeyWrongLastSequenceError:
-                entry = await self.kv.get(key)
-                if entry.value != slot.value:
-                    log.warning("pipeline.slot_lost", key=key)
-                    return
-                revision = await self.kv.update(key, slot.value, last=entry.revision)
+            entry = await self.kv.get(key)
+            if entry.value != slot.value:
+                log.warning("pipeline.slot_lost", key=key)
+                return
+            revision = await self.kv.update(key, slot.value, last=entry.revision)
             if slot.key == key:
                 slot.revision = int(revision)
         except REFRESH_ERRORS as exc:

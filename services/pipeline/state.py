@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
+import orjson
+
 MmaVars = dict[str, Any]  # the MMA variable map (MMA.md): a JSON document, published as it is with the end
 StepArg = dict[str, str | int]  # a plan entry's argument: {"url", "index"} of a scan, {"provider"} of a generate
 PlanEntry = tuple[str, StepArg]  # (step_type, arg); a JSON array once checkpointed, unpacked the same way
@@ -56,10 +58,11 @@ class Pending(TypedDict):
 
 
 class OutboxItem(TypedDict):
-    """One message of the outbox, as its class name and its JSON (`MESSAGE_TYPES` decodes it)."""
+    """One message of the outbox, as its class name and its JSON (`MESSAGE_TYPES` decodes it): read back
+    as a dict; while queued, the published JSON itself (an orjson.Fragment, embedded as it is)."""
 
     type: str
-    data: dict[str, Any]
+    data: dict[str, Any] | orjson.Fragment
 
 
 def _unprepared() -> Prep:

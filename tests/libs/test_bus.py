@@ -65,6 +65,34 @@ async def test_handler_failure_is_redelivered_then_acked(bus: Bus) -> None:
     assert calls == [7, 7]
 
 
+async def test_a_handler_running_past_the_ack_wait_is_kept_by_heartbeats(settings: Settings) -> None:
+    """The consumer's one heartbeat timer sends in-progress acks for every message in hand, so a handler
+    that runs three ack waits long is neither redelivered nor run twice, and is acked once."""
+    fast = await Bus.connect(settings.model_copy(update={"ack_wait_s": 0.6}), settings.nats_url or "", name="beats")
+    try:
+        await fast.ensure_streams()
+        release = asyncio.Event()
+        calls: list[int] = []
+
+        async def slow(msg: ScanLine, deps: None) -> None:
+            calls.append(msg.index)
+            await release.wait()
+
+        consumer = await fast.consume(stream=Stream.EVENTS, durable="slow", filter_subject="mma.evt.gbeat.>",
+                                      handlers={ScanLine: slow}, deps=None, concurrency=4)
+        await fast.publish(line("gbeat", 1))
+        await fast.publish(line("gbeat", 2))
+        await wait_for(lambda: len(calls) == 2, timeout=10, what="both handlers running")
+        await wait_for(lambda: consumer.in_progress_sent >= 12, timeout=10, what="six beats each (three ack waits)")
+        info = await fast.js.consumer_info(Stream.EVENTS.value, "slow")
+        assert calls == [1, 2] and not info.num_redelivered
+        release.set()
+        await wait_for(lambda: consumer.handled == 2, timeout=10, what="both acked")
+        assert calls == [1, 2]
+    finally:
+        await fast.close()
+
+
 async def test_garbage_is_dead_lettered_and_the_consumer_goes_on(bus: Bus) -> None:
     """An undecodable message goes to the dead-letter subject; the next good one is handled."""
     seen: list[str] = []

@@ -103,10 +103,10 @@ async def test_the_refresh_rewrites_held_slots_and_recovers_a_stale_revision(slo
     slot = await slots.acquire("gen-a", PASS, never_asked)
     assert slot.key is not None and slots.refresher is not None and not slots.refresher.done()
     before = slot.revision
-    await slots._refresh(slot)
+    await slots._refresh_batch([slot])
     assert slot.revision > before and (await slots.kv.get(slot.key)).value == b"gen-a"
     await slots.kv.put(slot.key, b"gen-a")  # a refresh whose answer was lost
-    await slots._refresh(slot)
+    await slots._refresh_batch([slot])
     entry = await slots.kv.get(slot.key)
     assert slot.revision == entry.revision and entry.value == b"gen-a"
     key = slot.key

@@ -33,24 +33,39 @@ def is_transient(exc: Exception) -> bool:
 
 async def with_retries(call: Callable[[], Awaitable[T]], attempts: int, wait_initial_s: float = 0.2, *,
                        provider: str) -> tuple[T, int]:
-    """(result, attempts used); the last ProviderError carries `retry={attempt, max}`."""
-    used = 0
+    """(result, attempts used); the last ProviderError carries `retry={attempt, max}`.
 
-    async def counted() -> T:
-        try:
-            return await call()
-        except ProviderError as exc:
-            count_provider_error(provider, exc)
+    The first try is a plain await: a stamina context costs about 50 us to set up, more than most
+    calls that succeed at once, so only a transient failure pays for it (and stamina then counts that
+    failure as its first attempt, with its waits and bound from there)."""
+    most = max(1, attempts)
+    try:
+        return await _counted(call, provider), 1
+    except ProviderError as exc:
+        if not is_transient(exc) or most == 1:
+            exc.details["retry"] = {"attempt": 1, "max": most}
             raise
+        first = exc
+    used = 1
 
     try:
         async for attempt in stamina.retry_context(
-            on=is_transient, attempts=max(1, attempts), wait_initial=wait_initial_s, wait_max=2.0, timeout=None
+            on=is_transient, attempts=most, wait_initial=wait_initial_s, wait_max=2.0, timeout=None
         ):
             with attempt:
                 used = attempt.num
-                return await counted(), used
+                if used == 1:
+                    raise first  # the plain try above
+                return await _counted(call, provider), used
     except ProviderError as exc:
-        exc.details["retry"] = {"attempt": used, "max": max(1, attempts)}
+        exc.details["retry"] = {"attempt": used, "max": most}
         raise
     raise AssertionError("unreachable: stamina yields at least one attempt")
+
+
+async def _counted(call: Callable[[], Awaitable[T]], provider: str) -> T:
+    try:
+        return await call()
+    except ProviderError as exc:
+        count_provider_error(provider, exc)
+        raise

@@ -1,0 +1,190 @@
+"""JetStream publishes written in batches on one connection, their acks awaited through one reply subscription.
+
+nats-py's `js.publish` is a request per message: a NUID plus random token bytes (a `getrandom` call), a
+future with a done callback, the headers rebuilt and checked key by key, a flush kicked, `asyncio.wait_for`
+(a timer and a second future) around the answer, then the ack parsed with `json` into a dataclass. On the
+bus's hot path (every event, every checkpoint) that was most of a publish's CPU. `AckMux` writes the same
+HPUB commands itself, all of a batch joined into one buffer with one flush, and waits for the batch's acks
+with one future and one timer; an ack is parsed with orjson. The protocol, the connection's reconnect
+buffering and the errors (`nats.errors.TimeoutError`, `NoStreamResponseError`, `APIError`) are js.publish's.
+
+One mux per connection (`mux_for`): its subscription `<inbox>.*` is made on first use and restored by
+nats-py after a reconnect like any other; an answer lost meanwhile is a timeout, which callers retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import nats.errors
+import nats.js.errors
+import orjson
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.js import api
+
+STATUS = api.Header.STATUS.value
+NO_RESPONDERS = "503"
+
+
+class Outgoing(NamedTuple):
+    """One JetStream publish: subject, encoded header block (b"" for none), payload."""
+
+    subject: str
+    headers: bytes
+    payload: bytes
+
+
+def header_block(headers: dict[str, str]) -> bytes:
+    """`NATS/1.0` and the headers as the HPUB command carries them (values are ours: no newlines)."""
+    lines = "".join(f"{key}: {value}\r\n" for key, value in headers.items())
+    return f"NATS/1.0\r\n{lines}\r\n".encode()
+
+
+def pub_ack(raw: Msg) -> api.PubAck:
+    """The ack of a publish, or the error js.publish raises for that answer."""
+    if raw.headers and raw.headers.get(STATUS) == NO_RESPONDERS:
+        raise nats.js.errors.NoStreamResponseError
+    resp = orjson.loads(raw.data)
+    error = resp.get("error")
+    if error is not None:
+        raise nats.js.errors.APIError.from_error(error)
+    return api.PubAck(stream=resp["stream"], seq=resp["seq"], domain=resp.get("domain"),
+                      duplicate=resp.get("duplicate"))
+
+
+class _Batch:
+    """The answers of one batch, in its order (each parsed by `parse`); `done` resolves once all are in
+    (or on timeout)."""
+
+    __slots__ = ("done", "left", "parse", "results")
+
+    def __init__(self, size: int, loop: asyncio.AbstractEventLoop, parse: Callable[[Msg], Any]) -> None:
+        self.results: list[Any] = [None] * size
+        self.left = size
+        self.parse = parse
+        self.done: asyncio.Future[None] = loop.create_future()
+
+    def settle(self, index: int, value: Any) -> None:
+        if self.results[index] is not None:
+            return
+        self.results[index] = value
+        self.left -= 1
+        if self.left == 0 and not self.done.done():
+            self.done.set_result(None)
+
+
+class AckMux:
+    """Publishes with replies to `<prefix><token>`; one subscription routes every answer to its batch."""
+
+    def __init__(self, nc: NatsClient) -> None:
+        self.nc = nc
+        self.prefix = ""
+        self.waiting: dict[str, tuple[_Batch, int]] = {}
+        self.tokens = itertools.count()
+        self.ready: asyncio.Future[None] | None = None
+
+    async def _subscribe(self) -> None:
+        if self.ready is None:
+            self.ready = asyncio.get_running_loop().create_future()
+            try:
+                prefix = self.nc.new_inbox() + "."
+                await self.nc.subscribe(prefix + "*", cb=self._on_answer)
+            except BaseException as exc:
+                self.ready.set_exception(exc)
+                self.ready.exception()  # retrieved here; waiters see it below
+                self.ready = None
+                raise
+            self.prefix = prefix
+            self.ready.set_result(None)
+        await self.ready
+
+    async def _on_answer(self, raw: Msg) -> None:
+        entry = self.waiting.pop(raw.subject[len(self.prefix):], None)
+        if entry is None:
+            return
+        batch, index = entry
+        try:
+            batch.settle(index, batch.parse(raw))
+        except Exception as exc:
+            batch.settle(index, exc)
+
+    async def publish(self, items: Sequence[Outgoing], timeout: float) -> list[api.PubAck | BaseException]:
+        """Write every item, in order, in one buffer, then wait up to `timeout` for all acks. Each result is
+        its ack or its error (raised by nobody: the caller decides); a connection that cannot take the
+        write raises at once, as `nc.publish` would."""
+        return await self.request(items, timeout, pub_ack)
+
+    async def request(self, items: Sequence[Outgoing], timeout: float, parse: Callable[[Msg], Any]) -> list[Any]:
+        """`publish` for any request whose answer `parse` reads (or raises for)."""
+        if not self.prefix:
+            await self._subscribe()
+        nc = self.nc
+        if nc.is_closed:
+            raise nats.errors.ConnectionClosedError
+        if nc.is_draining_pubs:
+            raise nats.errors.ConnectionDrainingError
+        loop = asyncio.get_running_loop()
+        batch = _Batch(len(items), loop, parse)
+        commands: list[bytes] = []
+        tokens: list[str] = []
+        size = 0
+        for index, (subject, headers, payload) in enumerate(items):
+            if len(payload) > nc.max_payload:
+                batch.settle(index, nats.errors.MaxPayloadError())
+                continue
+            token = format(next(self.tokens), "x")
+            tokens.append(token)
+            self.waiting[token] = (batch, index)
+            reply = self.prefix + token
+            if headers:
+                commands.append(f"HPUB {subject} {reply} {len(headers)} {len(headers) + len(payload)}\r\n".encode())
+                commands.append(headers)
+            else:
+                commands.append(f"PUB {subject} {reply} {len(payload)}\r\n".encode())
+            commands.append(payload)
+            commands.append(b"\r\n")
+            size += len(payload)
+        if not tokens:
+            return list(batch.results)
+        data = b"".join(commands)
+        if not nc.is_connected and (nc._max_pending_size <= 0
+                                    or len(data) + nc._pending_data_size > nc._max_pending_size):
+            for token in tokens:
+                self.waiting.pop(token, None)
+            raise nats.errors.OutboundBufferLimitError
+        nc.stats["out_msgs"] += len(tokens)
+        nc.stats["out_bytes"] += size
+        timer = loop.call_later(timeout, self._expire, batch, tokens)
+        try:
+            await nc._send_command(data)
+            if nc._flush_queue is not None and nc._flush_queue.empty():
+                await nc._flush_pending()
+            await batch.done
+        finally:
+            timer.cancel()
+            if batch.left:
+                for token in tokens:
+                    self.waiting.pop(token, None)
+        return list(batch.results)
+
+    def _expire(self, batch: _Batch, tokens: list[str]) -> None:
+        for token in tokens:
+            entry = self.waiting.pop(token, None)
+            if entry is not None:
+                batch.settle(entry[1], nats.errors.TimeoutError())
+
+
+_MUXES: weakref.WeakKeyDictionary[NatsClient, AckMux] = weakref.WeakKeyDictionary()
+
+
+def mux_for(nc: NatsClient) -> AckMux:
+    """The connection's mux (made once)."""
+    mux = _MUXES.get(nc)
+    if mux is None:
+        mux = _MUXES[nc] = AckMux(nc)
+    return mux
