@@ -33,16 +33,17 @@ async def test_runs_on_the_same_config_share_one_snapshot():
 async def test_a_memo_computes_once_for_concurrent_callers_and_forgets_failures():
     memo: Memo[str, int] = Memo(2)
     calls = 0
-    release = asyncio.Event()
+    started, release = asyncio.Event(), asyncio.Event()
 
     async def compute() -> int:
         nonlocal calls
         calls += 1
+        started.set()
         await release.wait()
         return 7
 
     waiting = [asyncio.create_task(memo.get("a", compute)) for _ in range(5)]
-    await asyncio.sleep(0)
+    await asyncio.wait_for(started.wait(), 1)
     release.set()
     assert await asyncio.gather(*waiting) == [7] * 5 and calls == 1
 
@@ -63,18 +64,22 @@ async def test_a_scan_reads_its_image_before_its_latency_and_shares_it():
     assert len(scanner.facts.entries) == 1
 
 
+async def still_waiting(task: asyncio.Task[object]) -> None:
+    """The task is not done within 50 ms (it waits for a place)."""
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(asyncio.shield(task), 0.05)
+
+
 async def test_the_start_gate_lets_a_limited_number_start_and_leaving_is_idempotent():
     gate = StartGate(1)
     leave = await gate.enter()
     second = asyncio.create_task(gate.enter())
-    await asyncio.sleep(0.01)
-    assert not second.done()
+    await still_waiting(second)
     leave()
     leave()  # twice: still one place given back
     leave_second = await asyncio.wait_for(second, 1)
     third = asyncio.create_task(gate.enter())
-    await asyncio.sleep(0.01)
-    assert not third.done()
+    await still_waiting(third)
     leave_second()
     (await asyncio.wait_for(third, 1))()
     open_gate = StartGate(0)
