@@ -137,8 +137,8 @@ async def run(stack: Stack, sizes: list[int], cap_s: float, round_timeout_s: flo
                         (extra_ends, "ends published twice")):
         if count:
             why.append(f"{count} {what}")
-    text = (f"{best} generations in flight on one pipeline process ({latency}, {CALL_LATENCY_MS} ms per other "
-            f"call), RSS {best_rss / MB:.0f} MB, {best_kb:.1f} KB per in-flight generation (fresh process "
-            f"{fresh_rss / MB:.0f} MB) [{'; '.join(rounds)}] (target >= {TARGET_N:,} at 60 s, RSS < "
-            f"{TARGET_RSS_MB} MB, no failure)")
+    head = (f"{best} generations in flight on one pipeline process, RSS {best_rss / MB:.0f} MB, {best_kb:.1f} KB "
+            f"per in-flight generation" if best else "no round met all its conditions on one pipeline process")
+    text = (f"{head} ({latency}, {CALL_LATENCY_MS} ms per other call; fresh process {fresh_rss / MB:.0f} MB) "
+            f"[{'; '.join(rounds)}] (target >= {TARGET_N:,} at 60 s, RSS < {TARGET_RSS_MB} MB, no failure)")
     return Figure("in-flight capacity", text, met, ", ".join(why)), profile
