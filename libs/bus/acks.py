@@ -31,6 +31,14 @@ STATUS = api.Header.STATUS.value
 NO_RESPONDERS = "503"
 
 
+async def write(nc: NatsClient, data: bytes) -> None:
+    """Protocol commands written as they are, then the connection's flusher kicked once: the one place
+    that uses nats-py's private writer (`_send_command`, `_flush_queue`, `_flush_pending`; pinned 2.16.0)."""
+    await nc._send_command(data)
+    if nc._flush_queue is not None and nc._flush_queue.empty():
+        await nc._flush_pending()
+
+
 class Outgoing(NamedTuple):
     """One JetStream publish: subject, encoded header block (b"" for none), payload."""
 
@@ -161,9 +169,7 @@ class AckMux:
         nc.stats["out_bytes"] += size
         timer = loop.call_later(timeout, self._expire, batch, tokens)
         try:
-            await nc._send_command(data)
-            if nc._flush_queue is not None and nc._flush_queue.empty():
-                await nc._flush_pending()
+            await write(nc, data)
             await batch.done
         finally:
             timer.cancel()

@@ -22,6 +22,7 @@ from nats.js import JetStreamContext
 from prometheus_client import Counter, Gauge
 
 from libs import deadletter
+from libs.bus.acks import write
 from libs.bus.codec import decode
 from libs.bus.consumer import Consumer
 from libs.bus.types import BatchHandler, D, ExhaustedHook, Handler
@@ -83,10 +84,8 @@ class Heartbeats:
         if nc.is_closed or nc.is_draining_pubs or not nc.is_connected:
             return  # the server redelivers what it does not hear about; a beat is never worth a buffer
         with contextlib.suppress(*NATS_AWAY):
-            await nc._send_command(data)
+            await write(nc, data)
             self.consumer.in_progress_sent += len(replies)
-            if nc._flush_queue is not None and nc._flush_queue.empty():
-                await nc._flush_pending()
 
 
 class Held:
