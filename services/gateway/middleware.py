@@ -18,7 +18,7 @@ import uuid
 
 import orjson
 import structlog
-from starlette.datastructures import Headers, MutableHeaders
+from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -50,6 +50,27 @@ class Cors(CORSMiddleware):
         return Response(status_code=204, headers=headers)
 
 
+def context_headers(request_id: str, state: dict[str, object]) -> list[tuple[bytes, bytes]]:
+    """`X-Request-Id`, and `X-Mina-Pass-Id` once the request named its caller (no route sets either)."""
+    headers = [(b"x-request-id", request_id.encode("latin-1"))]
+    pass_id = state.get("pass_id")
+    if pass_id and str(pass_id).isascii():  # validated ids always are; never fail a reply on it
+        headers.append((b"x-mina-pass-id", str(pass_id).encode("latin-1")))
+    return headers
+
+
+def observe(scope: Scope, method: str, status: int, started: float) -> None:
+    """Metrics and the one canonical log line of the request (no bodies, no headers: no secrets)."""
+    route = getattr(scope.get("route"), "path", None) or "unmatched"
+    elapsed = time.perf_counter() - started
+    HTTP_REQUESTS.labels(route, method, str(status)).inc()
+    HTTP_LATENCY.labels(route).observe(elapsed)
+    state = scope.get("state") or {}
+    log.info("gateway.request_handled", method=method, route=route, status=status,
+             duration_ms=round(elapsed * 1000, 2), request_id=state.get("request_id"),
+             pass_id=state.get("pass_id"))
+
+
 class RequestContext:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -68,29 +89,14 @@ class RequestContext:
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status_holder["status"] = message["status"]
-                out = MutableHeaders(scope=message)
-                out["X-Request-Id"] = request_id
-                pass_id = state.get("pass_id")
-                if pass_id and str(pass_id).isascii():  # validated ids always are; never fail a reply on it
-                    out["X-Mina-Pass-Id"] = str(pass_id)
+                message["headers"] = [*message.get("headers", ()), *context_headers(request_id, state)]
             await send(message)
 
         with structlog.contextvars.bound_contextvars(request_id=request_id):
             try:
                 await self.app(scope, receive, send_wrapper)
             finally:
-                self._observe(scope, method, status_holder["status"], started)
-
-    def _observe(self, scope: Scope, method: str, status: int, started: float) -> None:
-        """Metrics and the one canonical log line of the request (no bodies, no headers: no secrets)."""
-        route = getattr(scope.get("route"), "path", None) or "unmatched"
-        elapsed = time.perf_counter() - started
-        HTTP_REQUESTS.labels(route, method, str(status)).inc()
-        HTTP_LATENCY.labels(route).observe(elapsed)
-        state = scope.get("state") or {}
-        log.info("gateway.request_handled", method=method, route=route, status=status,
-                 duration_ms=round(elapsed * 1000, 2), request_id=state.get("request_id"),
-                 pass_id=state.get("pass_id"))
+                observe(scope, method, status_holder["status"], started)
 
 
 class RequestGuard:

@@ -61,8 +61,20 @@ def bearer_token(request: Request) -> str | None:
     return token
 
 
+JSON_BODY = "gateway.json_body"  # the scope key of the parsed body (the edge, the identity and the route read it)
+
+
 async def json_body(request: Request) -> dict[str, object]:
-    """The request's JSON object (cached by Starlette), {} for anything else."""
+    """The request's JSON object as orjson reads it, {} for anything else; parsed once per request."""
+    cached: dict[str, object] | None = request.scope.get(JSON_BODY)
+    if cached is not None:
+        return cached
+    data = await _parse_json_body(request)
+    request.scope[JSON_BODY] = data
+    return data
+
+
+async def _parse_json_body(request: Request) -> dict[str, object]:
     if request.method in ("GET", "HEAD", "DELETE", "OPTIONS"):
         return {}
     if "json" not in (request.headers.get("content-type") or "json"):
