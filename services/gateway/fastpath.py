@@ -85,7 +85,10 @@ class GatewayApp(FastAPI):
 
     async def _serve_fast(self, fast: FastRoute, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
-        if scope.get("query_string") or scope.get("root_path") or not self._plain_headers(scope):
+        length, content_type, origin = _scan(scope["headers"])
+        if (scope.get("query_string") or scope.get("root_path") or content_type is None
+                or content_type.lower() not in JSON_TYPES or length is None or not length.isdigit()
+                or not 0 < int(length) <= self.fast_max_body):
             await super().__call__(scope, receive, send)
             return
         messages: list[Message] = []
@@ -106,28 +109,15 @@ class GatewayApp(FastAPI):
         scope["app"], scope["route"], scope["endpoint"], scope["path_params"] = self, fast.route, fast.endpoint, {}
         scope[JSON_BODY] = data
         await self._answer(fast, model, scope, replay([{"type": "http.request", "body": raw}], receive), send,
-                           started)
-
-    def _plain_headers(self, scope: Scope) -> bool:
-        """A JSON content type and a declared length within the cap (else the FastAPI path answers)."""
-        length = content_type = None
-        for name, value in scope["headers"]:
-            if name == b"content-length" and length is None:
-                length = value
-            elif name == b"content-type" and content_type is None:
-                content_type = value
-        return (content_type is not None and content_type.lower() in JSON_TYPES and length is not None
-                and length.isdigit() and 0 < int(length) <= self.fast_max_body)
+                           started, None if origin is None else origin.decode("latin-1"))
 
     async def _answer(self, fast: FastRoute, model: BaseModel, scope: Scope, receive: Receive, send: Send,
-                      started: float) -> None:
+                      started: float, origin: str | None) -> None:
         """What the middleware, the exception handlers and FastAPI's route do, in their order."""
         response_started = False
         request_id = str(uuid.uuid4())
         state: dict[str, Any] = scope.setdefault("state", {})
         state["request_id"] = request_id
-        request_headers = Headers(scope=scope)
-        origin = request_headers.get("origin")
         status = 500
 
         async def send_out(message: Message) -> None:  # RequestContext, then ServerErrorMiddleware
@@ -144,7 +134,7 @@ class GatewayApp(FastAPI):
                 message["headers"] = [*message.get("headers", ()), VARY_ORIGIN]
                 await send_out(message)
                 return
-            await self.fast_cors.send(message, send_out, request_headers)
+            await self.fast_cors.send(message, send_out, Headers(scope=scope))
 
         try:
             with structlog.contextvars.bound_contextvars(request_id=request_id):
@@ -185,6 +175,19 @@ class GatewayApp(FastAPI):
 async def handled(handler: Handler, request: Request, exc: Exception) -> Response:
     answer = handler(request, exc)
     return await answer if inspect.isawaitable(answer) else answer
+
+
+def _scan(headers: list[tuple[bytes, bytes]]) -> tuple[bytes | None, bytes | None, bytes | None]:
+    """The first content-length, content-type and origin headers (what `Headers.get` would read)."""
+    length = content_type = origin = None
+    for name, value in headers:
+        if name == b"content-length":
+            length = value if length is None else length
+        elif name == b"content-type":
+            content_type = value if content_type is None else content_type
+        elif name == b"origin":
+            origin = value if origin is None else origin
+    return length, content_type, origin
 
 
 def read_body(raw: bytes, model: type[BaseModel]) -> tuple[dict[str, object], BaseModel] | None:

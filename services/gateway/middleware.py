@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from typing import Any
 
 import orjson
 import structlog
@@ -59,12 +60,28 @@ def context_headers(request_id: str, state: dict[str, object]) -> list[tuple[byt
     return headers
 
 
+_SERIES_KEPT = 2_000  # labelled series remembered (routes x methods x statuses; a client invents methods)
+_series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+
+def _metrics_of(route: str, method: str, status: int) -> tuple[Any, Any]:
+    """The request counter and latency histogram of these labels (`labels()` takes a lock and builds keys)."""
+    key = (route, method, status)
+    found = _series.get(key)
+    if found is None:
+        found = (HTTP_REQUESTS.labels(route, method, str(status)), HTTP_LATENCY.labels(route))
+        if len(_series) < _SERIES_KEPT:
+            _series[key] = found
+    return found
+
+
 def observe(scope: Scope, method: str, status: int, started: float) -> None:
     """Metrics and the one canonical log line of the request (no bodies, no headers: no secrets)."""
     route = getattr(scope.get("route"), "path", None) or "unmatched"
     elapsed = time.perf_counter() - started
-    HTTP_REQUESTS.labels(route, method, str(status)).inc()
-    HTTP_LATENCY.labels(route).observe(elapsed)
+    requests, latency = _metrics_of(route, method, status)
+    requests.inc()
+    latency.observe(elapsed)
     state = scope.get("state") or {}
     log.info("gateway.request_handled", method=method, route=route, status=status,
              duration_ms=round(elapsed * 1000, 2), request_id=state.get("request_id"),
