@@ -21,7 +21,6 @@ from __future__ import annotations
 import inspect
 import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -41,7 +40,7 @@ from libs.settings import Settings
 from services.gateway.auth.access import edge
 from services.gateway.auth.identity import JSON_BODY
 from services.gateway.bodies import StillCreateBody, VideoAnimateBody
-from services.gateway.middleware import Cors, context_headers, observe
+from services.gateway.middleware import Cors, context_headers, new_request_id, observe
 
 FAST_BODIES: dict[str, type[BaseModel]] = {"/mma/still/create": StillCreateBody,
                                            "/mma/video/animate": VideoAnimateBody}
@@ -115,7 +114,7 @@ class GatewayApp(FastAPI):
                       started: float, origin: str | None) -> None:
         """What the middleware, the exception handlers and FastAPI's route do, in their order."""
         response_started = False
-        request_id = str(uuid.uuid4())
+        request_id = new_request_id()
         state: dict[str, Any] = scope.setdefault("state", {})
         state["request_id"] = request_id
         status = 500

@@ -13,8 +13,8 @@ structlog context of the request is the one its handler sees.
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from typing import Any
 
 import orjson
@@ -49,6 +49,15 @@ class Cors(CORSMiddleware):
             return response  # a refused origin, method or header: Starlette's 400 says which
         headers = {k: v for k, v in response.headers.items() if k not in ("content-length", "content-type")}
         return Response(status_code=204, headers=headers)
+
+
+def new_request_id() -> str:
+    """A random (version 4) UUID in its usual text form, without building a `uuid.UUID` (a third of the cost)."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def context_headers(request_id: str, state: dict[str, object]) -> list[tuple[bytes, bytes]]:
@@ -96,7 +105,7 @@ class RequestContext:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = str(uuid.uuid4())
+        request_id = new_request_id()
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         method: str = scope["method"]
