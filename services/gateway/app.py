@@ -20,6 +20,7 @@ from services.gateway.adapters.idempotency import IdempotencyStore
 from services.gateway.adapters.supabase import jwks_url_of
 from services.gateway.auth.access import edge
 from services.gateway.deps import GatewayDeps
+from services.gateway.fastpath import GatewayApp
 from services.gateway.heap import HeapKeeper
 from services.gateway.middleware import Cors, RequestContext, RequestGuard
 from services.gateway.ratelimit import RateLimiter
@@ -46,9 +47,10 @@ ROUTERS = (generations.router, events.router, auth.router, credits.router, check
            pages.router)
 
 
-def create_app(deps: GatewayDeps) -> FastAPI:
-    """The FastAPI app: the identity rule on every route, error shapes, routers, middleware."""
-    app = FastAPI(
+def create_app(deps: GatewayDeps, *, fast_path: bool = True) -> FastAPI:
+    """The FastAPI app: the identity rule on every route, error shapes, routers, middleware, and the
+    create routes' fast path (`services.gateway.fastpath`; `fast_path=False` only to compare the two)."""
+    app = GatewayApp(
         title="Mina Mind gateway",
         version="1.0.0",
         description="MMA and legacy routes of the Mina frontend (ROUTES.md), SSE, uploads and webhooks.",
@@ -62,6 +64,8 @@ def create_app(deps: GatewayDeps) -> FastAPI:
     app.add_middleware(RequestGuard, settings=deps.settings)
     app.add_middleware(Cors, settings=deps.settings)
     app.add_middleware(RequestContext)
+    if fast_path:
+        app.enable_fast_path(deps.settings)
     return app
 
 

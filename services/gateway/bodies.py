@@ -126,7 +126,7 @@ class CreateCommon(PassFields):
     platform: str | None = None
 
     def session(self) -> str | None:
-        h = self.history or HistoryIn()
+        h = self.history or NO_HISTORY
         return first_text(h.sessionId, h.session_id, self.sessionId, self.session_id)
 
     def idem_key(self) -> str | None:
@@ -173,9 +173,9 @@ class StillCreateBody(CreateCommon):
     prompts: object = None
 
     def to_request(self) -> GenerationRequest:
-        a = self.assets or StillAssetsIn()
-        i = self.inputs or StillInputsIn()
-        h = self.history or HistoryIn()
+        a = self.assets or NO_STILL_ASSETS
+        i = self.inputs or NO_STILL_INPUTS
+        h = self.history or NO_HISTORY
         inspirations = [u for u in (a.inspiration_image_urls or a.inspiration_image_ids or []) if u][:4]
         vision = first(h.vision_intelligence, i.minaVisionEnabled)
         return GenerationRequest(
@@ -232,14 +232,14 @@ class VideoAnimateBody(CreateCommon):
     generation_id: str | None = None
 
     def still_generation(self) -> str | None:
-        a = self.assets or VideoAssetsIn()
+        a = self.assets or NO_VIDEO_ASSETS
         return first_text(a.input_still_generation_id, a.still_generation_id, self.parent_generation_id,
                      self.generation_id)
 
     def to_request(self) -> GenerationRequest:
-        a = self.assets or VideoAssetsIn()
-        i = self.inputs or VideoInputsIn()
-        m = self.mode or ModeIn()
+        a = self.assets or NO_VIDEO_ASSETS
+        i = self.inputs or NO_VIDEO_INPUTS
+        m = self.mode or NO_MODE
         kling = settings_of(self.settings).get("kling", {})
         duration = first(i.duration_s, kling.get("duration_s"), kling.get("duration"))
         return GenerationRequest(
@@ -280,7 +280,7 @@ class TweakBody(CreateCommon):
         fb = self.feedback
         if isinstance(fb, str):
             return fb.strip()
-        fb = fb or FeedbackIn()
+        fb = fb or NO_FEEDBACK
         inputs = self.inputs or {}
         own = fb.motion_feedback if motion else fb.still_feedback
         return first_text(own, fb.comment, fb.feedback,
@@ -307,3 +307,8 @@ class EventBody(PassFields):
     event_type: str | None = None
     type: str | None = None
     payload: dict[str, object] | None = None
+
+
+# read-only stand-ins for a part a body left out (each create built and validated them anew)
+NO_HISTORY, NO_STILL_ASSETS, NO_STILL_INPUTS = HistoryIn(), StillAssetsIn(), StillInputsIn()
+NO_VIDEO_ASSETS, NO_VIDEO_INPUTS, NO_MODE, NO_FEEDBACK = VideoAssetsIn(), VideoInputsIn(), ModeIn(), FeedbackIn()

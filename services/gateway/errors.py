@@ -82,46 +82,51 @@ def _describe(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "Invalid request."
 
 
+async def on_mma_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, MmaError)
+    status = exc.http_status
+    code = exc.instance_code
+    if status >= 500:
+        log.warning("gateway.request_failed", code=code, error=exc.message, path=request.url.path)
+        code = getattr(request.state, "failure_code", None) or code
+    headers = None
+    if status == 429 and "retry_after" in exc.details:
+        headers = {"Retry-After": str(exc.details["retry_after"])}
+    if status == 503:  # a dependency is restarting or slow: the client may retry shortly
+        headers = {"Retry-After": str(exc.details.get("retry_after") or RETRY_AFTER_S)}
+    if status == 429:  # the rate limit answers in the legacy shape on every route
+        return JSONResponse(legacy_body(code, exc.message, request_id_of(request)), status_code=429,
+                            headers=headers)
+    details = {k: v for k, v in exc.details.items() if k != "retry_after"} or None
+    return error_response(request.url.path, status, code, exc.message, request_id_of(request), details,
+                          headers)
+
+
+async def on_validation(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    code = getattr(request.state, "invalid_code", None) or "INVALID_INPUT"
+    return error_response(request.url.path, 400, code, _describe(exc), request_id_of(request))
+
+
+async def on_http(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "HTTP_ERROR")
+    message = str(exc.detail) if exc.detail else code
+    return error_response(request.url.path, exc.status_code, code, message, request_id_of(request),
+                          headers=dict(exc.headers or {}))
+
+
+async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    if isinstance(exc, UNAVAILABLE):  # NATS itself not answering for a moment: a 503 like any dependency
+        return await on_mma_error(request, ServiceUnavailableError(f"the bus is not answering: {exc!r}"))
+    log.error("gateway.unhandled_exception", path=request.url.path, error=repr(exc), stack=short_stack(exc))
+    code = getattr(request.state, "failure_code", None) or "INTERNAL_ERROR"
+    return error_response(request.url.path, 500, code, "Something went wrong on our side.",
+                          request_id_of(request))
+
+
 def install(app: FastAPI) -> None:
-    async def on_mma_error(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, MmaError)
-        status = exc.http_status
-        code = exc.instance_code
-        if status >= 500:
-            log.warning("gateway.request_failed", code=code, error=exc.message, path=request.url.path)
-            code = getattr(request.state, "failure_code", None) or code
-        headers = None
-        if status == 429 and "retry_after" in exc.details:
-            headers = {"Retry-After": str(exc.details["retry_after"])}
-        if status == 503:  # a dependency is restarting or slow: the client may retry shortly
-            headers = {"Retry-After": str(exc.details.get("retry_after") or RETRY_AFTER_S)}
-        if status == 429:  # the rate limit answers in the legacy shape on every route
-            return JSONResponse(legacy_body(code, exc.message, request_id_of(request)), status_code=429,
-                                headers=headers)
-        details = {k: v for k, v in exc.details.items() if k != "retry_after"} or None
-        return error_response(request.url.path, status, code, exc.message, request_id_of(request), details,
-                              headers)
-
-    async def on_validation(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, RequestValidationError)
-        code = getattr(request.state, "invalid_code", None) or "INVALID_INPUT"
-        return error_response(request.url.path, 400, code, _describe(exc), request_id_of(request))
-
-    async def on_http(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, StarletteHTTPException)
-        code = _HTTP_CODES.get(exc.status_code, "HTTP_ERROR")
-        message = str(exc.detail) if exc.detail else code
-        return error_response(request.url.path, exc.status_code, code, message, request_id_of(request),
-                              headers=dict(exc.headers or {}))
-
-    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-        if isinstance(exc, UNAVAILABLE):  # NATS itself not answering for a moment: a 503 like any dependency
-            return await on_mma_error(request, ServiceUnavailableError(f"the bus is not answering: {exc!r}"))
-        log.error("gateway.unhandled_exception", path=request.url.path, error=repr(exc), stack=short_stack(exc))
-        code = getattr(request.state, "failure_code", None) or "INTERNAL_ERROR"
-        return error_response(request.url.path, 500, code, "Something went wrong on our side.",
-                              request_id_of(request))
-
+    """The handlers above on the app (`services.gateway.fastpath` calls the same ones)."""
     app.add_exception_handler(MmaError, on_mma_error)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)

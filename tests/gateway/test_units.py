@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -12,6 +13,7 @@ from libs.errors import InvalidInputError, RateLimitedError
 from libs.recent import RecentKeys
 from libs.schemas import Flow, GenerationAccepted, GenerationDone, GenerationRejected, ScanLine
 from services.gateway.adapters.decisions import Decisions
+from services.gateway.adapters.fanout import Fanout
 from services.gateway.adapters.idempotency import generation_id_for
 from services.gateway.auth.identity import normalize_pass_id
 from services.gateway.bodies import storable_problem
@@ -197,3 +199,23 @@ def test_short_stack_keeps_the_innermost_frames_without_source() -> None:
         dive(20)
     stack = short_stack(info.value)
     assert len(stack) == 8 and all(" in dive" in line for line in stack)
+
+
+def test_the_fanout_forgets_an_ended_generation_once_its_time_is_up() -> None:
+    """Kept raw events of an ended generation go `KEPT_AFTER_END_S` after its end, not before; one that
+    has not ended stays."""
+
+    class Raw:
+        def __init__(self) -> None:
+            self.headers = {"Mina-Type": "x"}
+            self.data = b"{}"
+
+    fanout = Fanout(cast(Any, None))
+    fanout._keep("g-ended", "accepted", 1, cast(Any, Raw()))
+    fanout._keep("g-running", "accepted", 2, cast(Any, Raw()))
+    fanout._keep("g-ended", "done", 3, cast(Any, Raw()))
+    ends = fanout._kept["g-ended"].ended_at
+    fanout._forget_ended(ends - 1)
+    assert set(fanout._kept) == {"g-ended", "g-running"}
+    fanout._forget_ended(ends)
+    assert set(fanout._kept) == {"g-running"}

@@ -41,7 +41,7 @@ import contextlib
 import itertools
 import math
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import AsyncGenerator, Callable
 
 import nats.errors
@@ -134,6 +134,7 @@ class Fanout:
         self._opening = asyncio.Semaphore(OPENS_AT_ONCE)
         self.tick_s = tick_s
         self._kept: OrderedDict[str, _Kept] = OrderedDict()
+        self._ending: deque[tuple[float, str, _Kept]] = deque()  # kept lists by when they end (oldest first)
         self.seen_seq = 0  # the newest stream sequence the shared subscription handed over
         self.delivered = 0
         self.on_decision_stored: Callable[[str], None] | None = None  # `Decisions.settled`
@@ -220,11 +221,15 @@ class Fanout:
         kept.raws.append((seq, (raw.headers or {}).get(TYPE_HEADER, ""), raw.data))
         if kind in END_KINDS and kept.ended_at == math.inf:
             kept.ended_at = time.monotonic() + KEPT_AFTER_END_S
+            self._ending.append((kept.ended_at, generation_id, kept))
 
     def _forget_ended(self, now: float) -> None:
-        ended = [g for g, kept in self._kept.items() if kept.ended_at <= now]
-        for generation_id in ended:
-            del self._kept[generation_id]
+        """Drop the kept lists whose generation ended `KEPT_AFTER_END_S` ago (was a scan of all 20,000 a tick)."""
+        ending = self._ending
+        while ending and ending[0][0] <= now:
+            _, generation_id, kept = ending.popleft()
+            if self._kept.get(generation_id) is kept:
+                del self._kept[generation_id]
 
     async def _verified(self, generation_id: str, kept: _Kept) -> bool:
         """Whether the kept list starts at the generation's first decision (one literal-subject get)."""

@@ -41,11 +41,13 @@ from services.gateway.adapters.decisions import wait_until_stored
 from services.gateway.adapters.supabase import JwtUser
 from services.gateway.auth.identity import (
     BODY_KEYS,
-    PASS_HEADER,
+    PASS_HEADER_KEY,
     QUERY_KEYS,
     bearer_token,
+    header,
     json_body,
     normalize_pass_id,
+    state_of,
 )
 
 if TYPE_CHECKING:
@@ -143,14 +145,15 @@ def _admin_token_matches(token: str | None, deps: GatewayDeps) -> bool:
 
 async def caller_of(request: Request, deps: GatewayDeps) -> Caller:
     """The Bearer token, verified once per request (the admin token is never sent to Supabase)."""
-    cached: Caller | None = getattr(request.state, "caller", None)
+    state = state_of(request)
+    cached: Caller | None = state.get("caller")
     if cached is not None:
         return cached
     token = bearer_token(request)
     admin = _admin_token_matches(token, deps)
     user = await deps.verifier.verify(token) if token and not admin else None
     caller = Caller(user=user, admin_token=admin)
-    request.state.caller, request.state.user, request.state.admin_token = caller, user, admin
+    state["caller"], state["user"], state["admin_token"] = caller, user, admin
     return caller
 
 
@@ -189,8 +192,11 @@ def grant_ok(request: Request, deps: GatewayDeps, generation_id: str, owner: str
 
 
 def _claimed(request: Request, body: dict[str, object]) -> set[str]:
-    values = [body.get(k) for k in BODY_KEYS] + [request.headers.get(PASS_HEADER)]
-    values += [request.query_params.get(k) for k in (*QUERY_KEYS, "pass_id")]
+    values = [body.get(k) for k in BODY_KEYS]
+    values.append(header(request, PASS_HEADER_KEY))
+    if request.scope.get("query_string"):  # none on most requests: no query parsing for nothing
+        params = request.query_params
+        values += [params.get(k) for k in (*QUERY_KEYS, "pass_id")]
     values.append(request.path_params.get("pass_id"))
     return {p for p in (normalize_pass_id(v) for v in values) if p and not p.startswith("pass:anon:")}
 

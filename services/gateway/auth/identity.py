@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 from fastapi import Request
@@ -20,6 +21,7 @@ from libs.errors import InvalidInputError
 from services.gateway.adapters.supabase import JwtUser
 
 PASS_HEADER = "X-Mina-Pass-Id"
+PASS_HEADER_KEY = PASS_HEADER.lower().encode()
 ABSENT_TOKENS = ("null", "undefined", "[object Object]")  # what a client without a session sends
 BODY_KEYS = ("customerId", "passId", "pass_id", "customer_id")
 QUERY_KEYS = ("customerId", "passId")
@@ -52,17 +54,43 @@ def normalize_pass_id(value: object) -> str | None:
     return pass_id
 
 
+def header(request: Request, name: bytes) -> str | None:
+    """The first request header called `name` (lowercase), as `request.headers.get` reads it, without
+    building `Headers` or raising KeyError inside it for a missing one (the create path asks for several)."""
+    for key, value in request.scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+def state_of(request: Request) -> dict[str, Any]:
+    """`request.state`'s own dict (the scope's), so a missing attribute is a dict miss, not an exception."""
+    state: dict[str, Any] = request.scope.setdefault("state", {})
+    return state
+
+
 def bearer_token(request: Request) -> str | None:
-    header = request.headers.get("authorization") or ""
-    scheme, _, token = header.partition(" ")
+    scheme, _, token = (header(request, b"authorization") or "").partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token or token in ABSENT_TOKENS:
         return None
     return token
 
 
+JSON_BODY = "gateway.json_body"  # the scope key of the parsed body (the edge, the identity and the route read it)
+
+
 async def json_body(request: Request) -> dict[str, object]:
-    """The request's JSON object (cached by Starlette), {} for anything else."""
+    """The request's JSON object as orjson reads it, {} for anything else; parsed once per request."""
+    cached: dict[str, object] | None = request.scope.get(JSON_BODY)
+    if cached is not None:
+        return cached
+    data = await _parse_json_body(request)
+    request.scope[JSON_BODY] = data
+    return data
+
+
+async def _parse_json_body(request: Request) -> dict[str, object]:
     if request.method in ("GET", "HEAD", "DELETE", "OPTIONS"):
         return {}
     if "json" not in (request.headers.get("content-type") or "json"):
@@ -82,7 +110,7 @@ def explicit_pass_id(request: Request, body: dict[str, object]) -> tuple[str | N
         found = normalize_pass_id(body.get(key))
         if found:
             return found, "body"
-    found = normalize_pass_id(request.headers.get(PASS_HEADER))
+    found = normalize_pass_id(header(request, PASS_HEADER_KEY))
     if found:
         return found, "header"
     if request.method == "GET":
@@ -100,13 +128,14 @@ async def resolve(request: Request) -> Identity:
     unproven on a route that drops rather than refuses it (crash reports) is not used.
     """
     body = await json_body(request)
-    user: JwtUser | None = getattr(request.state, "user", None)
-    token_sent = bearer_token(request) is not None and not getattr(request.state, "admin_token", False)
-    pass_id, source = (None, "") if getattr(request.state, "unproven", False) else explicit_pass_id(request, body)
+    state = state_of(request)
+    user: JwtUser | None = state.get("user")
+    token_sent = bearer_token(request) is not None and not state.get("admin_token", False)
+    pass_id, source = (None, "") if state.get("unproven", False) else explicit_pass_id(request, body)
     if pass_id is None and user is not None:
         pass_id, source = f"pass:user:{user.user_id}", "jwt"
     if pass_id is None:
         pass_id, source = f"pass:anon:{uuid.uuid4()}", "minted"
     identity = Identity(pass_id=pass_id, source=source, user=user, token_invalid=token_sent and user is None)
-    request.state.pass_id = pass_id
+    state["pass_id"] = pass_id
     return identity

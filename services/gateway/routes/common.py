@@ -9,7 +9,7 @@ from fastapi import Depends, Request
 
 from libs.errors import MmaError, ServiceUnavailableError, UnauthorizedError
 from libs.schemas import CustomerView, EnsureWelcome
-from services.gateway.auth.identity import Identity, resolve
+from services.gateway.auth.identity import Identity, resolve, state_of
 from services.gateway.deps import GatewayDeps
 
 log = structlog.get_logger("gateway")
@@ -23,7 +23,7 @@ async def get_deps(request: Request) -> GatewayDeps:
 
 
 def request_id(request: Request) -> str:
-    return str(getattr(request.state, "request_id", "") or "")
+    return str(state_of(request).get("request_id") or "")
 
 
 def failure_code(code: str) -> Callable[[Request], Awaitable[None]]:

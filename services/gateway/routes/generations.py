@@ -12,7 +12,7 @@ from libs.schemas import CancelRequested, Flow, GenerationRequest, GenerationVie
 from services.gateway.adapters.decisions import wait_until_stored
 from services.gateway.adapters.idempotency import body_hash
 from services.gateway.auth.access import sse_url_for
-from services.gateway.auth.identity import Identity, json_body
+from services.gateway.auth.identity import Identity, header, json_body, state_of
 from services.gateway.bodies import CreateCommon, StillCreateBody, TweakBody, VideoAnimateBody
 from services.gateway.deps import GatewayDeps
 from services.gateway.errors import mma_body
@@ -87,7 +87,7 @@ async def create_caller(request: Request) -> tuple[GatewayDeps, Identity]:
 
 async def run_create(request: Request, deps: GatewayDeps, who: Identity, body: CreateCommon, flow: Flow,
                      req: GenerationRequest, parent: str | None) -> Response:
-    key = request.headers.get("idempotency-key") or body.idem_key()
+    key = header(request, b"idempotency-key") or body.idem_key()
     cmd = CreateCommand(
         pass_id=who.pass_id, flow=flow, request=req, request_id=request_id(request), parent_generation_id=parent,
         session_id=body.session(), platform=req.inputs.platform or "web", source="mma", deadline=body.deadline,
@@ -127,7 +127,7 @@ async def parent_of(deps: GatewayDeps, generation_id: str, failed_code: str) -> 
 @router.post("/mma/still/create", response_model=CreateOut, responses=CREATE_RESPONSES)
 async def still_create(request: Request, body: StillCreateBody | None = None) -> Response:
     """Start a still generation; answers at once with the id and the SSE URL (or 402)."""
-    request.state.failure_code = "MMA_CREATE_FAILED"
+    state_of(request)["failure_code"] = "MMA_CREATE_FAILED"
     deps, who = await create_caller(request)
     body = body or StillCreateBody()
     return await run_create(request, deps, who, body, Flow.STILL_CREATE, body.to_request(), None)
@@ -136,7 +136,7 @@ async def still_create(request: Request, body: StillCreateBody | None = None) ->
 @router.post("/mma/still/{generation_id}/tweak", response_model=CreateOut, responses=CREATE_RESPONSES)
 async def still_tweak(generation_id: str, request: Request, body: TweakBody | None = None) -> Response:
     """A NEW still generation whose parent is `generation_id`."""
-    request.state.failure_code = "MMA_TWEAK_FAILED"
+    state_of(request)["failure_code"] = "MMA_TWEAK_FAILED"
     deps, who = await create_caller(request)
     body = body or TweakBody()
     await parent_of(deps, generation_id, "MMA_TWEAK_FAILED")
@@ -146,7 +146,7 @@ async def still_tweak(generation_id: str, request: Request, body: TweakBody | No
 @router.post("/mma/video/animate", response_model=CreateOut, responses=CREATE_RESPONSES)
 async def video_animate(request: Request, body: VideoAnimateBody | None = None) -> Response:
     """Animate a still (a generation id or an image URL) into a video, or only suggest its motion."""
-    request.state.failure_code = "MMA_ANIMATE_FAILED"
+    state_of(request)["failure_code"] = "MMA_ANIMATE_FAILED"
     deps, who = await create_caller(request)
     body = body or VideoAnimateBody()
     req = body.to_request()
@@ -165,7 +165,7 @@ async def video_animate(request: Request, body: VideoAnimateBody | None = None) 
 @router.post("/mma/video/{generation_id}/tweak", response_model=CreateOut, responses=CREATE_RESPONSES)
 async def video_tweak(generation_id: str, request: Request, body: TweakBody | None = None) -> Response:
     """A NEW video generation whose parent is the tweaked video."""
-    request.state.failure_code = "MMA_VIDEO_TWEAK_FAILED"
+    state_of(request)["failure_code"] = "MMA_VIDEO_TWEAK_FAILED"
     deps, who = await create_caller(request)
     body = body or TweakBody()
     await parent_of(deps, generation_id, "MMA_VIDEO_TWEAK_FAILED")
