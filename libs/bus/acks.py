@@ -39,6 +39,26 @@ async def write(nc: NatsClient, data: bytes) -> None:
         await nc._flush_pending()
 
 
+async def ack_all(nc: NatsClient, raws: Sequence[Msg]) -> None:
+    """`Msg.ack` of every message not acked yet, all in one buffer with one flush. Raises as `nc.publish`
+    would for a connection that cannot take it (closed, draining, its reconnect buffer full)."""
+    replies = [raw.reply for raw in raws if raw.reply and not raw._ackd]
+    if not replies:
+        return
+    if nc.is_closed:
+        raise nats.errors.ConnectionClosedError
+    if nc.is_draining_pubs:
+        raise nats.errors.ConnectionDrainingError
+    data = "".join(f"PUB {reply} 0\r\n\r\n" for reply in replies).encode()
+    if not nc.is_connected and (nc._max_pending_size <= 0
+                                or len(data) + nc._pending_data_size > nc._max_pending_size):
+        raise nats.errors.OutboundBufferLimitError
+    nc.stats["out_msgs"] += len(replies)
+    await write(nc, data)
+    for raw in raws:
+        raw._ackd = True
+
+
 class Outgoing(NamedTuple):
     """One JetStream publish: subject, encoded header block (b"" for none), payload."""
 
