@@ -10,9 +10,10 @@ subscription callback that appends them to a list; the fetch waits on one future
 
 Each request's reply subject is `<inbox>.<n>`, so a status names the request it ends (a late
 status of an abandoned request ends nothing). Messages carry their own subject and the ack
-subject as reply, as from nats-py's fetch. At most one request is open per fetcher: when its
-answer does not come (NATS restarted and lost it), the fetch gives up after `expires` plus a
-margin; a message that still arrives for it waits in the list for the next fetch.
+subject as reply, as from nats-py's fetch. At most one request is open per fetcher, so no more
+than its batch is ever on the way: when its answer does not come (NATS restarted and lost it),
+it is given up `expires` plus a margin after it was sent; a message that still arrives for it
+waits in the list for the next fetch.
 """
 
 from __future__ import annotations
@@ -47,8 +48,10 @@ class Fetcher:
         self.got: list[Msg] = []
         self.tokens = itertools.count(1)
         self.open = ""  # the reply subject of the request in progress ("" for none)
-        self.want = 0  # messages that end the open request (its batch, less what the list held)
-        self.waiter: asyncio.Future[str] | None = None  # resolved with the ending status ("" for a full batch)
+        self.left = 0  # messages the open request may still bring
+        self.lost_at = 0.0  # when the open request, unanswered, is taken as lost (loop time)
+        self.ended = ""  # the status that ended the last request ("" for a full batch, or none yet)
+        self.waiter: asyncio.Future[None] | None = None  # resolved on a message, or on a request's end
 
     async def start(self) -> None:
         self.prefix = self.nc.new_inbox() + "."
@@ -64,22 +67,26 @@ class Fetcher:
         status = headers.get(STATUS) if headers else None
         if status is None:
             self.got.append(raw)
-            if len(self.got) >= self.want:
-                self._end("")
+            self.left -= 1
+            if self.left <= 0:
+                self.open, self.ended = "", ""  # a full batch: the server sends no status
+            self._wake()
             return
         if status == HEARTBEAT or raw.subject != self.open:
             return  # a heartbeat, or the end of an abandoned request
         if status not in ENDED:
             log.warning("bus.fetch_status", durable=self.durable, status=status,
                         description=headers.get(api.Header.DESCRIPTION.value) if headers else None)
-        self._end(status)
+        self.open, self.ended = "", status
+        self._wake()
 
-    def _end(self, status: str) -> None:
+    def _wake(self) -> None:
         waiter = self.waiter
         if waiter is not None and not waiter.done():
-            waiter.set_result(status)
+            waiter.set_result(None)
 
-    def _take(self, size: int) -> list[Msg]:
+    def take(self, size: int) -> list[Msg]:
+        """Up to `size` of the messages already here (none when there are none)."""
         got = self.got
         if len(got) <= size:
             self.got = []
@@ -87,24 +94,34 @@ class Fetcher:
         self.got = got[size:]
         return got[:size]
 
-    async def fetch(self, size: int, wait_s: float) -> tuple[list[Msg], str]:
-        """Up to `size` messages, waiting up to `wait_s` for the first; with the status that ended the
-        request ("" when the batch filled, or messages were already in hand, or the answer was lost)."""
+    async def fetch(self, size: int, wait_s: float, linger: bool = False) -> tuple[list[Msg], str]:
+        """Up to `size` messages, as soon as there are any, waiting up to `wait_s` for the first; with the
+        status that ended the request ("" while it is open, when its batch filled, or its answer was lost).
+
+        One request is open at a time; a new one is sent only when none is. Without `linger` it is a
+        no-wait one, ended by the server once what is there is delivered. With `linger` it stays open
+        (up to `size` messages, or `wait_s`), so what comes while the caller works waits here, in hand
+        for its next call without a round trip (`take`).
+        """
         if self.got:
-            return self._take(size), ""
-        nc = self.nc
-        self.open = f"{self.prefix}{next(self.tokens)}"
-        self.want = size
+            return self.take(size), ""
         loop = asyncio.get_running_loop()
-        self.waiter = loop.create_future()
-        request = orjson.dumps({"batch": size, "expires": int(wait_s * 1e9), "no_wait": True})
-        status = ""
-        try:
-            await nc.publish(self.subject, request, reply=self.open)
-            status = await asyncio.wait_for(self.waiter, wait_s + LOST_MARGIN_S)
-        except TimeoutError:
+        if self.open and loop.time() > self.lost_at:
             log.warning("bus.fetch_unanswered", durable=self.durable, wait_s=wait_s)
-        finally:
             self.open = ""
+        if not self.open:
+            reply = f"{self.prefix}{next(self.tokens)}"
+            request = {"batch": size, "expires": int(wait_s * 1e9)}
+            if not linger:
+                request["no_wait"] = True
+            await self.nc.publish(self.subject, orjson.dumps(request), reply=reply)
+            self.open, self.left, self.ended = reply, size, ""
+            self.lost_at = loop.time() + wait_s + LOST_MARGIN_S
+        self.waiter = loop.create_future()
+        try:
+            await asyncio.wait_for(self.waiter, max(0.0, self.lost_at - loop.time()))
+        except TimeoutError:
+            pass  # taken as lost by the next call
+        finally:
             self.waiter = None
-        return self._take(size), status
+        return self.take(size), "" if self.open else self.ended

@@ -130,18 +130,21 @@ async def _pull_loop(consumer: Consumer, fetcher: Fetcher, want: Callable[[], Aw
     """Fetch `await want()` messages at a time and hand them to `take` until stopped.
 
     With `overlap`, the next fetch runs while `take` handles the previous messages (the
-    fetch round trip hides behind the batch's transaction); `take` calls still run one
+    fetch round trip hides behind the batch's transaction), with a lingering request, so
+    that everything that came meanwhile makes the next batch; `take` calls still run one
     after the other, in stream order.
     """
     taking: asyncio.Task[None] | None = None
     try:
         while not consumer.stopping.is_set():
-            msgs = await _fetch(consumer, fetcher, await want())
+            msgs = await _fetch(consumer, fetcher, await want(), linger=overlap)
             if not msgs:
                 continue
             if taking is not None:
                 await taking
                 taking = None
+                # what came while it ran, for the lingering request (`Fetcher.fetch`), joins this batch
+                msgs.extend(fetcher.take(await want() - len(msgs)))
             if overlap:
                 taking = asyncio.create_task(take(msgs))
             else:
@@ -154,7 +157,7 @@ async def _pull_loop(consumer: Consumer, fetcher: Fetcher, want: Callable[[], Aw
             await fetcher.stop()
 
 
-async def _fetch(consumer: Consumer, fetcher: Fetcher, size: int) -> list[Msg]:
+async def _fetch(consumer: Consumer, fetcher: Fetcher, size: int, linger: bool) -> list[Msg]:
     """Up to `size` messages; none when nothing came within a second, or when NATS is away and the
     consumer is stopping. While NATS is away otherwise, fetching is tried again every 0.5 s."""
 
@@ -168,7 +171,7 @@ async def _fetch(consumer: Consumer, fetcher: Fetcher, size: int) -> list[Msg]:
         if not fetcher.nc.is_connected:  # a request buffered meanwhile would be one more open at reconnect
             await _pause(consumer)
             return []
-        msgs, status = await fetcher.fetch(size, FETCH_WAIT_S)
+        msgs, status = await fetcher.fetch(size, FETCH_WAIT_S, linger)
         if not msgs and status and status not in ENDED:  # 409 and the like: not in a tight loop
             await _pause(consumer)
         return msgs

@@ -7,12 +7,14 @@ import time
 
 import nats.js.errors
 import pytest
+from nats.aio.msg import Msg
 from nats.js import api
 
 from libs.bus import Bus
 from libs.bus.fetch import Fetcher
 from libs.bus.pull import ensure_consumer
 from libs.schemas import EVENTS_ALL, ScanLine, Stream
+from tests.helpers import wait_for
 
 DURABLE = "fetch-test"
 
@@ -46,6 +48,10 @@ async def test_an_old_durable_gets_the_ack_window_asked_for_never_less(bus: Bus)
     assert (await js.consumer_info(stream, DURABLE)).config.max_ack_pending == 4000
 
 
+def indexes(msgs: list[Msg]) -> list[int]:
+    return [ScanLine.model_validate_json(m.data).index for m in msgs]
+
+
 async def test_a_fetch_answers_with_what_is_there_at_once(bus: Bus) -> None:
     """A partial batch comes back without waiting out `expires`; a full one leaves the rest on the server."""
     for index in range(5):
@@ -53,13 +59,37 @@ async def test_a_fetch_answers_with_what_is_there_at_once(bus: Bus) -> None:
     pull = await fetcher(bus)
     started = time.monotonic()
     msgs, status = await pull.fetch(3, 5.0)
-    assert [ScanLine.model_validate_json(m.data).index for m in msgs] == [0, 1, 2]
-    assert status == ""  # the batch filled: the server sends no status
-    msgs, status = await pull.fetch(10, 5.0)
-    assert [ScanLine.model_validate_json(m.data).index for m in msgs] == [3, 4]
+    assert indexes(msgs) == [0, 1, 2]
+    assert status == "" and not pull.open  # the batch filled: the server sends no status
+    rest: list[Msg] = []
+    for _ in range(3):  # what is there, then the no-wait request's end
+        msgs, status = await pull.fetch(10, 5.0)
+        rest += msgs
+        if status:
+            break
     assert status == "404"
+    assert indexes(rest) == [3, 4]
     assert time.monotonic() - started < 2.0  # neither waited for its 5 s
-    assert msgs[0].subject == line(0).subject() and msgs[0].metadata.num_delivered == 1
+    assert rest[0].subject == line(0).subject() and rest[0].metadata.num_delivered == 1
+    await pull.stop()
+
+
+async def test_a_lingering_fetch_keeps_its_request_open_for_what_comes_next(bus: Bus) -> None:
+    """With `linger`, messages that come after the fetch returned wait in hand, never more than its batch."""
+    pull = await fetcher(bus)
+    waiting = asyncio.create_task(pull.fetch(3, 5.0, linger=True))
+    await asyncio.sleep(0)  # the request is written before the message
+    await bus.publish(line(0))
+    assert indexes((await asyncio.wait_for(waiting, 3.0))[0]) == [0]
+    assert pull.open  # still open for two more
+    for index in range(1, 5):
+        await bus.publish(line(index))
+    await wait_for(lambda: len(pull.got) == 2, 5, what="two more in hand without a fetch")
+    assert not pull.open  # its batch of 3 is full
+    msgs, _ = await pull.fetch(10, 5.0, linger=True)
+    assert indexes(msgs) == [1, 2]  # in hand: no request sent
+    msgs, _ = await pull.fetch(10, 5.0, linger=True)
+    assert indexes(msgs) == [3, 4]  # a new request
     await pull.stop()
 
 
@@ -75,7 +105,7 @@ async def test_a_fetch_waits_for_the_first_message_or_expires_empty(bus: Bus) ->
     await asyncio.sleep(0)  # the request is written before the message
     await bus.publish(line(7))
     msgs, _ = await asyncio.wait_for(waiting, 3.0)
-    assert [ScanLine.model_validate_json(m.data).index for m in msgs] == [7]
+    assert indexes(msgs) == [7]
     await pull.stop()
 
 
