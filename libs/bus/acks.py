@@ -31,12 +31,49 @@ STATUS = api.Header.STATUS.value
 NO_RESPONDERS = "503"
 
 
-async def write(nc: NatsClient, data: bytes) -> None:
+LAZY_FLUSH_S = 0.005  # the longest a lazy write waits for another write to carry it
+
+
+async def write(nc: NatsClient, data: bytes, lazy: bool = False) -> None:
     """Protocol commands written as they are, then the connection's flusher kicked once: the one place
-    that uses nats-py's private writer (`_send_command`, `_flush_queue`, `_flush_pending`; pinned 2.16.0)."""
+    that uses nats-py's private writer (`_send_command`, `_flush_queue`, `_flush_pending`; pinned 2.16.0).
+
+    `lazy`: no kick now; the commands leave with the next write of anyone on this connection (a
+    socket write costs more than the commands), or after LAZY_FLUSH_S at the latest.
+    """
     await nc._send_command(data)
-    if nc._flush_queue is not None and nc._flush_queue.empty():
+    if lazy:
+        asyncio.get_running_loop().call_later(LAZY_FLUSH_S, _kick, nc)
+    elif nc._flush_queue is not None and nc._flush_queue.empty():
         await nc._flush_pending()
+
+
+def _kick(nc: NatsClient) -> None:
+    """`_flush_pending` without awaiting: what a lazy write left is written, unless written already."""
+    queue = nc._flush_queue
+    if nc._pending_data_size > 0 and nc.is_connected and queue is not None and queue.empty():
+        queue.put_nowait(asyncio.get_running_loop().create_future())
+
+
+async def ack_all(nc: NatsClient, raws: Sequence[Msg]) -> None:
+    """`Msg.ack` of every message not acked yet, all in one buffer, written lazily (`write`): the
+    connection's next write carries them (the consumer's next fetch request, often). Raises as
+    `nc.publish` would for a connection that cannot take it (closed, draining, its reconnect buffer full)."""
+    replies = [raw.reply for raw in raws if raw.reply and not raw._ackd]
+    if not replies:
+        return
+    if nc.is_closed:
+        raise nats.errors.ConnectionClosedError
+    if nc.is_draining_pubs:
+        raise nats.errors.ConnectionDrainingError
+    data = "".join(f"PUB {reply} 0\r\n\r\n" for reply in replies).encode()
+    if not nc.is_connected and (nc._max_pending_size <= 0
+                                or len(data) + nc._pending_data_size > nc._max_pending_size):
+        raise nats.errors.OutboundBufferLimitError
+    nc.stats["out_msgs"] += len(replies)
+    await write(nc, data, lazy=True)
+    for raw in raws:
+        raw._ackd = True
 
 
 class Outgoing(NamedTuple):

@@ -22,7 +22,7 @@ from nats.js import JetStreamContext
 from prometheus_client import Counter, Gauge
 
 from libs import deadletter
-from libs.bus.acks import write
+from libs.bus.acks import ack_all, write
 from libs.bus.codec import decode
 from libs.bus.consumer import Consumer
 from libs.bus.types import BatchHandler, D, ExhaustedHook, Handler
@@ -136,15 +136,21 @@ class Delivery(Generic[D]):
     async def decode_or_reject(self, raw: Msg) -> BusMessage | None:
         """The typed message, or None once an undecodable/unhandled one is dead-lettered and termed."""
         try:
-            msg = decode(raw, self.default_model)
-            if type(msg) not in self.handlers:
-                raise InvalidMessageError(f"no handler for {type(msg).__name__} on {self.durable}")
-            return msg
+            return self._decoded(raw)
         except InvalidMessageError as exc:
-            meta = raw.metadata
-            log.error("bus.message_invalid", subject=raw.subject, stream_seq=meta.sequence.stream, reason=exc.message)
-            await self.reject(raw, exc.message, exc.instance_code)
+            await self._invalid(raw, exc)
             return None
+
+    def _decoded(self, raw: Msg) -> BusMessage:
+        msg = decode(raw, self.default_model)
+        if type(msg) not in self.handlers:
+            raise InvalidMessageError(f"no handler for {type(msg).__name__} on {self.durable}")
+        return msg
+
+    async def _invalid(self, raw: Msg, exc: InvalidMessageError) -> None:
+        meta = raw.metadata
+        log.error("bus.message_invalid", subject=raw.subject, stream_seq=meta.sequence.stream, reason=exc.message)
+        await self.reject(raw, exc.message, exc.instance_code)
 
     async def handle_one(self, raw: Msg, msg: BusMessage) -> None:
         """Run the message's handler with a heartbeat; ack, nak with a delay, or dead-letter."""
@@ -177,10 +183,11 @@ class Delivery(Generic[D]):
         """One `batch_handler` call for the decodable messages; on failure nak all (a dependency away)
         or re-run them one at a time, so only the bad message is retried, then dead-lettered."""
         good: list[tuple[Msg, BusMessage]] = []
-        for raw in raws:
-            msg = await self.decode_or_reject(raw)
-            if msg is not None:
-                good.append((raw, msg))
+        for raw in raws:  # no coroutine per message: only a bad one is awaited (dead-lettered)
+            try:
+                good.append((raw, self._decoded(raw)))
+            except InvalidMessageError as exc:
+                await self._invalid(raw, exc)
         if not good:
             return
         in_hand = [raw for raw, _ in good]
@@ -202,9 +209,9 @@ class Delivery(Generic[D]):
         await self.ack(in_hand)
 
     async def ack(self, raws: Sequence[Msg]) -> None:
-        for raw in raws:
-            with contextlib.suppress(*NATS_AWAY):
-                await raw.ack()
+        """All in one write (`ack_all`); while NATS is away the server redelivers what it did not hear of."""
+        with contextlib.suppress(*NATS_AWAY):
+            await ack_all(self.js._nc, raws)
         self.consumer.handled += len(raws)
         self.acked.inc(len(raws))
         self.lag.set(raws[-1].metadata.num_pending)

@@ -13,6 +13,7 @@ from nats.js import JetStreamContext, api
 
 from libs.bus.consumer import Consumer
 from libs.bus.delivery import Delivery
+from libs.bus.fetch import ENDED, Fetcher
 from libs.bus.retry import retried
 from libs.bus.types import BatchHandler, D
 from libs.transient import NATS_AWAY
@@ -21,14 +22,13 @@ log = structlog.get_logger("bus")
 
 FETCH_WAIT_S = 1.0  # a fetch that finds nothing returns after this, so a stop is seen
 FETCH_RETRY_S = 0.5  # between fetches while NATS is away
-AWAY_OR_API: tuple[type[BaseException], ...] = (nats.js.errors.APIError, *NATS_AWAY)
 
 Take = Callable[[list[Msg]], Coroutine[object, None, None]]
 
 
 async def start_each(delivery: Delivery[D], filter_subject: str, concurrency: int, batch: int) -> Consumer:
     """Messages handled alone, at most `concurrency` at once; with 1, one after the other in stream order."""
-    psub = await _subscribe(delivery, filter_subject, max_ack_pending=max(concurrency * 2, 1000))
+    fetcher = await _subscribe(delivery, filter_subject, max_ack_pending=max(concurrency * 2, 1000))
     consumer = delivery.consumer
     slots = asyncio.Semaphore(concurrency)
 
@@ -58,13 +58,13 @@ async def start_each(delivery: Delivery[D], filter_subject: str, concurrency: in
             consumer.inflight.add(task)
             task.add_done_callback(consumer.inflight.discard)
 
-    return _start(delivery, filter_subject, _pull_loop(consumer, psub, want, take))
+    return _start(delivery, filter_subject, _pull_loop(consumer, fetcher, want, take))
 
 
 async def start_batches(delivery: Delivery[D], filter_subject: str, batch_handler: BatchHandler[D],
                         batch: int) -> Consumer:
     """Up to `batch` messages per `batch_handler` call, in stream order; the next fetch overlaps the call."""
-    psub = await _subscribe(delivery, filter_subject, max_ack_pending=max(batch * 2, 1000))
+    fetcher = await _subscribe(delivery, filter_subject, max_ack_pending=max(batch * 2, 1000))
 
     async def want() -> int:
         return batch
@@ -76,11 +76,11 @@ async def start_batches(delivery: Delivery[D], filter_subject: str, batch_handle
             # a failure while acking or dead-lettering: the unacked messages are redelivered
             log.exception("bus.batch_crashed", durable=delivery.durable, count=len(raws))
 
-    return _start(delivery, filter_subject, _pull_loop(delivery.consumer, psub, want, take, overlap=True))
+    return _start(delivery, filter_subject, _pull_loop(delivery.consumer, fetcher, want, take, overlap=True))
 
 
-async def _subscribe(delivery: Delivery[D], filter_subject: str,
-                     max_ack_pending: int) -> JetStreamContext.PullSubscription:
+async def _subscribe(delivery: Delivery[D], filter_subject: str, max_ack_pending: int) -> Fetcher:
+    """The durable made or found (its ack window raised to `max_ack_pending` if smaller), and a fetcher."""
     config = api.ConsumerConfig(
         durable_name=delivery.durable,
         ack_policy=api.AckPolicy.EXPLICIT,
@@ -90,8 +90,32 @@ async def _subscribe(delivery: Delivery[D], filter_subject: str,
         max_ack_pending=max_ack_pending,
         filter_subject=filter_subject,
     )
-    return await delivery.js.pull_subscribe(filter_subject, durable=delivery.durable, stream=delivery.stream.value,
-                                            config=config)
+    await ensure_consumer(delivery.js, delivery.stream.value, config)
+    fetcher = Fetcher(delivery.js._nc, delivery.stream.value, delivery.durable)
+    await fetcher.start()
+    return fetcher
+
+
+async def ensure_consumer(js: JetStreamContext, stream: str, config: api.ConsumerConfig) -> None:
+    """Create the durable with `config`, or keep the one there: a durable keeps the config it was created
+    with, except its `max_ack_pending`, raised in place when smaller than `config`'s (never lowered).
+
+    One created when batches were smaller would cap every fetch, and the fetch overlapping a batch
+    would find nothing until that batch is acked.
+    """
+    durable = config.durable_name
+    assert durable is not None
+    try:
+        info = await js.consumer_info(stream, durable)
+    except nats.js.errors.NotFoundError:
+        await js.add_consumer(stream, config=config)
+        return
+    current, wanted = info.config.max_ack_pending, config.max_ack_pending
+    if wanted is None or current is None or current < 0 or current >= wanted:  # -1: no limit
+        return
+    info.config.max_ack_pending = wanted
+    await js.add_consumer(stream, config=info.config)
+    log.info("bus.ack_window_widened", durable=durable, max_ack_pending=wanted, was=current)
 
 
 def _start(delivery: Delivery[D], filter_subject: str, loop: Coroutine[object, None, None]) -> Consumer:
@@ -101,23 +125,26 @@ def _start(delivery: Delivery[D], filter_subject: str, loop: Coroutine[object, N
     return consumer
 
 
-async def _pull_loop(consumer: Consumer, psub: JetStreamContext.PullSubscription, want: Callable[[], Awaitable[int]],
+async def _pull_loop(consumer: Consumer, fetcher: Fetcher, want: Callable[[], Awaitable[int]],
                      take: Take, overlap: bool = False) -> None:
     """Fetch `await want()` messages at a time and hand them to `take` until stopped.
 
     With `overlap`, the next fetch runs while `take` handles the previous messages (the
-    fetch round trip hides behind the batch's transaction); `take` calls still run one
+    fetch round trip hides behind the batch's transaction), with a lingering request, so
+    that everything that came meanwhile makes the next batch; `take` calls still run one
     after the other, in stream order.
     """
     taking: asyncio.Task[None] | None = None
     try:
         while not consumer.stopping.is_set():
-            msgs = await _fetch(consumer, psub, await want())
+            msgs = await _fetch(consumer, fetcher, await want(), linger=overlap)
             if not msgs:
                 continue
             if taking is not None:
                 await taking
                 taking = None
+                # what came while it ran, for the lingering request (`Fetcher.fetch`), joins this batch
+                msgs.extend(fetcher.take(await want() - len(msgs)))
             if overlap:
                 taking = asyncio.create_task(take(msgs))
             else:
@@ -125,25 +152,37 @@ async def _pull_loop(consumer: Consumer, psub: JetStreamContext.PullSubscription
     finally:
         if taking is not None:
             await taking
-        # an unsubscribed pull subscription lets the connection drain at once
+        # an unsubscribed inbox lets the connection drain at once
         with contextlib.suppress(Exception):
-            await psub.unsubscribe()
+            await fetcher.stop()
 
 
-async def _fetch(consumer: Consumer, psub: JetStreamContext.PullSubscription, size: int) -> list[Msg]:
+async def _fetch(consumer: Consumer, fetcher: Fetcher, size: int, linger: bool) -> list[Msg]:
     """Up to `size` messages; none when nothing came within a second, or when NATS is away and the
     consumer is stopping. While NATS is away otherwise, fetching is tried again every 0.5 s."""
 
     def away(exc: Exception) -> bool:
-        # an empty fetch is no failure: nats-py raises its TimeoutError, or the builtin one when the no-wait
-        # probe used up the window (a busy server, or a consumer led by another node of a cluster)
-        if isinstance(exc, TimeoutError) or not isinstance(exc, AWAY_OR_API):
+        if not isinstance(exc, NATS_AWAY):
             return False
         log.warning("bus.fetch_failed", durable=consumer.name, error=repr(exc))
         return not consumer.stopping.is_set()
 
+    async def once() -> list[Msg]:
+        if not fetcher.nc.is_connected:  # a request buffered meanwhile would be one more open at reconnect
+            await _pause(consumer)
+            return []
+        msgs, status = await fetcher.fetch(size, FETCH_WAIT_S, linger)
+        if not msgs and status and status not in ENDED:  # 409 and the like: not in a tight loop
+            await _pause(consumer)
+        return msgs
+
     try:
-        return await retried(lambda: psub.fetch(size, timeout=FETCH_WAIT_S), on=away, timeout_s=None,
-                             wait_s=FETCH_RETRY_S)
-    except AWAY_OR_API:
+        return await retried(once, on=away, timeout_s=None, wait_s=FETCH_RETRY_S)
+    except NATS_AWAY:
         return []
+
+
+async def _pause(consumer: Consumer) -> None:
+    """FETCH_RETRY_S, or less when the consumer is told to stop."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(consumer.stopping.wait(), FETCH_RETRY_S)

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncpg
-import nats.js.errors
 import structlog
-from nats.js import JetStreamContext
 
 from libs.errors import ServiceUnavailableError
 from libs.schemas import EVENT_TYPES, EVENTS_ALL, CreditApply, Stream
@@ -25,7 +23,6 @@ DURABLE = "ledger"
 # commit waits for the WAL fsync) and a statement per statement group: 2,000 makes those a
 # quarter of what 500 did (docs/bench.md).
 BATCH = 2000
-ACK_WINDOW = 2 * BATCH  # unacked events the server hands over: this batch and the one fetched meanwhile
 GROUPED = 256  # CreditApply requests in hand at once (services/ledger/credit_queue.py)
 
 
@@ -62,28 +59,10 @@ async def setup(ctx: ServiceContext) -> None:
         await ctx.bus.serve(req_type, db_unavailable_is_retryable(handler), deps, queue=RPC_QUEUE,
                             concurrency=concurrency)
     # in stream order, up to BATCH events per transaction; bad data falls back to one at a time
-    await widen_ack_window(ctx.bus.js, ACK_WINDOW)
+    # the bus gives the durable room for two batches (the one in hand, the one fetched meanwhile)
     await ctx.bus.consume_batch(
         stream=Stream.EVENTS, durable=DURABLE, filter_subject=EVENTS_ALL, handlers=EVENT_HANDLERS,
         batch_handler=project_batch, deps=deps, batch=BATCH, retry_unavailable=True,
     )
     log.info("ledger.wired", rpcs=len(RPC_HANDLERS), event_types=len(EVENT_HANDLERS))
 
-
-async def widen_ack_window(js: JetStreamContext, pending: int) -> None:
-    """Let the projection durable hold `pending` unacked events, if it exists with fewer.
-
-    A durable keeps the config it was created with (the bus only creates it): one created when
-    batches were smaller would cap every fetch, and the fetch overlapping a batch would find
-    nothing until that batch is acked. `max_ack_pending` may be raised in place.
-    """
-    try:
-        info = await js.consumer_info(Stream.EVENTS.value, DURABLE)
-    except nats.js.errors.NotFoundError:
-        return  # `consume_batch` creates it with room for two batches
-    current = info.config.max_ack_pending
-    if current is None or current < 0 or current >= pending:  # -1: no limit
-        return
-    info.config.max_ack_pending = pending
-    await js.add_consumer(Stream.EVENTS.value, config=info.config)
-    log.info("ledger.ack_window_widened", durable=DURABLE, max_ack_pending=pending, was=current)

@@ -5,14 +5,11 @@ from __future__ import annotations
 import random
 from typing import Any
 
-import nats.js.errors
 import pytest
-from nats.js import api
 
 from libs.bus import Bus
 from libs.errors import InvalidMessageError
 from libs.schemas import (
-    EVENTS_ALL,
     BusMessage,
     Flow,
     GenerationAccepted,
@@ -22,10 +19,8 @@ from libs.schemas import (
     StatusChanged,
     StepPhase,
     StepRecorded,
-    Stream,
 )
 from services.ledger import queries as q
-from services.ledger.app import ACK_WINDOW, BATCH, DURABLE, widen_ack_window
 from services.ledger.deps import LedgerDeps
 from services.ledger.handlers import EVENT_HANDLERS, project_batch
 from services.ledger.staging import SetForm
@@ -190,21 +185,3 @@ async def test_a_poison_event_is_dead_lettered_alone(services: Services, bus: Bu
     logged = [e for p in services.procs for e in p.log_lines()]
     assert any(e.get("event") == "bus.batch_failed" for e in logged)
     assert any(e.get("event") == "ledger.batch_projected" for e in logged)
-
-
-async def test_an_old_projection_durable_gets_room_for_two_batches(bus: Bus) -> None:
-    """A durable created when batches were smaller keeps its config: the ledger widens its ack window in place."""
-    js = bus.js
-    await widen_ack_window(js, ACK_WINDOW)  # no durable yet: nothing to do, nothing created
-    with pytest.raises(nats.js.errors.NotFoundError):
-        await js.consumer_info(Stream.EVENTS.value, DURABLE)
-    old = api.ConsumerConfig(durable_name=DURABLE, ack_policy=api.AckPolicy.EXPLICIT, filter_subject=EVENTS_ALL,
-                             max_ack_pending=1000, ack_wait=30)
-    await js.add_consumer(Stream.EVENTS.value, config=old)
-    await widen_ack_window(js, ACK_WINDOW)
-    info = await js.consumer_info(Stream.EVENTS.value, DURABLE)
-    assert info.config.max_ack_pending == ACK_WINDOW >= 2 * BATCH
-    assert (info.config.filter_subject, info.config.ack_policy) == (EVENTS_ALL, api.AckPolicy.EXPLICIT)
-    await widen_ack_window(js, 10)  # never narrowed
-    assert (await js.consumer_info(Stream.EVENTS.value, DURABLE)).config.max_ack_pending == ACK_WINDOW
-

@@ -115,11 +115,21 @@ async def connect(dsn: str, timeout_s: float = 30.0) -> asyncpg.Connection:
     return conn
 
 
+class PooledConnection(asyncpg.Connection):  # type: ignore[misc]  # asyncpg is untyped here
+    """A pool connection given back without asyncpg's reset query (advisory unlock, CLOSE ALL, UNLISTEN,
+    RESET ALL: a round trip to Postgres per release). The ledger keeps no session state on pool
+    connections: its advisory locks are transaction-scoped (or on `connect`'s own connections), it
+    neither LISTENs nor SETs; an open transaction is still rolled back on release by asyncpg."""
+
+    def get_reset_query(self) -> str:
+        return ""
+
+
 async def create_pool(dsn: str, min_size: int = 1, max_size: int = 10, timeout_s: float = 60.0) -> asyncpg.Pool:
     """The service pool, retried while Postgres comes up (bounded by `timeout_s`)."""
     pool: asyncpg.Pool = await _until_up(
         lambda: asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=init_connection, timeout=5,
-                                    command_timeout=60),
+                                    command_timeout=60, connection_class=PooledConnection),
         timeout_s, 0.5,
     )
     return pool
