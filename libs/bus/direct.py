@@ -48,7 +48,13 @@ async def last_of(js: JetStreamContext, stream: str, subjects: Sequence[str],
                   timeout: float = GET_TIMEOUT_S) -> list[Stored | None]:
     """The last message of each subject (None: none), read together; the first failure is raised
     (`NoRespondersError`-like trouble as nats-py's TimeoutError / APIError)."""
-    items = [Outgoing(f"$JS.API.DIRECT.GET.{stream}.{subject}", b"", b"") for subject in subjects]
+    return await last_in(js, [(stream, subject) for subject in subjects], timeout)
+
+
+async def last_in(js: JetStreamContext, reads: Sequence[tuple[str, str]],
+                  timeout: float = GET_TIMEOUT_S) -> list[Stored | None]:
+    """`last_of` for (stream, subject) pairs of several streams, all in one batch."""
+    items = [Outgoing(f"$JS.API.DIRECT.GET.{stream}.{subject}", b"", b"") for stream, subject in reads]
     results = await mux_for(js._nc).request(items, timeout, _stored)
     for result in results:
         if isinstance(result, BaseException):
@@ -64,4 +70,4 @@ async def allow_direct(js: JetStreamContext, stream: str) -> None:
             await js.update_stream(info.config.evolve(allow_direct=True))
 
 
-__all__ = ["Stored", "allow_direct", "last_of"]
+__all__ = ["Stored", "allow_direct", "last_in", "last_of"]

@@ -61,6 +61,7 @@ class StepContext:
     ctx_ref: ConfigRef | None = None  # the context used
     settings_ref: ConfigRef | None = None  # the preset used
     provider_s: float = 0.0  # time spent inside provider calls
+    kept: dict[str, bytes] = field(default_factory=dict)  # the run's last stored output by URL, for the next step
 
     async def provider_call(self, call: Awaitable[T]) -> T:
         """Await a provider call, counting its time (failed or not) as the provider's."""
