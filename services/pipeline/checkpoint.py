@@ -23,7 +23,7 @@ behind.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import orjson
@@ -66,6 +66,8 @@ class CheckpointStore:
     @staticmethod
     def key(generation_id: str) -> str:
         """The first checkpoint's key; it never contains a dot, so `<key>.latest` cannot name another run's."""
+        if generation_id.isalnum():  # a uuid's hex, as a rule
+            return generation_id
         return "".join(c if c.isalnum() or c in "-_" else "_" for c in generation_id)
 
     @staticmethod
@@ -168,6 +170,7 @@ class Outbox:
         self.failed: BaseException | None = None
         self.state: RunState | None = None  # the run's state, for the writer (its id, its end)
         self.timer: asyncio.TimerHandle | None = None  # starts an idle writer
+        self.at_end: Callable[[], Awaitable[None]] | None = None  # run with the forget, once the end is published
 
     def queue(self, state: RunState, messages: Sequence[BusMessage], *, with_prep: bool = False) -> None:
         wire = [outgoing(m) for m in messages]
@@ -209,7 +212,7 @@ class Outbox:
                 self.sending = asyncio.create_task(self._send(messages, wire))
                 if terminal:  # the end is published: nothing of the run needs keeping
                     await self.sending
-                    await self.store.forget(state)
+                    await asyncio.gather(self.store.forget(state), *([self.at_end()] if self.at_end else []))
         except asyncio.CancelledError as exc:
             self.failed = exc
             raise

@@ -9,13 +9,14 @@ result: the failing step and the generation are recorded failed, and the job is 
 A failure and a cancel end through the same path (`Run.end`, what they say: ending.py).
 
 Fewer round trips per step: the next step's status change rides in the same checkpoint
-as the previous transition, a step's transition is written while the next step runs
-(the run waits for its writes only before a prediction's wait and at its end), and an
-outbox's messages are published pipelined (written in outbox order on one connection,
-acks awaited together). The messages in hand are published as they are; only a resume
-rebuilds them from the stored outbox. A write starts only once the previous one's acks
-are in, so the stream holds a run's messages in the order they were decided, even
-across a NATS restart.
+as the previous transition; a step's transition is written while the next step runs, and
+steps that take no time share one write (the run waits for the checkpoint only before a
+prediction's wait, for everything at its end); an outbox's messages are published
+pipelined (written in outbox order on one connection, acks awaited together) while the
+next checkpoint is written, which still carries them until their acks are in. The
+messages in hand are published as they are; only a resume rebuilds them from the stored
+outbox. A batch is published only once the previous batch's acks are in, so the stream
+holds a run's messages in the order they were decided, even across a NATS restart.
 """
 
 from __future__ import annotations
@@ -65,6 +66,9 @@ log = structlog.get_logger("pipeline")
 async def first_in_line() -> int:
     """The place in line of a run that must not queue behind new jobs (a resumed one)."""
     return 0
+
+
+can_move = functools.lru_cache(maxsize=256)(status_can_move)  # (from, to) pairs are few: asked once each
 
 
 @functools.cache
@@ -162,6 +166,7 @@ class Run:
         slot = await self.take_slot()
         if slot is None:
             return
+        self.outbox.at_end = functools.partial(slot.release, self.job.generation_id)  # in one batch with the forget
         try:
             if not await self.deadline_ended():
                 await self.run_flow()
@@ -271,13 +276,13 @@ class Run:
         if step_no > len(plan):
             return []
         status = status_for(plan[step_no - 1][0])
-        if not status_can_move(self.state.status, status.value):
+        if not can_move(self.state.status, status.value):
             return []
         self.state.status = status.value
         return [StatusChanged(**self.ids, status=status)]
 
     async def advance(self, status: MmaStatus) -> None:
-        if status_can_move(self.state.status, status.value):
+        if can_move(self.state.status, status.value):
             self.state.status = status.value
             self.queue([StatusChanged(**self.ids, status=status)])
 

@@ -9,6 +9,7 @@ of the step was the provider's and how much was ours.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ class ConfigRef(TypedDict):
     id: str
 
 
+@functools.cache  # a few step types, asked twice per step
 def status_for(step_type: str) -> MmaStatus:
     """The generation status while a step of this type runs."""
     if step_type.startswith("postscan"):
