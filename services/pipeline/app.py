@@ -22,6 +22,7 @@ from services.pipeline.config import seed_entries
 from services.pipeline.control import StartGate
 from services.pipeline.deps import PipelineDeps
 from services.pipeline.handlers import on_job, on_job_exhausted
+from services.pipeline.heap import HeapKeeper
 from services.pipeline.slots import CustomerSlots
 
 log = structlog.get_logger("pipeline")
@@ -95,6 +96,9 @@ def return_big_buffers() -> None:
 async def setup(ctx: ServiceContext) -> None:
     settings = ctx.settings
     return_big_buffers()
+    keeper = HeapKeeper()  # the collector walks each run in flight once, not in every pass (heap.py)
+    keeper.start()
+    ctx.stack.push_async_callback(keeper.stop)
     store = build_asset_store(settings)
     providers = build_providers(settings, store)
     await seed_config(ctx)

@@ -23,7 +23,7 @@ behind.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import orjson
@@ -32,7 +32,7 @@ from nats.js.kv import KeyValue
 
 from libs.bus import Bus
 from libs.bus.acks import Outgoing, header_block, mux_for
-from libs.bus.direct import Stored, allow_direct, last_of
+from libs.bus.direct import Stored, allow_direct, last_in
 from libs.bus.publish import outgoing
 from libs.kv import kv_stream, open_bucket
 from libs.schemas import MESSAGE_TYPES, BusMessage
@@ -41,6 +41,7 @@ from services.pipeline.state import OutboxItem, RunState
 
 BUCKET = "MMA_RUNS"
 WRITE_TIMEOUT_S = 5.0  # nats-py's default for a KV write
+WRITE_DELAY_S = 0.005  # a transition waits this long for the next before it is written, unless the run waits first
 LATEST_SUFFIX = ".latest"
 
 
@@ -65,6 +66,8 @@ class CheckpointStore:
     @staticmethod
     def key(generation_id: str) -> str:
         """The first checkpoint's key; it never contains a dot, so `<key>.latest` cannot name another run's."""
+        if generation_id.isalnum():  # a uuid's hex, as a rule
+            return generation_id
         return "".join(c if c.isalnum() or c in "-_" else "_" for c in generation_id)
 
     @staticmethod
@@ -78,9 +81,15 @@ class CheckpointStore:
 
     async def load(self, generation_id: str) -> RunState | None:
         """The latest transition with the prep of the first checkpoint (both keys read in one batch)."""
-        key = self.key(generation_id)
-        subjects = [self._subject(key), self._subject(key + LATEST_SUFFIX)]
-        stored = await last_of(self.js, kv_stream(self.bucket), subjects)
+        return self.loaded(await last_in(self.js, self.reads(generation_id)))
+
+    def reads(self, generation_id: str) -> list[tuple[str, str]]:
+        """(stream, subject) of the run's two keys, as `loaded` wants them read (`last_in`)."""
+        key, stream = self.key(generation_id), kv_stream(self.bucket)
+        return [(stream, self._subject(key)), (stream, self._subject(key + LATEST_SUFFIX))]
+
+    def loaded(self, stored: Sequence[Stored | None]) -> RunState | None:
+        """The state the two keys of `reads` hold."""
         first, latest = self._json(stored[0]), self._json(stored[1])
         if latest is None:
             return RunState(**first) if first is not None else None
@@ -125,72 +134,134 @@ class CheckpointStore:
 
 class Outbox:
     """A run's transitions, each checkpointed with its messages and then published (the outbox pattern),
-    as a group commit.
+    as a group commit whose publishes overlap the next checkpoint.
 
-    `queue` records a transition (the state encoded at once, its messages appended to the outbox) and
-    returns; one writer per run writes the latest queued state, then publishes every queued message
-    (pipelined), then takes whatever was queued meanwhile as its next write. So a message is never
-    published before a checkpoint holding it is written, a run's messages reach the stream in the order
-    they were decided (a write starts only once the previous one's acks are in: with acks outstanding
-    across transitions, a publish lost in a NATS restart was retried after later ones, even after
-    `done`), and transitions decided while a write is in flight share the next one. `flush` waits for
-    everything queued and raises what failed; after a terminal state is published, the run is forgotten.
+    `queue` records a transition (the state encoded at once, with every message decided and not yet
+    acked as its outbox) and returns; one writer per run writes the latest queued state, then sends
+    every message queued with it (pipelined) WITHOUT waiting for their acks, and takes whatever was
+    queued meanwhile as its next write. So a message is never published before a checkpoint holding it
+    is written, and a checkpoint replacing it still holds every message whose ack is not in yet (a
+    crash after it republishes them: same msg ids, deduplicated). A batch is sent only once the
+    previous batch's acks are in (normally during the checkpoint write before it), so a run's messages
+    reach the stream in the order they were decided, even across a NATS restart; transitions decided
+    while a write is in flight share the next one. The run waits for one round trip per write
+    (`durable`: the checkpoint), or for everything (`flush`); once a terminal state is published,
+    the run is forgotten.
+
+    An idle writer starts `WRITE_DELAY_S` after a transition is queued, or at once when the run waits
+    for it (`durable`, `flush`): steps that take no time (the prep, a step without a provider call, the
+    prediction's creation) share one write instead of one each.
     """
 
     def __init__(self, store: CheckpointStore, bus: Bus) -> None:
         self.store = store
         self.bus = bus
-        self.queued: list[BusMessage] = []
+        self.queued: list[BusMessage] = []  # decided, their checkpoint not yet written
         self.wire: list[Outgoing] = []  # the queued messages encoded once: published as they are
-        self.items: list[OutboxItem] = []  # the same JSON, as the checkpoint holds it
+        self.open: list[OutboxItem] = []  # every message decided whose ack is not in yet, as the checkpoint holds it
         self.encoded = b""  # the latest queued state
         self.with_prep = False  # a queued state is the run's first checkpoint
         self.terminal = False
+        self.version = 0  # transitions queued so far
+        self.written = 0  # transitions whose checkpoint is written
         self.writer: asyncio.Task[None] | None = None
+        self.sending: asyncio.Task[None] | None = None  # the last batch sent, until its acks are in
+        self.progress: asyncio.Future[None] | None = None  # resolved when `written` moves or the writer stops
         self.failed: BaseException | None = None
+        self.state: RunState | None = None  # the run's state, for the writer (its id, its end)
+        self.timer: asyncio.TimerHandle | None = None  # starts an idle writer
+        self.at_end: Callable[[], Awaitable[None]] | None = None  # run with the forget, once the end is published
 
     def queue(self, state: RunState, messages: Sequence[BusMessage], *, with_prep: bool = False) -> None:
         wire = [outgoing(m) for m in messages]
         self.queued.extend(messages)
         self.wire.extend(wire)
         # the checkpoint embeds each message's published JSON as it is (orjson.Fragment: not parsed again)
-        self.items.extend(OutboxItem(type=type(m).__name__, data=orjson.Fragment(w.payload))
-                          for m, w in zip(messages, wire, strict=True))
+        self.open.extend(OutboxItem(type=type(m).__name__, data=orjson.Fragment(w.payload))
+                         for m, w in zip(messages, wire, strict=True))
         self.with_prep = self.with_prep or with_prep
-        state.outbox = self.items
+        state.outbox = self.open
         self.encoded = self.store.encode(state, with_prep=self.with_prep)
         state.outbox = []  # written with the state; nothing of it needs keeping in memory
         self.terminal = state.terminal
-        if self.failed is None and (self.writer is None or self.writer.done()):
-            self.writer = asyncio.create_task(self._write(state))
+        self.version += 1
+        self.state = state
+        if self.timer is None and self.failed is None and (self.writer is None or self.writer.done()):
+            self.timer = asyncio.get_running_loop().call_later(WRITE_DELAY_S, self.kick)
+
+    def kick(self) -> None:
+        """Start writing what is queued (an idle writer's delay is up, or the run waits for it)."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.encoded and self.state is not None and self.failed is None and (
+                self.writer is None or self.writer.done()):
+            self.writer = asyncio.create_task(self._write(self.state))
 
     async def _write(self, state: RunState) -> None:
         try:
             while self.encoded:
-                encoded, messages, wire = self.encoded, self.queued, self.wire
+                encoded, messages, wire, version = self.encoded, self.queued, self.wire, self.version
                 with_prep, terminal = self.with_prep, self.terminal
-                self.encoded, self.queued, self.wire, self.items, self.with_prep = b"", [], [], [], False
+                self.encoded, self.queued, self.wire, self.with_prep = b"", [], [], False
                 await self.store.put(state.generation_id, encoded, with_prep=with_prep)
-                await self.bus.publish_all(messages, wire)
+                self.written = version
+                self._moved()
+                if self.sending is not None:
+                    await self.sending  # the previous batch's acks: in already, as a rule
+                self.sending = asyncio.create_task(self._send(messages, wire))
                 if terminal:  # the end is published: nothing of the run needs keeping
-                    await self.store.forget(state)
+                    await self.sending
+                    await asyncio.gather(self.store.forget(state), *([self.at_end()] if self.at_end else []))
         except asyncio.CancelledError as exc:
             self.failed = exc
             raise
         except Exception as exc:  # raised by `flush`, to the run
-            self.failed = exc
+            self.failed = self.failed or exc
+        finally:
+            self._moved()
+
+    async def _send(self, messages: list[BusMessage], wire: list[Outgoing]) -> None:
+        """Publish a batch; once its acks are in, its messages leave the outbox of later checkpoints."""
+        try:
+            await self.bus.publish_all(messages, wire)
+        except BaseException as exc:
+            self.failed = self.failed or exc
+            raise
+        del self.open[:len(messages)]  # the oldest open messages are this batch's: batches go out in order
+
+    def _moved(self) -> None:
+        if self.progress is not None and not self.progress.done():
+            self.progress.set_result(None)
+        self.progress = None
+
+    async def durable(self) -> None:
+        """Wait until every queued transition is checkpointed (not necessarily published); raise what failed."""
+        target = self.version
+        self.kick()
+        while self.written < target and self.failed is None and self.writer is not None and not self.writer.done():
+            if self.progress is None:
+                self.progress = asyncio.get_running_loop().create_future()
+            await self.progress
+        if self.failed is not None:
+            raise self.failed
 
     async def flush(self) -> None:
         """Wait until every queued transition is written and published; raise the first failure."""
-        while self.writer is not None and not self.writer.done():
-            await asyncio.wait({self.writer})
+        await self.settle()
         if self.failed is not None:
             raise self.failed
 
     async def settle(self) -> None:
-        """Let a write in flight finish, whatever it ends with (a run leaving on an error)."""
-        while self.writer is not None and not self.writer.done():
-            await asyncio.wait({self.writer})
+        """Let the writes and sends in flight finish, whatever they end with (a run leaving on an error)."""
+        self.kick()
+        while True:
+            pending = {t for t in (self.writer, self.sending) if t is not None and not t.done()}
+            if not pending:
+                break
+            await asyncio.wait(pending)
+        if self.sending is not None and self.sending.done() and not self.sending.cancelled():
+            self.sending.exception()  # retrieved: `failed` holds it
 
     async def commit(self, state: RunState, messages: Sequence[BusMessage], *, with_prep: bool = False) -> None:
         """Queue a transition and wait until it (and everything before it) is published."""

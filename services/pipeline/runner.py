@@ -9,13 +9,14 @@ result: the failing step and the generation are recorded failed, and the job is 
 A failure and a cancel end through the same path (`Run.end`, what they say: ending.py).
 
 Fewer round trips per step: the next step's status change rides in the same checkpoint
-as the previous transition, a step's transition is written while the next step runs
-(the run waits for its writes only before a prediction's wait and at its end), and an
-outbox's messages are published pipelined (written in outbox order on one connection,
-acks awaited together). The messages in hand are published as they are; only a resume
-rebuilds them from the stored outbox. A write starts only once the previous one's acks
-are in, so the stream holds a run's messages in the order they were decided, even
-across a NATS restart.
+as the previous transition; a step's transition is written while the next step runs, and
+steps that take no time share one write (the run waits for the checkpoint only before a
+prediction's wait, for everything at its end); an outbox's messages are published
+pipelined (written in outbox order on one connection, acks awaited together) while the
+next checkpoint is written, which still carries them until their acks are in. The
+messages in hand are published as they are; only a resume rebuilds them from the stored
+outbox. A batch is published only once the previous batch's acks are in, so the stream
+holds a run's messages in the order they were decided, even across a NATS restart.
 """
 
 from __future__ import annotations
@@ -28,12 +29,12 @@ from datetime import UTC
 import structlog
 from prometheus_client import Histogram
 
+from libs.bus.direct import Stored
 from libs.errors import MmaError, ServiceUnavailableError
-from libs.final import SWEEPER, final_event, last_event
+from libs.final import final_event
 from libs.metrics import GENERATIONS, STEP_LATENCY
 from libs.schemas import (
     BusMessage,
-    CancelRequested,
     Flow,
     GenerationFailed,
     GenerationJob,
@@ -51,6 +52,7 @@ from services.pipeline.control import CancelSwitch
 from services.pipeline.deps import PipelineDeps
 from services.pipeline.ending import Ending, cancel_prediction, cancellation, done_event, failure
 from services.pipeline.flows import prepare
+from services.pipeline.pickup import pick_up
 from services.pipeline.records import StepRun, started_record
 from services.pipeline.slots import CustomerSlots, Slot
 from services.pipeline.state import MmaVars, Pending, Prep, RunIds, RunState, StepArg
@@ -64,6 +66,9 @@ log = structlog.get_logger("pipeline")
 async def first_in_line() -> int:
     """The place in line of a run that must not queue behind new jobs (a resumed one)."""
     return 0
+
+
+can_move = functools.lru_cache(maxsize=256)(status_can_move)  # (from, to) pairs are few: asked once each
 
 
 @functools.cache
@@ -104,17 +109,11 @@ class Run:
         # the start-of-run reads, begun before the run knows whether it needs them
         self._prepared: asyncio.Task[tuple[Prep, MmaVars]] | None = None
         self._likes: asyncio.Task[LikeList] | None = None
+        self._slots_seen: list[Stored | None] | None = None  # the customer's slots as read at pickup
+        self.kept: dict[str, bytes] = {}  # the last output a step stored, for the step after it (a postscan)
 
     def request_cancel(self, requested_by: str) -> None:
         self.cancel.request(requested_by)
-
-    async def cancel_on_stream(self) -> bool:
-        """A cancel requested while the job was still queued (no process was running it)."""
-        if self.cancel.requested_by is None:
-            requested = await last_event(self.deps.bus, f"mma.evt.{self.job.generation_id}.cancel_requested")
-            if isinstance(requested, CancelRequested):
-                self.cancel.request("sweeper" if requested.requested_by == SWEEPER else "stream")
-        return self.cancel.requested_by is not None
 
     async def commit(self, messages: Sequence[BusMessage]) -> None:
         """Checkpoint and publish a transition, and wait until it (and all before it) is published."""
@@ -131,17 +130,19 @@ class Run:
         stream by the time the stream is read.
 
         The start-of-run reads (config, taste, parent, like window) go out at once, while the checkpoint,
-        the cancel flag and the customer slot are read; a resumed run, or one that had to wait in line for
-        its slot, drops them (the latter reads again once it starts). Returns only once every message is
-        acked.
+        a cancel request left in the stream (one queued job had no process to reach) and the customer's
+        slots are read (`pickup.py`); a resumed run, or one that had to wait in line for its slot, drops
+        them (the latter reads again once it starts). Returns only once every message is acked.
         """
         self.leave_gate = await self.deps.start_gate.enter()
         self._read_ahead()
         try:
-            stored, _ = await asyncio.gather(self.deps.checkpoints.load(self.job.generation_id),
-                                             self.cancel_on_stream())
-            if stored is not None:
-                self.state, self.resumed = stored, True
+            picked = await pick_up(self.deps, self.job)
+            if picked.state is not None:
+                self.state, self.resumed = picked.state, True
+            if picked.cancel_requested_by is not None:
+                self.cancel.request(picked.cancel_requested_by)
+            self._slots_seen = picked.slots
             if self.state.prep:
                 self._drop_reads()
             await self._execute()
@@ -165,6 +166,7 @@ class Run:
         slot = await self.take_slot()
         if slot is None:
             return
+        self.outbox.at_end = functools.partial(slot.release, self.job.generation_id)  # in one batch with the forget
         try:
             if not await self.deadline_ended():
                 await self.run_flow()
@@ -179,7 +181,8 @@ class Run:
         if slots is None:
             return Slot()
         if self.state.prep:  # a resumed run takes its slot back (or a free one) at once
-            return await slots.acquire(self.job.generation_id, self.job.pass_id, self.resumed_place)
+            return await slots.acquire(self.job.generation_id, self.job.pass_id, self.resumed_place,
+                                       self._seen_slots())
         try:
             slot = await self.cancel.interruptible(self.wait_for_slot(slots))
         except asyncio.CancelledError:
@@ -207,13 +210,18 @@ class Run:
 
     async def wait_for_slot(self, slots: CustomerSlots) -> Slot:
         """The customer's slot, waited for in order; TimeoutError when the deadline passes first."""
-        deadline = self.job.command.deadline
+        deadline, seen = self.job.command.deadline, self._seen_slots()
         if deadline is None:
-            return await slots.acquire(self.job.generation_id, self.job.pass_id, self.job_seq)
+            return await slots.acquire(self.job.generation_id, self.job.pass_id, self.job_seq, seen)
         aware = deadline if deadline.tzinfo else deadline.replace(tzinfo=UTC)
         remaining = (aware - utcnow()).total_seconds()
         async with asyncio.timeout(max(0.0, remaining)):
-            return await slots.acquire(self.job.generation_id, self.job.pass_id, self.job_seq)
+            return await slots.acquire(self.job.generation_id, self.job.pass_id, self.job_seq, seen)
+
+    def _seen_slots(self) -> list[Stored | None] | None:
+        """The slots as read at pickup, used once (a second attempt reads them again)."""
+        seen, self._slots_seen = self._slots_seen, None
+        return seen
 
     async def deadline_ended(self) -> bool:
         """A run that has not started yet and whose deadline passed ends DEADLINE_EXCEEDED (refunded)."""
@@ -268,13 +276,13 @@ class Run:
         if step_no > len(plan):
             return []
         status = status_for(plan[step_no - 1][0])
-        if not status_can_move(self.state.status, status.value):
+        if not can_move(self.state.status, status.value):
             return []
         self.state.status = status.value
         return [StatusChanged(**self.ids, status=status)]
 
     async def advance(self, status: MmaStatus) -> None:
-        if status_can_move(self.state.status, status.value):
+        if can_move(self.state.status, status.value):
             self.state.status = status.value
             self.queue([StatusChanged(**self.ids, status=status)])
 
@@ -282,12 +290,14 @@ class Run:
         """Record the prediction id (checkpoint + STARTED step) before anyone waits on it."""
         self.state.pending = Pending(step_no=ctx.step_no, prediction_id=prediction_id)
         self.state.provider_started = True
-        # runs inside the interruptible step: a cancel must not cut the checkpoint in half
-        commit = asyncio.ensure_future(self.commit([started_record(ctx, self.ids, prediction_id)]))
+        self.queue([started_record(ctx, self.ids, prediction_id)])
+        # the checkpoint only (the STARTED record goes out behind it); runs inside the interruptible step:
+        # a cancel still lets the wait end before the run records its end
+        durable = asyncio.ensure_future(self.outbox.durable())
         try:
-            await asyncio.shield(commit)
+            await asyncio.shield(durable)
         except asyncio.CancelledError:
-            await commit
+            await durable
             raise
 
     async def run_step(self, step_no: int, step_type: str, arg: StepArg, config: ActiveConfig) -> bool:
@@ -297,7 +307,7 @@ class Run:
             return False
         await self.advance(status_for(step_type))  # a no-op unless the previous commit could not carry it
         ctx = StepContext(self.deps, self.job, self.state, config, step_no, step_type, arg, self.on_started,
-                          likes=self._likes)
+                          likes=self._likes, kept=self.kept)
         step = StepRun(ctx)
         try:
             await self.cancel.interruptible(STEPS[step_type](ctx))

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import nats.js.errors
@@ -37,7 +37,7 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from libs.bus.acks import Outgoing, header_block, mux_for
-from libs.bus.direct import allow_direct, last_of
+from libs.bus.direct import Stored, allow_direct, last_of
 from libs.kv import kv_stream, open_bucket
 from libs.settings import Settings
 from libs.transient import NATS_AWAY
@@ -52,6 +52,8 @@ REFRESH_AT_ONCE = 1024  # slot refreshes written in one batch
 REFRESH_TIMEOUT_S = 5.0
 EXPECTED_LAST = "Nats-Expected-Last-Subject-Sequence"  # what `kv.update(last=...)` sends
 REFRESH_ERRORS: tuple[type[BaseException], ...] = (nats.js.errors.NotFoundError, nats.js.errors.APIError, *NATS_AWAY)
+WRITE_TIMEOUT_S = 5.0  # nats-py's default for a KV write
+KV_OPERATION = "KV-Operation"
 
 
 @dataclass(eq=False)
@@ -91,16 +93,28 @@ class CustomerSlots:
 
     # ------------------------------------------------------------------ slots
 
-    async def acquire(self, generation_id: str, pass_id: str, place: Callable[[], Awaitable[int]]) -> Slot:
+    def reads(self, pass_id: str) -> list[tuple[str, str]]:
+        """(stream, subject) of the customer's waiting list and slots, as `acquire(seen=...)` wants them read
+        (the run reads them with its checkpoint, in one batch); none without a limit."""
+        if self.limit <= 0:
+            return []
+        stream, pk = kv_stream(BUCKET), pass_key(pass_id)
+        return [(stream, f"$KV.{BUCKET}.{key}") for key in self._keys(pk)]
+
+    def _keys(self, pk: str) -> list[str]:
+        return [f"w.{pk}", *(f"s.{pk}.{i}" for i in range(self.limit))]
+
+    async def acquire(self, generation_id: str, pass_id: str, place: Callable[[], Awaitable[int]],
+                      seen: Sequence[Stored | None] | None = None) -> Slot:
         """Wait (in order) until one of the customer's K slots is ours; cancellable at any await.
 
         `place` gives the job's place in line (its JOBS stream seq); it is asked only when the job
-        has to wait.
+        has to wait. `seen`: the keys of `reads`, read a moment ago (else they are read here).
         """
         if self.limit <= 0:
             return Slot()
         pk = pass_key(pass_id)
-        taken, listed = await self._take_at_once(pk, generation_id)
+        taken, listed = await self._take_at_once(pk, generation_id, seen)
         if taken is not None:
             if listed:  # a redelivered job that was waiting before leaves the list
                 await asyncio.shield(self._leave(pk, generation_id))
@@ -126,11 +140,14 @@ class CustomerSlots:
         finally:
             await asyncio.shield(self._leave(pk, generation_id))
 
-    async def _take_at_once(self, pk: str, generation_id: str) -> tuple[tuple[str, int] | None, bool]:
+    async def _take_at_once(self, pk: str, generation_id: str,
+                            seen: Sequence[Stored | None] | None = None) -> tuple[tuple[str, int] | None, bool]:
         """(the slot, whether this generation is on the waiting list): one read of the list and every
-        slot together, then a compare-and-set on a slot seen free, unless a live waiter is ahead.
-        A slot this generation already holds (a redelivered run) is taken back."""
-        (waiting, _), *slots = await self._entries([f"w.{pk}", *(f"s.{pk}.{i}" for i in range(self.limit))])
+        slot together (or what `seen` holds of them), then a compare-and-set on a slot seen free, unless a
+        live waiter is ahead. A slot this generation already holds (a redelivered run) is taken back."""
+        keys = self._keys(pk)
+        entries = self._values(seen) if seen is not None and len(seen) == len(keys) else await self._entries(keys)
+        (waiting, _), *slots = entries
         listed: dict[str, list[float]] = orjson.loads(waiting) if waiting else {}
         is_listed = generation_id in listed
         mine = generation_id.encode()
@@ -143,17 +160,30 @@ class CustomerSlots:
             if value is not None:
                 continue
             key = f"s.{pk}.{i}"
-            try:
-                return (key, int(await self.kv.update(key, mine, last=revision))), is_listed
-            except nats.js.errors.KeyWrongLastSequenceError:
-                continue
+            written = await self._write(key, {EXPECTED_LAST: str(revision)}, mine)
+            if written is not None:
+                return (key, written), is_listed
         return None, is_listed
+
+    async def _write(self, key: str, headers: dict[str, str], value: bytes) -> int | None:
+        """One compare-and-set write of a key (what `kv.update` / `kv.delete(last=...)` send, through the
+        connection's mux): its revision, or None when the key changed since the revision expected."""
+        result = (await mux_for(self.js._nc).publish((Outgoing(f"$KV.{BUCKET}.{key}", header_block(headers), value),),
+                                                     WRITE_TIMEOUT_S))[0]
+        if isinstance(result, nats.js.errors.APIError) and result.err_code in WRONG_LAST_SEQUENCE:
+            return None
+        if isinstance(result, BaseException):
+            raise result
+        return int(result.seq)
 
     async def _entries(self, keys: list[str]) -> list[tuple[bytes | None, int]]:
         """(value, revision) of each key, read in one direct-get batch; (None, revision of its delete
         marker, or 0) for a key without a value, so a compare-and-set on that revision creates it in one
         round trip."""
-        stored = await last_of(self.js, kv_stream(BUCKET), [f"$KV.{BUCKET}.{key}" for key in keys])
+        return self._values(await last_of(self.js, kv_stream(BUCKET), [f"$KV.{BUCKET}.{key}" for key in keys]))
+
+    @staticmethod
+    def _values(stored: Sequence[Stored | None]) -> list[tuple[bytes | None, int]]:
         return [(None, 0) if s is None else (None if s.deleted else s.data or None, s.seq) for s in stored]
 
     def _hold(self, taken: tuple[str, int], generation_id: str, waited: bool = False) -> Slot:
@@ -240,12 +270,9 @@ class CustomerSlots:
         """Delete the slot only while it still names this generation (never another run's): a delete
         expecting the revision we last wrote, or, when the slot changed since, a look at it first."""
         with contextlib.suppress(nats.js.errors.NotFoundError, nats.js.errors.APIError):
-            try:
-                await self.kv.delete(key, last=revision)
+            expected = {EXPECTED_LAST: str(revision)} if revision > 0 else {}
+            if await self._write(key, {KV_OPERATION: "DEL", **expected}, b"") is not None:
                 return
-            except nats.js.errors.APIError as exc:
-                if exc.err_code not in WRONG_LAST_SEQUENCE:
-                    return
             entry = await self.kv.get(key)
             if entry.value and entry.value.decode() == generation_id:
                 await self.kv.delete(key, last=entry.revision)

@@ -17,7 +17,7 @@ from tests.pipeline.conftest import collect, make_job, publish_job, publish_made
 
 async def test_the_prep_is_written_once_and_each_later_transition_without_it(services, bus, settings):
     """While a still create runs, the run's key holds the prep (config snapshot, plan) and `.latest` the
-    transitions without it; once it ends only a small terminal marker is left."""
+    later transitions without it; once it ends only a small terminal marker is left."""
     await services.start("ledger")
     await services.start("pipeline", offline_latency_ms=300)
     gen = await publish_job(bus, Flow.STILL_CREATE)
@@ -32,9 +32,11 @@ async def test_the_prep_is_written_once_and_each_later_transition_without_it(ser
         return orjson.loads(first.value or b""), orjson.loads(latest.value or b"")
 
     first, latest = await wait_for(mid_run, 20, interval=0.02, what="a checkpoint mid-run")
-    assert first["step_count"] == 0 and first["status"] == "scanning"
+    # the first write carries the prep with whatever was decided before it went out (like_history takes no
+    # time: it shares that write), every later one goes to `.latest`
+    assert first["step_count"] <= 1 and first["status"] in ("scanning", "prompting")
     assert set(first["prep"]) >= {"config", "plan", "constraints"}
-    assert "prep" not in latest and latest["step_count"] >= 1 and latest["terminal"] is False
+    assert "prep" not in latest and latest["step_count"] > first["step_count"] and latest["terminal"] is False
     state = await store.load(gen)
     assert state is not None and state.prep == first["prep"] and not state.terminal
 

@@ -9,6 +9,7 @@ of the step was the provider's and how much was ours.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ class ConfigRef(TypedDict):
     id: str
 
 
+@functools.cache  # a few step types, asked twice per step
 def status_for(step_type: str) -> MmaStatus:
     """The generation status while a step of this type runs."""
     if step_type.startswith("postscan"):
@@ -61,6 +63,7 @@ class StepContext:
     ctx_ref: ConfigRef | None = None  # the context used
     settings_ref: ConfigRef | None = None  # the preset used
     provider_s: float = 0.0  # time spent inside provider calls
+    kept: dict[str, bytes] = field(default_factory=dict)  # the run's last stored output by URL, for the next step
 
     async def provider_call(self, call: Awaitable[T]) -> T:
         """Await a provider call, counting its time (failed or not) as the provider's."""

@@ -21,7 +21,7 @@ async def _scan(ctx: StepContext, url: str, purpose: str, image: bytes | None = 
     scanner = ctx.deps.providers.scanner
     ctx.provider, ctx.model = scanner.provider, scanner.model
     ctx.input.update(image_url=url, purpose=purpose)
-    data = image if image is not None else await ctx.deps.store.get_bytes(url)
+    data = image if image is not None else ctx.kept.pop(url, b"") or await ctx.deps.store.get_bytes(url)
     call = scanner.scan(data, system=system, purpose=purpose)
     del data, image  # the scan holds the bytes only as long as it needs them (not through its latency)
     result = await ctx.provider_call(call)
@@ -57,6 +57,6 @@ async def postscan_still(ctx: StepContext) -> None:
 async def postscan_video(ctx: StepContext) -> None:
     """A video is scanned through one of its frames (the offline and vision models read images)."""
     url = ctx.vars["outputs"]["kling_video_url"]
-    reading = asyncio.to_thread(first_frame, await ctx.deps.store.get_bytes(url))
+    reading = asyncio.to_thread(first_frame, ctx.kept.pop(url, b"") or await ctx.deps.store.get_bytes(url))
     ctx.input["frame"] = "first"
     ctx.vars["scans"]["output_video_crt"] = await _scan(ctx, url, "output_video", image=await reading)
