@@ -14,6 +14,7 @@ from fastapi import Depends, FastAPI
 
 from libs.assets import build_asset_store
 from libs.errors import ServiceUnavailableError
+from libs.heap import HeapKeeper
 from libs.service import ServiceContext
 from services.gateway import errors
 from services.gateway.adapters.idempotency import IdempotencyStore
@@ -21,7 +22,6 @@ from services.gateway.adapters.supabase import jwks_url_of
 from services.gateway.auth.access import edge
 from services.gateway.deps import GatewayDeps
 from services.gateway.fastpath import GatewayApp
-from services.gateway.heap import HeapKeeper
 from services.gateway.middleware import Cors, RequestContext, RequestGuard
 from services.gateway.ratelimit import RateLimiter
 from services.gateway.routes import (
@@ -87,7 +87,7 @@ async def setup(ctx: ServiceContext) -> None:
     deps.fanout.on_decision_stored = deps.decisions.settled  # a stored decision: readers need not wait for it
     await deps.fanout.start()  # one subscription for every SSE stream's live events
     ctx.stack.push_async_callback(deps.fanout.stop)  # after uvicorn stopped (callbacks run last-in first-out)
-    heap = HeapKeeper()  # this process only (not a gateway served inside a test): it changes the whole process
+    heap = HeapKeeper("gateway")  # freezes after full collections (libs/heap.py); not in a test's own process
     heap.start()
     ctx.stack.push_async_callback(heap.stop)
     await serve(ctx, create_app(deps))

@@ -11,6 +11,7 @@ import structlog
 
 from libs.assets import AssetStore, build_asset_store
 from libs.errors import ServiceUnavailableError
+from libs.heap import ANY, YOUNG, HeapKeeper
 from libs.schemas import CANCEL_REQUESTS, GENERATION_JOBS, ConfigMap, GenerationJob, SeedConfig, Stream
 from libs.service import ServiceContext
 from libs.settings import Settings
@@ -22,7 +23,6 @@ from services.pipeline.config import seed_entries
 from services.pipeline.control import StartGate
 from services.pipeline.deps import PipelineDeps
 from services.pipeline.handlers import on_job, on_job_exhausted
-from services.pipeline.heap import HeapKeeper
 from services.pipeline.slots import CustomerSlots
 
 log = structlog.get_logger("pipeline")
@@ -96,7 +96,7 @@ def return_big_buffers() -> None:
 async def setup(ctx: ServiceContext) -> None:
     settings = ctx.settings
     return_big_buffers()
-    keeper = HeapKeeper()  # the collector walks each run in flight once, not in every pass (heap.py)
+    keeper = HeapKeeper("pipeline", ANY, young=YOUNG)  # each run in flight walked once (libs/heap.py)
     keeper.start()
     ctx.stack.push_async_callback(keeper.stop)
     store = build_asset_store(settings)
