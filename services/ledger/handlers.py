@@ -10,7 +10,9 @@ What each event writes is in `writes` (and `deadletters`).
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import random
 import time
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Any, TypeVar
@@ -56,6 +58,8 @@ from services.ledger.writes import (
 )
 
 log = structlog.get_logger("ledger")
+ROLLBACK_TRIES = 4  # runs of a batch Postgres rolls back as a deadlock victim before the bus redelivers it
+ROLLBACK_JITTER_S = 0.02  # a random wait up to this (times the attempt) so the two ledgers do not meet again
 
 M = TypeVar("M", bound=BusMessage)
 EventHandler = Callable[[M, LedgerDeps], Awaitable[None]]
@@ -193,8 +197,28 @@ async def project_batch(batch: list[BusMessage], deps: LedgerDeps) -> None:
     order in between. Bad data anywhere rolls back the whole batch: the bus then re-runs it one
     event at a time, with the per-event statements (so does a key collision `_Run` should have
     prevented: Postgres refuses a statement that updates one row twice).
+
+    Two ledgers project different batches at once, in stream order, not key order, so Postgres
+    may pick one of two batches that lock the same rows in turn as a deadlock victim: that batch,
+    rolled back whole, is run again here at once (`ROLLBACK_TRIES`), instead of waiting for the
+    bus's growing redelivery delay while the other ledger's later events land (a step seen
+    missing for seconds).
     """
     started = time.perf_counter()
+    for attempt in range(1, ROLLBACK_TRIES + 1):
+        try:
+            await _project_once(batch, deps)
+            break
+        except asyncpg.TransactionRollbackError as exc:  # deadlock victim, serialization failure
+            if attempt == ROLLBACK_TRIES:
+                raise ServiceUnavailableError(f"Postgres unavailable: {type(exc).__name__}: {exc}") from exc
+            log.info("ledger.batch_rolled_back", count=len(batch), attempt=attempt, error=type(exc).__name__)
+            await asyncio.sleep(random.uniform(0, ROLLBACK_JITTER_S * attempt))
+    log.info("ledger.batch_projected", count=len(batch),
+             duration_ms=round((time.perf_counter() - started) * 1000, 2))
+
+
+async def _project_once(batch: list[BusMessage], deps: LedgerDeps) -> None:
     run = _Run()
     try:
         async with deps.pool.acquire() as conn, conn.transaction():
@@ -211,7 +235,7 @@ async def project_batch(batch: list[BusMessage], deps: LedgerDeps) -> None:
             await run.flush(conn)
     except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, asyncpg.CardinalityViolationError) as exc:
         raise InvalidMessageError(f"a batch of {len(batch)} refused by Postgres: {type(exc).__name__}: {exc}") from exc
+    except asyncpg.TransactionRollbackError:
+        raise  # `project_batch` runs it again
     except UNAVAILABLE as exc:
         raise ServiceUnavailableError(f"Postgres unavailable: {type(exc).__name__}: {exc}") from exc
-    log.info("ledger.batch_projected", count=len(batch),
-             duration_ms=round((time.perf_counter() - started) * 1000, 2))
