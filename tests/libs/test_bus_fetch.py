@@ -78,7 +78,7 @@ async def test_a_lingering_fetch_keeps_its_request_open_for_what_comes_next(bus:
     """With `linger`, messages that come after the fetch returned wait in hand, never more than its batch."""
     pull = await fetcher(bus)
     waiting = asyncio.create_task(pull.fetch(3, 5.0, linger=True))
-    await asyncio.sleep(0)  # the request is written before the message
+    await wait_for(lambda: bool(pull.open), 5, what="the fetch's request sent")  # before the message
     await bus.publish(line(0))
     assert indexes((await asyncio.wait_for(waiting, 3.0))[0]) == [0]
     assert pull.open  # still open for two more
@@ -102,7 +102,7 @@ async def test_a_fetch_waits_for_the_first_message_or_expires_empty(bus: Bus) ->
     assert 0.25 < time.monotonic() - started < 1.2
 
     waiting = asyncio.create_task(pull.fetch(10, 5.0))
-    await asyncio.sleep(0)  # the request is written before the message
+    await wait_for(lambda: bool(pull.open), 5, what="the fetch's request sent")  # before the message
     await bus.publish(line(7))
     msgs, _ = await asyncio.wait_for(waiting, 3.0)
     assert indexes(msgs) == [7]
