@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import nats
-from nats.js import api
+from nats.js import JetStreamContext, api
 
 from bench.common import Figure, pct
 from libs.bus.connection import server_list
@@ -23,12 +23,24 @@ PAYLOAD = b"x" * 1024
 WINDOW = 256
 
 
+async def _stream_led(js: JetStreamContext, name: str, timeout_s: float = 30.0) -> None:
+    """Wait until the stream has a leader: a new R3 stream answers its first publish only after an election
+    (before it, the publish finds no responder)."""
+    async with asyncio.timeout(timeout_s):
+        while True:
+            info = await js.stream_info(name)
+            if info.cluster is None or info.cluster.leader:
+                return
+            await asyncio.sleep(0.05)
+
+
 async def _measure(url: str, replicas: int, count: int, cap_s: float) -> tuple[float, float, float]:
     """(awaited msgs/s, awaited p99 ms, pipelined msgs/s), each run bounded by `count` and `cap_s`."""
     nc = await nats.connect(server_list(url))
     js = nc.jetstream()
     await js.add_stream(api.StreamConfig(name="REP", subjects=["rep.>"], storage=api.StorageType.FILE,
                                          num_replicas=replicas))
+    await _stream_led(js, "REP")
     try:
         latencies: list[float] = []
         started = time.perf_counter()
