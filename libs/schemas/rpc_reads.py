@@ -9,6 +9,7 @@ from pydantic import Field
 
 from libs.schemas.base import Model
 from libs.schemas.rpc import CustomerView, RpcRequest
+from libs.schemas.rpc_config import ConfigEntry
 
 # ---- ledger: generations
 
@@ -146,6 +147,27 @@ class LikedItem(Model):
 
 class LikeList(Model):
     items: list[LikedItem]
+
+
+class RunStartRead(RpcRequest):
+    """What a run reads before its first step, in one call: the customer (taste), the like window, the
+    generation it starts from, and the active config, left out of the answer while it is still the one
+    tagged `config_tag` (the caller's copy): a new version still reaches the next run."""
+
+    rpc_subject: ClassVar[str] = "mma.rpc.ledger.run.start"
+    pass_id: str
+    like_limit: int | None = None  # None: no like window
+    parent_generation_id: str | None = None
+    config_keys: list[str] = Field(default_factory=list)  # empty = every key
+    config_tag: str = ""
+
+
+class RunStartFacts(Model):
+    customer: CustomerView
+    likes: list[LikedItem] | None = None  # None: not asked
+    parent: GenerationView | None = None  # None: not asked, or no such generation (yet)
+    config_tag: str  # a digest of the active rows (ids and values)
+    config: dict[str, ConfigEntry] | None = None  # None: unchanged since the request's config_tag
 
 
 class GenerationCredits(RpcRequest):

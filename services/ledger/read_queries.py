@@ -160,6 +160,13 @@ where mg_record_type = 'app_config' and mg_deleted_at is null and mg_key is not 
 order by mg_key, coalesce(substring(mg_id from '\\.v([0-9]+)$')::int, 0) desc
 """
 
+# the digest of what ACTIVE_CONFIG returns (same rows, ids and values): a run holding the config of this
+# digest needs no new copy; rows are immutable by rule, but the values are in the digest all the same
+ACTIVE_CONFIG_TAG = f"""
+select coalesce(md5(string_agg(a.mg_id || '=' || coalesce(a.mg_value::text, ''), ',' order by a.mg_key)), '')
+from ({ACTIVE_CONFIG}) a
+"""
+
 INSERT_CONFIG = """
 insert into mega_admin (mg_id, mg_record_type, mg_key, mg_value, mg_meta, mg_source_system)
 values ('app_config:' || $1 || '.v' || $2::int, 'app_config', $1, $3, $4, 'mma')

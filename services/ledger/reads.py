@@ -6,7 +6,10 @@ generation raises NotFoundError, which the bus carries back to the caller.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import structlog
+from asyncpg import Record
 
 from libs.errors import NotFoundError
 from libs.schemas import (
@@ -106,6 +109,11 @@ async def on_customer_events(req: CustomerEvents, deps: LedgerDeps) -> EventList
 async def on_like_window(req: LikeWindow, deps: LedgerDeps) -> LikeList:
     async with deps.pool.acquire() as conn:
         rows = await conn.fetch(rq.LIKE_WINDOW, req.pass_id, rq.page(req.limit))
+    return LikeList(items=liked_items(rows))
+
+
+def liked_items(rows: Sequence[Record]) -> list[LikedItem]:
+    """LIKE_WINDOW's rows as the taste window's items, newest first."""
     items = []
     for row in rows:
         tags = row["tags"]
@@ -113,7 +121,7 @@ async def on_like_window(req: LikeWindow, deps: LedgerDeps) -> LikeList:
             generation_id=row["mg_generation_id"], output_url=row["mg_output_url"], prompt=row["mg_prompt"],
             tags=[str(t) for t in tags] if isinstance(tags, list) else [],
         ))
-    return LikeList(items=items)
+    return items
 
 
 async def on_generation_credits(req: GenerationCredits, deps: LedgerDeps) -> CreditTxnList:

@@ -1,5 +1,5 @@
 """Request/reply handlers of `mma.rpc.ledger.*`, by request type: the credit apply (`credits`),
-a customer's reads (`reads`), the ops plane and the config (`ops`)."""
+a customer's reads (`reads`), a run's start (`runstart`), the ops plane and the config (`ops`)."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from libs.schemas import (
     RecentDurations,
     Reconcile,
     RpcRequest,
+    RunStartRead,
     SeedConfig,
     SoftDeleteHistory,
 )
@@ -58,6 +59,7 @@ from services.ledger.reads import (
     on_recent_durations,
     on_soft_delete_history,
 )
+from services.ledger.runstart import on_run_start
 
 RPC_HANDLERS: dict[type[RpcRequest], Callable[[Any, LedgerDeps], Awaitable[Model]]] = {
     CreditApply: on_credit_apply,
@@ -80,6 +82,7 @@ RPC_HANDLERS: dict[type[RpcRequest], Callable[[Any, LedgerDeps], Awaitable[Model
     Reconcile: on_reconcile,
     ChargedUnfinished: on_charged_unfinished,
     GetActiveConfig: on_get_active_config,
+    RunStartRead: on_run_start,
     SeedConfig: on_seed_config,
     AddConfigVersion: on_add_config_version,
     **POOL_RPC_HANDLERS,

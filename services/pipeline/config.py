@@ -3,7 +3,9 @@
 Code holds only the safe v1 fallbacks below, seeded into the ledger at start-up.
 Every run reads the ACTIVE map (highest enabled version of each key) through the
 ledger at its start, so a version inserted between two runs is used by the second
-without a restart, and each step records the key/version/id it used.
+without a restart, and each step records the key/version/id it used. The start read
+(`RunStartRead`) sends the tag of the copy this process holds and gets the rows again
+only when the active rows no longer hash to it.
 
 Runs that read the same map share one snapshot (`ActiveConfig.to_json` / `from_json` return
 the same objects for the same content): thousands of runs in flight hold one copy, not one
@@ -22,7 +24,7 @@ import orjson
 
 from libs.bus import Bus
 from libs.errors import ConfigError
-from libs.schemas import ConfigEntry, ConfigMap, GetActiveConfig
+from libs.schemas import ConfigEntry, ConfigMap, GetActiveConfig, RunStartFacts
 
 CTX_KEYS = {
     "gpt_scanner": "mma.ctx.gpt_scanner",
@@ -156,6 +158,31 @@ def _shared(data: dict[str, Any]) -> tuple[dict[str, Any], ActiveConfig]:
             _snapshots.popitem(last=False)
     else:
         _snapshots.move_to_end(fingerprint)
+    return found
+
+
+KNOWN_TAGS = 4
+_known: OrderedDict[str, ActiveConfig] = OrderedDict()  # config read at a run's start, by its ledger tag
+
+
+def latest_tag() -> str:
+    """The tag of the config the last run start read ('' before any): sent with the next, which gets
+    the rows again only if the active rows no longer hash to it."""
+    return next(reversed(_known), "")
+
+
+def config_of(facts: RunStartFacts) -> ActiveConfig | None:
+    """The run's config from its start read: the rows it carries, or the copy held under its tag (None
+    in the rare case that copy was dropped meanwhile: the caller reads the config itself)."""
+    if facts.config is not None:
+        config = ActiveConfig(dict(facts.config))
+        _known[facts.config_tag] = config
+        while len(_known) > KNOWN_TAGS:
+            _known.popitem(last=False)
+        return config
+    found = _known.get(facts.config_tag)
+    if found is not None:
+        _known.move_to_end(facts.config_tag)
     return found
 
 

@@ -2,29 +2,30 @@
 
 `prepare` runs once per generation (its result is checkpointed), so a resumed run
 follows the same plan with the same config snapshot, taste and parent, even if a
-new config version was inserted meanwhile. Its reads (config, customer, parent) do
-not depend on each other and go out together.
+new config version was inserted meanwhile. Its reads (config, customer, like window,
+parent) are one ledger call (`RunStartRead`, services/ledger/runstart.py).
 """
 
 from __future__ import annotations
 
-import asyncio
+from typing import NamedTuple
 
 from libs.bus import Bus
-from libs.errors import InvalidInputError, NotFoundError, ServiceUnavailableError
+from libs.errors import InvalidInputError, ServiceUnavailableError
 from libs.schemas import (
     MMA_VARS_VERSION,
-    CustomerView,
     Flow,
     GenerationJob,
     GenerationView,
-    GetCustomer,
-    GetGeneration,
+    LikeList,
     MmaStatus,
+    RunStartFacts,
+    RunStartRead,
 )
 from services.pipeline import fingertips
-from services.pipeline.config import load_active
+from services.pipeline.config import ALL_KEYS, config_of, latest_tag, load_active
 from services.pipeline.state import MmaVars, ParentFacts, PlanEntry, Prep
+from services.pipeline.steps.history import window_for
 from services.pipeline.taste import constraints_for
 
 
@@ -61,19 +62,10 @@ def initial_vars(job: GenerationJob) -> MmaVars:
     }
 
 
-async def _customer(bus: Bus, pass_id: str) -> CustomerView | None:
-    try:
-        return await bus.request(GetCustomer(pass_id=pass_id), CustomerView)
-    except NotFoundError:
-        return None
-
-
-async def _generation(bus: Bus, generation_id: str) -> GenerationView:
+def _checked_parent(generation_id: str, view: GenerationView | None) -> GenerationView:
     """The parent generation, finished; one the ledger has not projected as done yet is retried later."""
-    try:
-        view = await bus.request(GetGeneration(generation_id=generation_id), GenerationView)
-    except NotFoundError as exc:
-        raise ServiceUnavailableError(f"generation {generation_id} not visible yet", code="PARENT_NOT_READY") from exc
+    if view is None:
+        raise ServiceUnavailableError(f"generation {generation_id} not visible yet", code="PARENT_NOT_READY")
     if view.status in (MmaStatus.ERROR.value, MmaStatus.CANCELLED.value):
         raise InvalidInputError(f"generation {generation_id} failed", code="PARENT_FAILED")
     if view.status not in (MmaStatus.DONE.value, MmaStatus.SUGGESTED.value):
@@ -143,20 +135,26 @@ def _parent_id(job: GenerationJob) -> str | None:
     return None
 
 
-async def _parent(bus: Bus, generation_id: str | None) -> ParentFacts:
-    """The facts of the generation a flow starts from; {} for a flow that starts from none."""
-    return _parent_facts(await _generation(bus, generation_id)) if generation_id else ParentFacts()
+class Prepared(NamedTuple):
+    prep: Prep
+    vars: MmaVars
+    likes: LikeList | None = None  # the taste window, read along (a still create's like_history step)
 
 
-async def prepare(job: GenerationJob, bus: Bus, postscan_video: bool) -> tuple[Prep, MmaVars]:
-    """(prep, vars): config snapshot, taste, parent facts and the plan, read at the start of the run."""
+async def prepare(job: GenerationJob, bus: Bus, postscan_video: bool) -> Prepared:
+    """Config snapshot, taste, parent facts and the plan, read at the start of the run in one ledger call
+    (`RunStartRead`), with the like window of a flow that has a like_history step."""
     command = job.command
     if command.flow is Flow.FINGERTIPS:  # an edit: its own plan and vars (services/pipeline/fingertips.py)
-        return await fingertips.prepare(job, bus)
+        return Prepared(*await fingertips.prepare(job, bus))
     parent_id = _parent_id(job)
-    config, customer, parent = await asyncio.gather(load_active(bus), _customer(bus, command.pass_id),
-                                                    _parent(bus, parent_id))
-    preferences = customer.preferences if customer else {}
+    like_limit = window_for(command.request.vision_intelligence) if command.flow is Flow.STILL_CREATE else None
+    facts = await bus.request(RunStartRead(pass_id=command.pass_id, like_limit=like_limit,
+                                           parent_generation_id=parent_id, config_keys=ALL_KEYS,
+                                           config_tag=latest_tag()), RunStartFacts)
+    config = config_of(facts) or await load_active(bus)
+    parent = _parent_facts(_checked_parent(parent_id, facts.parent)) if parent_id else ParentFacts()
+    preferences = facts.customer.preferences
     hard_blocks = sorted({str(b) for b in preferences.get("hard_blocks") or []})
     vars = initial_vars(job)
     vars["meta"]["hard_blocks"] = hard_blocks
@@ -177,4 +175,4 @@ async def prepare(job: GenerationJob, bus: Bus, postscan_video: bool) -> tuple[P
         if not assets["input_still_image_id"]:
             raise InvalidInputError("an animation needs a still image", code="MISSING_ASSET")
     prep["plan"] = plan_for(job, prep, vars, postscan_video)
-    return prep, vars
+    return Prepared(prep, vars, LikeList(items=facts.likes) if facts.likes is not None else None)

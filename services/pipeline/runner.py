@@ -35,7 +35,6 @@ from libs.final import final_event
 from libs.metrics import GENERATIONS, STEP_LATENCY
 from libs.schemas import (
     BusMessage,
-    Flow,
     GenerationFailed,
     GenerationJob,
     LikeList,
@@ -51,14 +50,13 @@ from services.pipeline.config import ActiveConfig
 from services.pipeline.control import CancelSwitch
 from services.pipeline.deps import PipelineDeps
 from services.pipeline.ending import Ending, cancel_prediction, cancellation, done_event, failure
-from services.pipeline.flows import prepare
+from services.pipeline.flows import Prepared, prepare
 from services.pipeline.pickup import pick_up
 from services.pipeline.records import StepRun, started_record
 from services.pipeline.slots import CustomerSlots, Slot
-from services.pipeline.state import MmaVars, Pending, Prep, RunIds, RunState, StepArg
+from services.pipeline.state import Pending, RunIds, RunState, StepArg
 from services.pipeline.steps import STEPS
 from services.pipeline.steps.base import StepContext, status_for
-from services.pipeline.steps.history import like_window
 
 log = structlog.get_logger("pipeline")
 
@@ -107,8 +105,8 @@ class Run:
         self.cancel = CancelSwitch()
         self.resumed = False  # a checkpoint was found
         # the start-of-run reads, begun before the run knows whether it needs them
-        self._prepared: asyncio.Task[tuple[Prep, MmaVars]] | None = None
-        self._likes: asyncio.Task[LikeList] | None = None
+        self._prepared: asyncio.Task[Prepared] | None = None
+        self._likes: asyncio.Future[LikeList] | None = None  # the like window the start read brought
         self._slots_seen: list[Stored | None] | None = None  # the customer's slots as read at pickup
         self.kept: dict[str, bytes] = {}  # the last output a step stored, for the step after it (a postscan)
 
@@ -230,10 +228,8 @@ class Run:
         await self.fail(MmaError("the deadline passed before the run could start", code="DEADLINE_EXCEEDED"))
         return True
 
-    def _read_ahead(self) -> asyncio.Task[tuple[Prep, MmaVars]]:
+    def _read_ahead(self) -> asyncio.Task[Prepared]:
         self._prepared = asyncio.create_task(prepare(self.job, self.deps.bus, self.deps.postscan_video))
-        if self.job.command.flow is Flow.STILL_CREATE:  # the flow with a like_history step
-            self._likes = asyncio.create_task(like_window(self.deps.bus, self.job))
         return self._prepared
 
     def _drop_reads(self) -> None:
@@ -249,13 +245,16 @@ class Run:
     async def run_flow(self) -> None:
         if not self.state.prep:
             try:
-                prep, vars = await (self._prepared or self._read_ahead())
+                prep, vars, likes = await (self._prepared or self._read_ahead())
             except ServiceUnavailableError:
                 raise
             except MmaError as exc:
                 await self.fail(exc)
                 return
             self.state.prep, self.state.vars = prep, vars
+            if likes is not None:  # for the like_history step
+                self._likes = asyncio.get_running_loop().create_future()
+                self._likes.set_result(likes)
             self.queue(self.status_move(1), with_prep=True)  # the first status rides in the prep checkpoint
         self.leave_gate()  # started: the next run may start
         plan = self.state.prep["plan"]

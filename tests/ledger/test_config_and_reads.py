@@ -22,6 +22,7 @@ from libs.schemas import (
     LikeWindow,
     ListErrors,
     ListSteps,
+    RunStartRead,
     SeedConfig,
     SoftDeleteHistory,
 )
@@ -117,3 +118,33 @@ async def test_charged_unfinished_lists_debits_without_outcome(deps: LedgerDeps,
     items = (await rpc.on_charged_unfinished(ChargedUnfinished(older_than_s=0), deps)).items
     assert [(i.generation_id, i.debit, i.status) for i in items] == [("u1", 1, None)]
     assert (await rpc.on_charged_unfinished(ChargedUnfinished(older_than_s=3600), deps)).items == []
+
+
+async def test_run_start_read_is_one_answer_with_the_config_only_when_it_changed(deps: LedgerDeps) -> None:
+    """A run's start read: customer, like window and parent together; the config rows only when the active
+    rows no longer hash to the tag the caller holds, so a new version still reaches the next run."""
+    who, key = "pass:email:start@example.com", "mma.ctx.gpt_reader_motion"
+    for msg in every_event("s", who):
+        await EVENT_HANDLERS[type(msg)](msg, deps)
+    await rpc.on_seed_config(SeedConfig(entries={key: {"system": "v1"}}), deps)
+    first = await rpc.on_run_start(
+        RunStartRead(pass_id=who, like_limit=5, parent_generation_id="g-s", config_keys=[key]), deps)
+    assert first.customer.pass_id == who
+    assert [(i.generation_id, i.tags) for i in first.likes or []] == [("g-s", ["style.minimal"])]
+    assert first.parent is not None and first.parent.status == "done"
+    assert first.config is not None and first.config[key].version == 1 and first.config_tag
+
+    same = await rpc.on_run_start(RunStartRead(pass_id=who, config_keys=[key], config_tag=first.config_tag), deps)
+    assert same.config is None and same.config_tag == first.config_tag
+    assert same.likes is None and same.parent is None
+
+    await rpc.on_add_config_version(AddConfigVersion(key=key, value={"system": "v2"}), deps)
+    changed = await rpc.on_run_start(RunStartRead(pass_id=who, config_keys=[key], config_tag=first.config_tag),
+                                     deps)
+    assert changed.config_tag != first.config_tag
+    assert changed.config is not None and changed.config[key].version == 2
+    assert changed.config[key].value["system"] == "v2"
+
+    nobody = await rpc.on_run_start(RunStartRead(pass_id="pass:anon:nobody", parent_generation_id="missing",
+                                                 config_keys=[key], config_tag=changed.config_tag), deps)
+    assert (nobody.customer.credits, nobody.parent, nobody.config) == (0, None, None)

@@ -56,7 +56,7 @@ async def test_a_run_checkpointed_in_the_previous_layout_resumes(services, bus, 
     republishes its outbox, then runs every step (like_history reads the window itself) and ends done."""
     await services.start("ledger")
     job = make_job(Flow.STILL_CREATE)
-    prep, vars = await prepare(job, bus, postscan_video=True)
+    prep, vars, _ = await prepare(job, bus, postscan_video=True)
     scanning = StatusChanged(generation_id=job.generation_id, pass_id=job.pass_id, status=MmaStatus.SCANNING)
     state = RunState(generation_id=job.generation_id, prep=prep, vars=vars, status="scanning",
                      outbox=[{"type": "StatusChanged", "data": scanning.model_dump(mode="json")}])

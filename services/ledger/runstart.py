@@ -1,0 +1,34 @@
+"""`RunStartRead`: everything a run reads before its first step, answered on one connection.
+
+A run used to ask three or four times (config, customer, like window, parent), each a round trip
+through NATS and a wake-up of both processes. The config is the largest part and changes rarely,
+so the caller sends the tag of the copy it holds and the answer leaves the rows out while the
+active rows still hash to it (`ACTIVE_CONFIG_TAG`): a new version reaches the next run all the same.
+"""
+
+from __future__ import annotations
+
+from libs.schemas import RunStartFacts, RunStartRead
+from services.ledger import read_queries as rq
+from services.ledger.deps import LedgerDeps
+from services.ledger.reads import liked_items
+from services.ledger.views import config_entry, customer_view, generation_view
+
+
+async def on_run_start(req: RunStartRead, deps: LedgerDeps) -> RunStartFacts:
+    keys = list(req.config_keys)
+    async with deps.pool.acquire() as conn:
+        customer = await conn.fetchrow(rq.GET_CUSTOMER, req.pass_id)
+        likes = (await conn.fetch(rq.LIKE_WINDOW, req.pass_id, rq.page(req.like_limit))
+                 if req.like_limit is not None else None)
+        parent = (await conn.fetchrow(rq.GET_GENERATION, req.parent_generation_id)
+                  if req.parent_generation_id else None)
+        tag = str(await conn.fetchval(rq.ACTIVE_CONFIG_TAG, keys))
+        config = await conn.fetch(rq.ACTIVE_CONFIG, keys) if tag != req.config_tag else None
+    return RunStartFacts(
+        customer=customer_view(customer, req.pass_id),
+        likes=liked_items(likes) if likes is not None else None,
+        parent=generation_view(parent) if parent is not None else None,
+        config_tag=tag,
+        config={r["mg_key"]: config_entry(r) for r in config} if config is not None else None,
+    )
