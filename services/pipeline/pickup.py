@@ -2,9 +2,9 @@
 its customer's slots, in one batch (`libs.bus.direct.last_in`).
 
 They were three round trips one after the other (the checkpoint, the cancel request, then the
-waiting list and the slots). The cancel request is still read through the JetStream API (the
+waiting list and the slots). On a replicated stream the cancel request is read through the JetStream API (the
 stream's leader answers: a direct get may be answered by a replica that is behind, and a cancel
-missed there would run and charge the generation); the others are direct gets. The slots are read
+missed there would run and charge the generation); on one replica, and for the others, direct gets. The slots are read
 whether or not the run will take one (a resumed or cancelled run reads a few bytes for nothing), and
 a slot seen free is still taken by compare-and-set on the revision read, so reading it early changes
 no outcome.
@@ -33,7 +33,9 @@ def cancel_subject(generation_id: str) -> str:
 
 async def pick_up(deps: PipelineDeps, job: GenerationJob) -> Pickup:
     checkpoints, slots = deps.checkpoints, deps.slots
-    cancel_read = Read(Stream.EVENTS.value, cancel_subject(job.generation_id), leader=True)
+    # on one replica a direct get is the leader's answer, without the API's queue, JSON and base64
+    cancel_read = Read(Stream.EVENTS.value, cancel_subject(job.generation_id),
+                       leader=deps.settings.stream_replicas > 1)
     slot_reads = slots.reads(job.pass_id) if slots is not None else []
     stored = await last_in(deps.bus.js, [*checkpoints.reads(job.generation_id), cancel_read, *slot_reads])
     cancel, requested_by = stored[2], None

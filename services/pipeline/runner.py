@@ -286,18 +286,14 @@ class Run:
             self.queue([StatusChanged(**self.ids, status=status)])
 
     async def on_started(self, ctx: StepContext, prediction_id: str) -> None:
-        """Record the prediction id (checkpoint + STARTED step) before anyone waits on it."""
+        """Record the prediction id (checkpoint + STARTED step), written at once while the step goes on: a
+        crash before the write lands loses the id whether or not the step waited for it, and every later
+        transition is written after it (the outbox keeps their order), so waiting would only add its round
+        trip to every prediction. A failed write is raised by the run's next wait on the outbox."""
         self.state.pending = Pending(step_no=ctx.step_no, prediction_id=prediction_id)
         self.state.provider_started = True
         self.queue([started_record(ctx, self.ids, prediction_id)])
-        # the checkpoint only (the STARTED record goes out behind it); runs inside the interruptible step:
-        # a cancel still lets the wait end before the run records its end
-        durable = asyncio.ensure_future(self.outbox.durable())
-        try:
-            await asyncio.shield(durable)
-        except asyncio.CancelledError:
-            await durable
-            raise
+        self.outbox.kick()
 
     async def run_step(self, step_no: int, step_type: str, arg: StepArg, config: ActiveConfig) -> bool:
         """Run one step; False when it failed or was cancelled (the end is already recorded)."""

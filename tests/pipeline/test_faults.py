@@ -6,6 +6,7 @@ import json
 
 import asyncpg
 
+from libs.final import last_event
 from libs.schemas import Flow, GenerationRequest, Inputs, StepPhase, StepRecorded
 from tests.helpers import wait_for
 from tests.pipeline.conftest import collect, publish_job
@@ -105,6 +106,12 @@ async def test_sigkill_during_seedream_generate_resumes_without_a_second_predict
     gen = await publish_job(bus, Flow.STILL_CREATE)
     await wait_for(lambda: replicate_server.count("create_prediction") == 1, 20, what="prediction created")
     await wait_for(lambda: replicate_server.count("get_prediction") >= 1, 10, what="waiting on the prediction")
+
+    async def recorded() -> bool:  # the STARTED record goes out once the checkpoint holding the id is written
+        step = await last_event(bus, f"mma.evt.{gen}.step")
+        return isinstance(step, StepRecorded) and step.phase is StepPhase.STARTED
+
+    await wait_for(recorded, 10, what="the prediction id recorded")
     first.kill()
     await services.start("pipeline", **overrides)
     events = await collect(bus, gen, timeout=40)
