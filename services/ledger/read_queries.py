@@ -167,6 +167,18 @@ select coalesce(md5(string_agg(a.mg_id || '=' || coalesce(a.mg_value::text, ''),
 from ({ACTIVE_CONFIG}) a
 """
 
+# a run's start read in one round trip: the customer's row (all nulls when there is none), its like window
+# ($2 = 0 when not asked: LIMIT 0 reads nothing) and the active config's tag (keys $3)
+RUN_START = f"""
+select c.*,
+       (select coalesce(json_agg(json_build_object('mg_generation_id', l.mg_generation_id,
+                                                   'mg_output_url', l.mg_output_url,
+                                                   'mg_prompt', l.mg_prompt, 'tags', l.tags)), '[]'::json)
+        from ({LIKE_WINDOW}) l) as run_likes,
+       ({ACTIVE_CONFIG_TAG.replace("$1", "$3")}) as run_config_tag
+from (select 1) one left join mega_customers c on c.mg_pass_id = $1
+"""
+
 INSERT_CONFIG = """
 insert into mega_admin (mg_id, mg_record_type, mg_key, mg_value, mg_meta, mg_source_system)
 values ('app_config:' || $1 || '.v' || $2::int, 'app_config', $1, $3, $4, 'mma')

@@ -7,6 +7,7 @@ generation raises NotFoundError, which the bus carries back to the caller.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import structlog
 from asyncpg import Record
@@ -112,8 +113,8 @@ async def on_like_window(req: LikeWindow, deps: LedgerDeps) -> LikeList:
     return LikeList(items=liked_items(rows))
 
 
-def liked_items(rows: Sequence[Record]) -> list[LikedItem]:
-    """LIKE_WINDOW's rows as the taste window's items, newest first."""
+def liked_items(rows: Sequence[Record] | Sequence[dict[str, Any]]) -> list[LikedItem]:
+    """LIKE_WINDOW's rows (or RUN_START's JSON of them) as the taste window's items, newest first."""
     items = []
     for row in rows:
         tags = row["tags"]
