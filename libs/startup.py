@@ -14,6 +14,12 @@ Two things make a restart cheaper without changing what the service does once re
   stdlib. The choice follows the environment the way `Settings` does (MMA_LOG_FORMAT, else `auto`:
   JSON off a TTY); a `console` format set only in a `.env` file then prints plain tracebacks.
 
+And one thing that makes it answer sooner: the interpreter's GIL switch interval is 0.5 ms instead of
+5 ms (`SWITCH_INTERVAL_S`). Work handed to a thread (an output written to disk, an image read) waits
+for the event loop to let go of the GIL, and the loop, busy, gave it up only every 5 ms; a pipeline
+step that stores an output waited for that twice (bench: 0.28 ms less per step, 3.49 vs 3.77 ms,
+pairwise in four rounds). Processes without such threads never switch, whatever the interval.
+
 Also here, for the same reason (cheap to import: the stdlib only), where a process finds NATS and
 Postgres: its settings, or the `infra.json` the embedded stack (`make up`) writes.
 """
@@ -36,9 +42,14 @@ def logs_are_json() -> bool:
     return fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
 
 
+SWITCH_INTERVAL_S = 0.0005
+
+
 def begin() -> None:
-    """Collector off until `imported`; no rich when the logs are JSON (see the module docstring)."""
+    """Collector off until `imported`; no rich when the logs are JSON; a short GIL switch interval (see
+    the module docstring)."""
     gc.disable()
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     if logs_are_json() and "structlog" not in sys.modules:
         sys.modules.setdefault("rich", None)  # type: ignore[arg-type]  # `import rich` raises ImportError
 
