@@ -29,6 +29,11 @@ from libs.transient import NATS_AWAY
 log = structlog.get_logger("bus")
 
 RESPONDER_POLL_S = 0.1
+OK_PREFIX = b'{"ok":true,"data":'
+
+
+def _error(exc: MmaError) -> bytes:
+    return orjson.dumps({"ok": False, "error": exc.to_wire()})
 
 
 def _nobody_serves(exc: Exception) -> bool:
@@ -76,21 +81,21 @@ class Rpc:
             try:
                 req = req_type.model_validate_json(raw.data)
                 result = await handler(req, deps)
-                body = {"ok": True, "data": result.model_dump(mode="json")}
+                answer = OK_PREFIX + result.model_dump_json().encode() + b"}"  # the reply's JSON as is, wrapped
             except ValidationError as exc:
                 outcome = "invalid"
-                body = {"ok": False, "error": InvalidMessageError(f"invalid {req_type.__name__}: {exc}").to_wire()}
+                answer = _error(InvalidMessageError(f"invalid {req_type.__name__}: {exc}"))
             except MmaError as exc:
                 outcome = exc.instance_code
-                body = {"ok": False, "error": exc.to_wire()}
+                answer = _error(exc)
             except Exception as exc:  # the edge: answer, log, never leave the caller hanging
                 outcome = "error"
                 log.exception("bus.rpc_failed", subject=raw.subject)
                 # a bug answers a non-retryable INTERNAL_ERROR: a consumer calling it must not loop
-                body = {"ok": False, "error": deadletter.rpc_error(exc, raw.subject).to_wire()}
+                answer = _error(deadletter.rpc_error(exc, raw.subject))
             if raw.reply:
                 with contextlib.suppress(*NATS_AWAY):
-                    await raw.respond(orjson.dumps(body))
+                    await raw.respond(answer)
             log.debug("bus.rpc_handled", subject=raw.subject, outcome=outcome,
                       duration_ms=round((time.perf_counter() - started) * 1000, 2))
 
