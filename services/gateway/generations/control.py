@@ -16,6 +16,7 @@ from __future__ import annotations
 import nats.js.errors
 
 from libs.bus import Bus
+from libs.bus.direct import last_of
 from libs.errors import ConflictError, NotFoundError
 from libs.final import final_event, last_event
 from libs.schemas import (
@@ -54,19 +55,21 @@ def already_finished(generation_id: str, state: str) -> ConflictError:
 
 
 async def queue_info(bus: Bus, generation_id: str, estimate_window: int) -> dict[str, int | float | None] | None:
-    """`{position, estimate_s}` while the job waits undelivered in JOBS; None otherwise."""
-    try:
-        job = await bus.js.get_last_msg(Stream.JOBS.value, f"mma.job.{generation_id}")
-    except nats.js.errors.NotFoundError:
+    """`{position, estimate_s}` while the job waits undelivered in JOBS; None otherwise. The job by direct get,
+    then the pipeline's consumer; the stream's first sequence only for a job still waiting."""
+    job = (await last_of(bus.js, Stream.JOBS.value, [f"mma.job.{generation_id}"]))[0]
+    if job is None:
         return None
-    stream = await bus.js.stream_info(Stream.JOBS.value)
-    ahead_of = int(stream.state.first_seq or 1) - 1
+    delivered = 0
     try:
         consumer = await bus.js.consumer_info(Stream.JOBS.value, PIPELINE_DURABLE)
-        ahead_of = max(ahead_of, int(consumer.delivered.stream_seq or 0))
+        delivered = int(consumer.delivered.stream_seq or 0)
     except nats.js.errors.NotFoundError:
         pass  # no pipeline ever started: everything still in the stream is waiting
-    position = int(job.seq or 0) - ahead_of
+    if job.seq <= delivered:  # picked up already (its run has not acked it yet): the common case
+        return None
+    stream = await bus.js.stream_info(Stream.JOBS.value)
+    position = job.seq - max(int(stream.state.first_seq or 1) - 1, delivered)
     if position <= 0:
         return None
     stats = await bus.request(RecentDurations(limit=estimate_window), DurationStats)
