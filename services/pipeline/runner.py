@@ -106,7 +106,7 @@ class Run:
         self.resumed = False  # a checkpoint was found
         # the start-of-run reads, begun before the run knows whether it needs them
         self._prepared: asyncio.Task[Prepared] | None = None
-        self._likes: asyncio.Future[LikeList] | None = None  # the like window the start read brought
+        self._likes: LikeList | None = None  # the like window the start read brought
         self._slots_seen: list[Stored | None] | None = None  # the customer's slots as read at pickup
         self.kept: dict[str, bytes] = {}  # the last output a step stored, for the step after it (a postscan)
 
@@ -233,12 +233,11 @@ class Run:
         return self._prepared
 
     def _drop_reads(self) -> None:
-        """Start-of-run reads the run will not use: cancelled, their errors (if any) retrieved."""
-        for task in (self._prepared, self._likes):
-            if task is not None:
-                task.cancel()
-                task.add_done_callback(lambda done: done.cancelled() or done.exception())
-        self._prepared = self._likes = None
+        """The start-of-run read, when the run will not use it: cancelled, its error (if any) retrieved."""
+        task, self._prepared = self._prepared, None
+        if task is not None:
+            task.cancel()
+            task.add_done_callback(lambda done: done.cancelled() or done.exception())
 
     # ------------------------------------------------------------------ steps
 
@@ -252,9 +251,7 @@ class Run:
                 await self.fail(exc)
                 return
             self.state.prep, self.state.vars = prep, vars
-            if likes is not None:  # for the like_history step
-                self._likes = asyncio.get_running_loop().create_future()
-                self._likes.set_result(likes)
+            self._likes = likes  # for the like_history step (None: it reads the window itself)
             self.queue(self.status_move(1), with_prep=True)  # the first status rides in the prep checkpoint
         self.leave_gate()  # started: the next run may start
         plan = self.state.prep["plan"]

@@ -54,7 +54,7 @@ class StepContext:
     step_type: str
     arg: StepArg
     on_started: StartedHook
-    likes: Awaitable[LikeList] | None = None  # the like window, when the run started reading it ahead
+    likes: LikeList | None = None  # the like window, when the run's start read brought it
     input: dict[str, object] = field(default_factory=dict)  # what the step fed its provider (recorded as is)
     output: dict[str, object] = field(default_factory=dict)
     provider: str | None = None

@@ -1,7 +1,7 @@
 """like_history: the customer's last liked/downloaded generations become style context.
 
-A fresh run starts reading the window along with its other start-of-run reads (`Run.execute`),
-so the step usually finds it read already; a resumed run reads it here.
+A fresh run reads the window with its other start-of-run reads (`RunStartRead`), so the step
+finds it read already; a resumed run reads it here.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ async def like_history(ctx: StepContext) -> None:
     vision = ctx.job.command.request.vision_intelligence
     window = window_for(vision)
     ctx.input.update(window=window, vision_intelligence=vision)
-    likes = await (ctx.likes if ctx.likes is not None else like_window(ctx.deps.bus, ctx.job))
+    likes = ctx.likes if ctx.likes is not None else await like_window(ctx.deps.bus, ctx.job)
     csv, tags = style_history(likes.items, with_prompts=vision)
     ctx.input["liked_generation_ids"] = [item.generation_id for item in likes.items]
     ctx.output.update(style_history_csv=csv, style_history_tags=tags, count=len(likes.items),
