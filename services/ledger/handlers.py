@@ -15,7 +15,7 @@ import functools
 import random
 import time
 from collections.abc import Awaitable, Callable, Hashable, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import asyncpg
 import structlog
@@ -59,6 +59,7 @@ from services.ledger.writes import (
 
 log = structlog.get_logger("ledger")
 ROLLBACK_TRIES = 4  # runs of a batch Postgres rolls back as a deadlock victim before the bus redelivers it
+KNOWN_CUSTOMERS_MAX = 100_000  # customers remembered as ensured (then forgotten all at once)
 ROLLBACK_JITTER_S = 0.02  # a random wait up to this (times the attempt) so the two ledgers do not meet again
 
 M = TypeVar("M", bound=BusMessage)
@@ -137,6 +138,10 @@ _Slot = tuple[Callable[[Sequence[object]], Hashable], set[Hashable], list[tuple[
               list[tuple[object, ...]] | None, int | None]
 
 
+class _CustomerForgotten(Exception):
+    """A batch refused because a customer this process had ensured is gone (deleted out of band)."""
+
+
 class _Run:
     """Independent events gathered per statement, flushed before anything order-sensitive.
 
@@ -147,7 +152,10 @@ class _Run:
     `executemany`, in stream order.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, known_customers: set[str] | None = None) -> None:
+        self.known = known_customers if known_customers is not None else set()
+        self.ensured: set[str] = set()  # customers this run's transaction ensures (known once it commits)
+        self.relied = False  # an insert was skipped for a customer known from an earlier batch
         self.reset()
 
     def reset(self) -> None:
@@ -167,8 +175,15 @@ class _Run:
                    for st, args in rows if st in CREATES_GENERATION)
 
     def add(self, rows: Rows) -> None:
-        gen_rank = self.gen_rank
+        gen_rank, known = self.gen_rank, self.known
         for statement, args in rows:
+            if statement == q.ENSURE_CUSTOMER:
+                if args[0] in self.ensured:  # this transaction ensures it already
+                    continue
+                if args[0] in known:  # a committed batch of this process did
+                    self.relied = True
+                    continue
+                self.ensured.add(cast(str, args[0]))
             key_of, seen, firsts, later, rank = self.slots[statement]
             if rank is not None and rank > gen_rank.get(args[0], -1):
                 gen_rank[args[0]] = rank
@@ -209,6 +224,10 @@ async def project_batch(batch: list[BusMessage], deps: LedgerDeps) -> None:
         try:
             await _project_once(batch, deps)
             break
+        except _CustomerForgotten:
+            log.info("ledger.customer_row_missing", count=len(batch))
+            await _project_once(batch, deps)  # every customer ensured this time
+            break
         except asyncpg.TransactionRollbackError as exc:  # deadlock victim, serialization failure
             if attempt == ROLLBACK_TRIES:
                 raise ServiceUnavailableError(f"Postgres unavailable: {type(exc).__name__}: {exc}") from exc
@@ -219,7 +238,8 @@ async def project_batch(batch: list[BusMessage], deps: LedgerDeps) -> None:
 
 
 async def _project_once(batch: list[BusMessage], deps: LedgerDeps) -> None:
-    run = _Run()
+    known = deps.known_customers
+    run = _Run(known)
     try:
         async with deps.pool.acquire() as conn, conn.transaction():
             for msg in batch:
@@ -233,9 +253,17 @@ async def _project_once(batch: list[BusMessage], deps: LedgerDeps) -> None:
                     await run.flush(conn)
                     await apply(conn, msg, deps)
             await run.flush(conn)
+    except asyncpg.ForeignKeyViolationError as exc:
+        if run.relied:  # a customer remembered as ensured was deleted out of band: ensure every one again
+            known.clear()
+            raise _CustomerForgotten from exc
+        raise InvalidMessageError(f"a batch of {len(batch)} refused by Postgres: {type(exc).__name__}: {exc}") from exc
     except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, asyncpg.CardinalityViolationError) as exc:
         raise InvalidMessageError(f"a batch of {len(batch)} refused by Postgres: {type(exc).__name__}: {exc}") from exc
     except asyncpg.TransactionRollbackError:
         raise  # `project_batch` runs it again
     except UNAVAILABLE as exc:
         raise ServiceUnavailableError(f"Postgres unavailable: {type(exc).__name__}: {exc}") from exc
+    if len(known) + len(run.ensured) > KNOWN_CUSTOMERS_MAX:
+        known.clear()
+    known.update(run.ensured)

@@ -138,7 +138,11 @@ def ops_rows(msg: OpsLogged) -> Rows:
 
 
 async def _locked_generation(conn: Conn, msg: ScanLine | GenerationDone | GenerationFailed) -> Row:
-    """The generation's row, created if this event came first, locked for the rest of the transaction."""
+    """The generation's row, locked for the rest of the transaction; created first if this event came
+    before any other of its generation (the usual row exists: one statement instead of three)."""
+    row = await conn.fetchrow(q.LOCK_GENERATION, msg.generation_id)
+    if row is not None:
+        return row
     await conn.execute(q.ENSURE_CUSTOMER, msg.pass_id)
     await conn.execute(q.ENSURE_GENERATION, msg.generation_id, msg.pass_id, msg.at)
     row = await conn.fetchrow(q.LOCK_GENERATION, msg.generation_id)
