@@ -30,6 +30,11 @@ request = function()
     .. '"style":"editorial","aspect_ratio":"1:1"}}', counter % CUSTOMERS)
   return wrk.format("POST", "/mma/still/create", {["Content-Type"] = "application/json"}, body)
 end
+function done(summary, latency, requests)
+  local q = {}
+  for i = 1, 999 do q[i] = string.format("%d", latency:percentile(i / 10)) end
+  io.write("QUANTILES_US " .. table.concat(q, ",") .. "\\n")
+end
 """
 
 
@@ -44,6 +49,7 @@ class WrkResult:
     cpu_s: float
     duration_s: float
     server_cpu_s: float = 0.0  # filled in by callers that watch the server
+    quantiles_ms: tuple[float, ...] = ()  # latency at 0.1%, 0.2%, ... 99.9% (the Lua `done` hook)
 
     @property
     def cpu_pct(self) -> float:
@@ -74,11 +80,40 @@ def parse(out: str, cpu_s: float, duration_s: float) -> WrkResult:
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     total = re.search(r"(\d+) requests in", out)
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    quantiles = re.search(r"^QUANTILES_US ([\d,]+)$", out, re.M)
     errs = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     return WrkResult(
         rps=float(rps.group(1)) if rps else 0.0, p50_ms=latency("50"), p99_ms=latency("99"),
         requests=int(total.group(1)) if total else 0, non_2xx=int(non2xx.group(1)) if non2xx else 0,
         errors=sum(int(g) for g in errs.groups()) if errs else 0, cpu_s=cpu_s, duration_s=duration_s,
+        quantiles_ms=tuple(int(v) / 1000 for v in quantiles.group(1).split(",")) if quantiles else (),
+    )
+
+
+def merged(runs: list[WrkResult]) -> WrkResult:
+    """Several runs as one: counts and times added, p50/p99 from the runs' latency distributions mixed by
+    request count (each run's 999 quantiles weigh its requests / 999)."""
+    if len(runs) == 1:
+        return runs[0]
+    points = sorted((q, run.requests / len(run.quantiles_ms)) for run in runs for q in run.quantiles_ms)
+    total = sum(weight for _, weight in points)
+
+    def quantile(share: float) -> float:
+        seen = 0.0
+        for value, weight in points:
+            seen += weight
+            if seen >= share * total:
+                return value
+        return points[-1][0] if points else float("nan")
+
+    duration = sum(r.duration_s for r in runs)
+    requests = sum(r.requests for r in runs)
+    return WrkResult(
+        rps=sum(r.rps * r.duration_s for r in runs) / duration if duration else 0.0,
+        p50_ms=quantile(0.50), p99_ms=quantile(0.99),
+        requests=requests, non_2xx=sum(r.non_2xx for r in runs), errors=sum(r.errors for r in runs),
+        cpu_s=sum(r.cpu_s for r in runs), duration_s=duration,
+        quantiles_ms=tuple(quantile(i / 1000) for i in range(1, 1000)),
     )
 
 
