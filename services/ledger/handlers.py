@@ -225,7 +225,7 @@ async def project_batch(batch: list[BusMessage], deps: LedgerDeps) -> None:
             await _project_once(batch, deps)
             break
         except _CustomerForgotten:
-            log.info("ledger.customer_row_missing", count=len(batch))
+            log.warning("ledger.customer_row_missing", count=len(batch))
             await _project_once(batch, deps)  # every customer ensured this time
             break
         except asyncpg.TransactionRollbackError as exc:  # deadlock victim, serialization failure
