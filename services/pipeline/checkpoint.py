@@ -148,6 +148,9 @@ class Outbox:
     (`durable`: the checkpoint), or for everything (`flush`); once a terminal state is published,
     the run is forgotten.
 
+    A step's output is uploaded while the run goes on (`StepContext.store_output`): the runner `hold`s
+    the upload, and the next checkpoint (the one recording the output) is written only once it is done.
+
     An idle writer starts `WRITE_DELAY_S` after a transition is queued, or at once when the run waits
     for it (`durable`, `flush`): steps that take no time (the prep, a step without a provider call, the
     prediction's creation) share one write instead of one each.
@@ -171,6 +174,12 @@ class Outbox:
         self.state: RunState | None = None  # the run's state, for the writer (its id, its end)
         self.timer: asyncio.TimerHandle | None = None  # starts an idle writer
         self.at_end: Callable[[], Awaitable[None]] | None = None  # run with the forget, once the end is published
+        self.held: list[asyncio.Future[Any]] = []  # what the next checkpoint must wait for (an output's upload)
+
+    def hold(self, tasks: Sequence[asyncio.Future[Any]]) -> None:
+        """The next checkpoint is written only once `tasks` are done; a failed one fails the outbox (raised
+        by the run's next wait on it): a checkpoint never records an output that was not stored."""
+        self.held.extend(tasks)
 
     def queue(self, state: RunState, messages: Sequence[BusMessage], *, with_prep: bool = False) -> None:
         wire = [outgoing(m) for m in messages]
@@ -204,6 +213,11 @@ class Outbox:
                 encoded, messages, wire, version = self.encoded, self.queued, self.wire, self.version
                 with_prep, terminal = self.with_prep, self.terminal
                 self.encoded, self.queued, self.wire, self.with_prep = b"", [], [], False
+                if self.held:
+                    held, self.held = self.held, []
+                    for result in await asyncio.gather(*held, return_exceptions=True):
+                        if isinstance(result, BaseException):
+                            raise result
                 await self.store.put(state.generation_id, encoded, with_prep=with_prep)
                 self.written = version
                 self._moved()

@@ -25,6 +25,7 @@ import asyncio
 import functools
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC
+from typing import Any
 
 import structlog
 from prometheus_client import Histogram
@@ -56,7 +57,7 @@ from services.pipeline.records import StepRun, started_record
 from services.pipeline.slots import CustomerSlots, Slot
 from services.pipeline.state import Pending, RunIds, RunState, StepArg
 from services.pipeline.steps import STEPS
-from services.pipeline.steps.base import StepContext, status_for
+from services.pipeline.steps.base import StepContext, StepFn, status_for
 
 log = structlog.get_logger("pipeline")
 
@@ -302,7 +303,7 @@ class Run:
                           likes=self._likes, kept=self.kept)
         step = StepRun(ctx)
         try:
-            await self.cancel.interruptible(STEPS[step_type](ctx))
+            await self.cancel.interruptible(_stepped(STEPS[step_type], ctx))
         except asyncio.CancelledError:
             if not self.cancel.interrupted():
                 raise
@@ -328,6 +329,7 @@ class Run:
         self.state.step_count = step_no
         self.state.pending = None
         messages += self.status_move(step_no + 1)  # the next step's status, in this same checkpoint
+        self.outbox.hold(ctx.uploads)  # the checkpoint recording the step's output waits for its upload
         self.queue(messages)
         step_latency(step_type).observe(elapsed)
         log.info("pipeline.step_completed", step_type=step_type, step_no=step_no, provider=ctx.provider,
@@ -374,3 +376,20 @@ class Run:
         self.state.pending = None
         await self.commit(messages)
         GENERATIONS.labels(flow=self.job.command.flow.value, status=status.value).inc()
+
+
+async def _stepped(step: StepFn, ctx: StepContext) -> None:
+    """The step; when it does not succeed, the uploads it started are left to finish on their own (no
+    checkpoint records their output), their errors retrieved."""
+    try:
+        await step(ctx)
+    except BaseException:
+        for upload in ctx.uploads:
+            upload.add_done_callback(_retrieved)
+        ctx.uploads.clear()
+        raise
+
+
+def _retrieved(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from dataclasses import asdict
 from typing import Any
 
 import nats.js.errors
 import orjson
+import pytest
 
 from libs.schemas import Flow, MmaStatus, StatusChanged, StepPhase, StepRecorded
-from services.pipeline.checkpoint import LATEST_SUFFIX, CheckpointStore, RunState
+from services.pipeline.checkpoint import LATEST_SUFFIX, CheckpointStore, Outbox, RunState
 from services.pipeline.flows import prepare
 from tests.helpers import wait_for
 from tests.pipeline.conftest import collect, make_job, publish_job, publish_made_job
@@ -71,3 +74,43 @@ async def test_a_run_checkpointed_in_the_previous_layout_resumes(services, bus, 
     assert history["input"]["window"] == 5 and history["output"]["count"] == 0
     succeeded = [s.step_no for s in events.of(StepRecorded) if s.phase is StepPhase.SUCCEEDED]
     assert succeeded == [1, 2, 3, 4]
+
+
+async def test_a_checkpoint_waits_for_the_output_upload_it_records(bus, settings):
+    """A step's output is uploaded while the run goes on; the checkpoint recording it (and the events that
+    follow it) waits for the upload, and a failed upload fails the run's outbox instead of being recorded."""
+    store = await CheckpointStore.open(bus.js, settings)
+    gen = f"held{uuid.uuid4().hex}"
+    outbox = Outbox(store, bus)
+    uploaded: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    outbox.hold([uploaded])
+    state = RunState(generation_id=gen, step_count=3, status="postscan")
+    outbox.queue(state, [StatusChanged(generation_id=gen, pass_id="pass:user:held", status=MmaStatus.POSTSCAN)])
+    flushed = asyncio.create_task(outbox.flush())  # starts the writer
+    # a run with nothing held, started after it: once its transition is written and published, the held
+    # one would have been too (the same connection, the same bucket, sent first)
+    control = f"held{uuid.uuid4().hex}"
+    other = Outbox(store, bus)
+    other.queue(RunState(generation_id=control, step_count=3),
+                [StatusChanged(generation_id=control, pass_id="pass:user:held", status=MmaStatus.POSTSCAN)])
+    await asyncio.wait_for(other.flush(), 10)
+    assert await store.load(control) is not None
+    assert await store.load(gen) is None and not flushed.done()
+    assert await bus.last_seq(f"mma.evt.{gen}.status") == 0
+    uploaded.set_result(None)
+    await asyncio.wait_for(flushed, 10)
+    written = await store.load(gen)
+    assert written is not None and written.step_count == 3
+    assert await bus.last_seq(f"mma.evt.{gen}.status") > 0
+
+    failed_gen = f"held{uuid.uuid4().hex}"
+    outbox = Outbox(store, bus)
+    broken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    broken.set_exception(OSError("disk full"))
+    outbox.hold([broken])
+    outbox.queue(RunState(generation_id=failed_gen, step_count=3),
+                 [StatusChanged(generation_id=failed_gen, pass_id="pass:user:held", status=MmaStatus.POSTSCAN)])
+    with pytest.raises(OSError, match="disk full"):
+        await asyncio.wait_for(outbox.flush(), 10)
+    assert await store.load(failed_gen) is None
+    assert await bus.last_seq(f"mma.evt.{failed_gen}.status") == 0

@@ -9,12 +9,14 @@ of the step was the provider's and how much was ours.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypedDict, TypeVar
 
+from libs.assets import StoredAsset, safe_key
 from libs.schemas import GenerationJob, LikeList, MmaStatus
 from services.pipeline.config import ActiveConfig
 from services.pipeline.deps import PipelineDeps
@@ -64,6 +66,7 @@ class StepContext:
     settings_ref: ConfigRef | None = None  # the preset used
     provider_s: float = 0.0  # time spent inside provider calls
     kept: dict[str, bytes] = field(default_factory=dict)  # the run's last stored output by URL, for the next step
+    uploads: list[asyncio.Task[StoredAsset]] = field(default_factory=list)  # outputs still being stored
 
     async def provider_call(self, call: Awaitable[T]) -> T:
         """Await a provider call, counting its time (failed or not) as the provider's."""
@@ -72,6 +75,16 @@ class StepContext:
             return await call
         finally:
             self.provider_s += time.perf_counter() - started
+
+    def store_output(self, data: bytes, *, key: str, content_type: str) -> StoredAsset:
+        """Where the output will be, its upload started and left running: the runner holds the checkpoint
+        that records this step until the upload is done, so nothing names a file not yet stored (the
+        next step reads the bytes from `kept`; behind a remote store the upload hides behind it)."""
+        store = self.deps.store
+        key = safe_key(key)
+        self.uploads.append(asyncio.create_task(store.put_bytes(data, folder=key.split("/", 1)[0],
+                                                                content_type=content_type, key=key)))
+        return StoredAsset(key=key, url=store.public_url(key), content_type=content_type, bytes=len(data))
 
     @property
     def vars(self) -> MmaVars:

@@ -104,7 +104,7 @@ async def generate(ctx: StepContext) -> None:
         raise
     ext = EXTENSIONS.get(content_type) or mimetypes.guess_extension(content_type) or ".bin"
     key = f"mma/{ctx.job.generation_id}/{ctx.step_no}-{provider}{ext}"
-    stored = await ctx.deps.store.put_bytes(data, folder="mma", content_type=content_type, key=key)
+    stored = ctx.store_output(data, key=key, content_type=content_type)
     ctx.kept.clear()
     ctx.kept[stored.url] = data  # the postscan reads it from here, not back from the store
     ctx.output.update(prediction_id=out.prediction_id, output_url=stored.url, output_key=stored.key,
