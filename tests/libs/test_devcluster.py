@@ -8,10 +8,12 @@ import pytest
 
 from libs.bus import Bus
 from libs.bus.connection import server_list
+from libs.bus.retry import retried
 from libs.devcluster import NatsCluster, caught_up
 from libs.kv import kv_stream, open_bucket
 from libs.schemas import ScanLine, Stream
 from libs.settings import Settings
+from libs.transient import NATS_AWAY
 from tests.helpers import wait_for
 
 
@@ -39,7 +41,9 @@ async def test_replicated_streams_survive_a_node_killed_and_restarted(tmp_path: 
         victim.kill()
         # the leader of EVENTS is gone: the publish waits for the election (retried), nothing is refused
         await bus.publish(ScanLine(generation_id="g", pass_id="p", index=0, text="kept"))
-        await kv.put("k", b"v")
+        # the bucket's stream may have lost its leader with it (its own election): a write retried as the
+        # bus retries one (NATS away), until it lands
+        await retried(lambda: kv.put("k", b"v"), on=NATS_AWAY, timeout_s=30, wait_s=0.1)
         cluster.restart(victim)
         assert (victim.port, victim.route_port) == ports
         await wait_for(lambda: caught_up(bus.js, victim.name), 30, interval=0.1, what=f"{victim.name} caught up")
