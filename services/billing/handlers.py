@@ -93,11 +93,14 @@ def _decided(cmd: GenerationRequested, price: int, outcome: CreditOutcome, balan
 
 
 async def _announce(decisions: list[tuple[BusMessage, GenerationJob | None]], deps: BillingDeps) -> None:
-    """Decisions first, then the jobs: a generation is `accepted` on the stream before it can run."""
-    await deps.bus.publish_all([decision for decision, _ in decisions])
-    jobs = [job for _, job in decisions if job is not None]
-    if jobs:
-        await deps.bus.publish_all(jobs)
+    """Decisions, then the jobs, in ONE pipelined write (list order is write order), their acks awaited
+    together: a job no longer waits for its `accepted` to be acked before it leaves (a round trip on
+    every run's start). `accepted` is written first and a run publishes nothing before its pickup
+    reads, so it lands first in practice; should its publish fail while the job's succeeds, the
+    command is redelivered and publishes it again (same msg id), and the ledger projects a
+    generation's events in any order (`UPSERT_ACCEPTED` never moves a status back)."""
+    jobs: list[BusMessage] = [job for _, job in decisions if job is not None]
+    await deps.bus.publish_all([decision for decision, _ in decisions] + jobs)
 
 
 async def on_generation_requested(cmd: GenerationRequested, deps: BillingDeps) -> None:
