@@ -238,7 +238,7 @@ class Run:
         task, self._prepared = self._prepared, None
         if task is not None:
             task.cancel()
-            task.add_done_callback(lambda done: done.cancelled() or done.exception())
+            task.add_done_callback(_retrieved)
 
     # ------------------------------------------------------------------ steps
 
@@ -391,5 +391,6 @@ async def _stepped(step: StepFn, ctx: StepContext) -> None:
 
 
 def _retrieved(task: asyncio.Future[Any]) -> None:
+    """A done callback: the task's error (if any) counts as retrieved (no "never retrieved" warning)."""
     if not task.cancelled():
         task.exception()
