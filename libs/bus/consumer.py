@@ -23,7 +23,8 @@ class Consumer:
         self.stopping.set()
         if self.task is not None:
             with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait_for(asyncio.shield(self.task), grace_s)
+                async with asyncio.timeout(grace_s):
+                    await asyncio.shield(self.task)
         if self.inflight:
             await asyncio.wait(self.inflight, timeout=grace_s)
         for task in self.inflight:

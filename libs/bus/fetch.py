@@ -119,7 +119,8 @@ class Fetcher:
             self.lost_at = loop.time() + wait_s + LOST_MARGIN_S
         self.waiter = loop.create_future()
         try:
-            await asyncio.wait_for(self.waiter, max(0.0, self.lost_at - loop.time()))
+            async with asyncio.timeout_at(self.lost_at):
+                await self.waiter
         except TimeoutError:
             pass  # taken as lost by the next call
         finally:

@@ -185,4 +185,5 @@ async def _fetch(consumer: Consumer, fetcher: Fetcher, size: int, linger: bool) 
 async def _pause(consumer: Consumer) -> None:
     """FETCH_RETRY_S, or less when the consumer is told to stop."""
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(consumer.stopping.wait(), FETCH_RETRY_S)
+        async with asyncio.timeout(FETCH_RETRY_S):
+            await consumer.stopping.wait()

@@ -83,7 +83,8 @@ async def cancel_run(deps: BillingDeps, item: ChargedItem) -> bool:
         if await final_event(deps.bus, item.generation_id) is not None:
             return True
         try:
-            await asyncio.wait_for(ended, deps.settings.sweep_cancel_wait_s)
+            async with asyncio.timeout(deps.settings.sweep_cancel_wait_s):
+                await ended
         except TimeoutError:
             return False
         return True

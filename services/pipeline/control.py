@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import structlog
 
@@ -19,6 +19,9 @@ from libs.schemas import BusMessage, CancelRequested
 log = structlog.get_logger("pipeline")
 
 T = TypeVar("T")
+
+# a cancelled wait still running after this long swallowed the cancel: it is cancelled again
+RECANCEL_S = 1.0
 
 
 class Cancellable(Protocol):
@@ -31,10 +34,16 @@ class CancelSwitch:
     A request interrupts only what the run awaits through `interruptible` (a customer slot,
     a step's provider call), never a checkpoint or a publish: those always complete, and the
     run also checks `requested_by` between steps.
+
+    A cancellation can be swallowed below us: Python 3.11's `asyncio.wait_for` returns the inner
+    result when the cancel lands just as the inner call finished, and a provider poll loop then
+    goes on until the prediction ends (a minute for a video). So the interrupted wait is
+    cancelled again every `recancel_s` until it stops, with a warning naming the run's wait.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, recancel_s: float = RECANCEL_S) -> None:
         self.requested_by: str | None = None
+        self.recancel_s = recancel_s
         self._interrupt: Callable[[], object] | None = None
 
     def request(self, requested_by: str) -> None:
@@ -48,16 +57,34 @@ class CancelSwitch:
     async def interruptible(self, awaitable: Awaitable[T]) -> T:
         """Await `awaitable` so that a cancel request interrupts it (CancelledError here)."""
         task: asyncio.Future[T] = asyncio.ensure_future(awaitable)
-        self._interrupt = task.cancel
+        self._interrupt = lambda: self._cancel_until_done(task)
         try:
             return await task
         finally:
             self._interrupt = None
 
+    def _cancel_until_done(self, task: asyncio.Future[T], attempt: int = 0) -> None:
+        if task.done():
+            return
+        if attempt:
+            log.warning("pipeline.cancel_swallowed", attempt=attempt, waiting_on=_named(task))
+        task.cancel()
+        asyncio.get_running_loop().call_later(self.recancel_s, self._cancel_until_done, task, attempt + 1)
+
     def interrupted(self) -> bool:
         """A CancelledError came from a cancel request, not from this process shutting down."""
         current = asyncio.current_task()
         return self.requested_by is not None and (current is None or current.cancelling() == 0)
+
+
+def _named(task: asyncio.Future[Any]) -> str:
+    """Where the wait stands (the innermost coroutine's name), for the warning."""
+    coro = task.get_coro() if isinstance(task, asyncio.Task) else None
+    name = "?"
+    while coro is not None:
+        name = getattr(coro, "__qualname__", name)
+        coro = getattr(coro, "cr_await", None)
+    return str(name)
 
 
 class StartGate:

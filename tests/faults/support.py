@@ -45,11 +45,13 @@ class Tally:
     missing_refunds: int = 0
     done: int = 0
     errors: int = 0
+    errors_by_kind: Counter[str] = field(default_factory=Counter)
 
     def line(self) -> str:
+        by_kind = ", ".join(f"{kind} {n}" for kind, n in sorted(self.errors_by_kind.items()) if n)
         return (f"faults: {len(set(self.kinds))} kinds, {self.generations} generations "
-                f"({self.done} done, {self.errors} error-refunded), {self.lost} lost, "
-                f"{self.double_charges} double charges, {self.missing_refunds} missing refunds")
+                f"({self.done} done, {self.errors} error-refunded{f': {by_kind}' if by_kind else ''}), "
+                f"{self.lost} lost, {self.double_charges} double charges, {self.missing_refunds} missing refunds")
 
 
 TALLY = Tally()
@@ -255,6 +257,7 @@ async def settle_and_check(driver: Driver, settings: Settings, *, timeout: float
         assert refunds[g.gid] == (0 if status == "done" else 1), f"{driver.kind}: {g.gid} {status} refunds"
     TALLY.done += outcomes["done"]
     TALLY.errors += outcomes["error"]
+    TALLY.errors_by_kind[driver.kind] += outcomes["error"]
     # nothing was made twice: every generation row of these customers is one the client asked for
     assert sorted(r["mg_generation_id"] for r in generation_rows) == sorted(gids)
     # the ledger matches exactly: welcome credits minus what was delivered

@@ -303,7 +303,8 @@ class Fanout:
         try:
             await self._bus.nc.publish(f"$JS.API.DIRECT.GET.{Stream.EVENTS.value}", orjson.dumps(request),
                                        reply=f"{self._inbox}.{token}")
-            await asyncio.wait_for(replay.done, REPLAY_TIMEOUT_S)
+            async with asyncio.timeout(REPLAY_TIMEOUT_S):
+                await replay.done
         except TimeoutError as exc:
             raise ServiceUnavailableError(f"EVENTS replay of {generation_id} timed out") from exc
         finally:

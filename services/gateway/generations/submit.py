@@ -126,7 +126,9 @@ async def await_decision(bus: Bus, generation_id: str, decision: asyncio.Future[
     """
     outcome = Outcome(generation_id)
     try:
-        _apply(outcome, await asyncio.wait_for(decision, decision_timeout_s))
+        async with asyncio.timeout(decision_timeout_s):
+            decided = await decision
+        _apply(outcome, decided)
     except TimeoutError:
         if await bus.last_seq(generation_events(generation_id)) > 0:
             return await follow_outcome(bus, generation_id, min(decision_timeout_s, REPLAY_WINDOW_S))

@@ -81,9 +81,8 @@ class ReplicatePredictor:
         deadline = time.monotonic() + timeout_s
         while True:
             try:
-                prediction = await asyncio.wait_for(
-                    self.client.predictions.async_get(prediction_id), max(0.1, deadline - time.monotonic())
-                )
+                async with asyncio.timeout(max(0.1, deadline - time.monotonic())):
+                    prediction = await self.client.predictions.async_get(prediction_id)
             except (ReplicateError, httpx.HTTPError, ValueError, TimeoutError) as exc:
                 error = translate(exc) if not isinstance(exc, TimeoutError) else ProviderError(
                     "the generator did not answer in time", code="PREDICTION_TIMEOUT", is_retryable=True)
