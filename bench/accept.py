@@ -111,9 +111,9 @@ def _start_monolith(stack: Stack) -> tuple[subprocess.Popen[bytes], str]:
     return proc, f"http://127.0.0.1:{port}/mma/still/create"
 
 
-def _both(stack: Stack, duration_s: float, customers: int) -> tuple[Side, Side, list[float]]:
+def _both(stack: Stack, duration_s: float, customers: int) -> tuple[list[Side], list[Side]]:
     """Monolith and product in alternating rounds (the host's speed drifts within minutes: each
-    pair of rounds sees the same host); returns both sides merged and each round's ratio."""
+    pair of rounds sees the same host); returns each side's rounds."""
     proc, mono_url = _start_monolith(stack)
     product_url = f"{stack.gateway_url}/mma/still/create"
     me = {"monolith": psutil.Process(proc.pid)}
@@ -136,13 +136,18 @@ def _both(stack: Stack, duration_s: float, customers: int) -> tuple[Side, Side, 
     finally:
         proc.terminate()
         proc.wait(15)
-    ratios = [ratio(p.wrk.rps, m.wrk.rps) for p, m in zip(product_rounds, mono_rounds, strict=True)]
-    return _merged(product_rounds), _merged(mono_rounds), ratios
+    return product_rounds, mono_rounds
+
+
+def _p99s(rounds: list[Side]) -> str:
+    return ", ".join(f"{r.wrk.p99_ms:.0f}" for r in rounds)
 
 
 def run(stack: Stack, duration_s: float, customers: int) -> Figure:
     offset = log_offset(stack, "gateway")
-    product, mono, rounds = _both(stack, duration_s, customers)
+    product_rounds, mono_rounds = _both(stack, duration_s, customers)
+    product, mono = _merged(product_rounds), _merged(mono_rounds)
+    rounds = [ratio(p.wrk.rps, m.wrk.rps) for p, m in zip(product_rounds, mono_rounds, strict=True)]
     r = ratio(product.wrk.rps, mono.wrk.rps)
     bad = product.wrk.non_2xx + product.wrk.errors
     mono_bad = mono.wrk.non_2xx + mono.wrk.errors
@@ -164,7 +169,8 @@ def run(stack: Stack, duration_s: float, customers: int) -> Figure:
             f"({mono.wrk.requests} accepted, {mono_bad} failed) -> ratio {r:.2f} "
             f"(target >= 1.0x, p99 < {P99_MS:.0f} ms, CPU per create <= the monolith's); "
             f"{ROUNDS} alternating rounds of {product.wrk.duration_s / ROUNDS:g} s a side (ratio by round "
-            f"{', '.join(f'{x:.2f}' for x in rounds)}; p50/p99 of the rounds' latencies together); "
+            f"{', '.join(f'{x:.2f}' for x in rounds)}; p50/p99 of the rounds' latencies together; p99 by round: "
+            f"product {_p99s(product_rounds)}, monolith {_p99s(mono_rounds)} ms); "
             f"wrk -c{CONNECTIONS}, its CPU {product.wrk.cpu_pct:.0f}% "
             f"(monolith run {mono.wrk.cpu_pct:.0f}%); CPU ms per accepted create: product {product.split()}; "
             f"monolith {mono.split()} ({product.cpu_total / mono.cpu_total if mono.cpu_total else 0:.2f}x)")
