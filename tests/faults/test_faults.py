@@ -39,7 +39,7 @@ def driver(services: Services, kind: str, chains: int = CHAINS) -> Driver:
 
 
 async def restart_mid_run(launcher: Services, kind: str, server: NatsServer | PostgresServer) -> None:
-    """Generations in flight, `server` stopped and started again on its own port, then settle and check."""
+    """Generations in flight, `server` stopped and started again on its own port: all of them end done."""
     await launcher.start_all(**BASE)
     run = driver(launcher, kind)
     task = asyncio.create_task(run.run())
@@ -49,7 +49,9 @@ async def restart_mid_run(launcher: Services, kind: str, server: NatsServer | Po
     await asyncio.to_thread(server.start)
     assert server.port == port
     await asyncio.wait_for(task, 150)
-    await settle_and_check(run, launcher.settings)
+    # a restart only delays: every generation ends done (a failure here was a ledger connection the dead
+    # server left mid-protocol, reused from the pool: the run's start read failed the generation)
+    await settle_and_check(run, launcher.settings, expect_errors=False)
 
 
 async def test_nats_stopped_and_restarted_mid_run(services: Services, nats: NatsServer) -> None:

@@ -7,8 +7,8 @@ database answers (compose, `make up`), so connecting retries (stamina) for a bou
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Protocol, TypeVar
 
 import asyncpg
@@ -25,11 +25,19 @@ _CONNECT_ERRORS = (OSError, asyncpg.PostgresConnectionError, asyncpg.CannotConne
 # the message or request, so the caller retries (ServiceUnavailableError) instead of giving it up.
 UNAVAILABLE: tuple[type[BaseException], ...] = (
     OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+    asyncpg.InternalClientError,  # a connection left mid-protocol by a server that went away (see GuardedPool)
     asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError,
     asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, crash shutdown, query cancelled
     asyncpg.exceptions.InsufficientResourcesError,  # disk full, out of memory, too many connections
     asyncpg.exceptions.TransactionRollbackError,  # serialization failure, deadlock
     asyncpg.exceptions.ObjectNotInPrerequisiteStateError,  # the database is not accepting connections
+)
+
+# Of those, the ones that say the connection itself is broken or going (not a lost race, not a full
+# disk): such a connection is closed rather than given back to the pool (GuardedPool).
+BROKEN_CONNECTION: tuple[type[BaseException], ...] = (
+    OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.InternalClientError,
+    asyncpg.exceptions.OperatorInterventionError,
 )
 
 Row = Mapping[str, Any]
@@ -125,11 +133,38 @@ class PooledConnection(asyncpg.Connection):  # type: ignore[misc]  # asyncpg is 
         return ""
 
 
-async def create_pool(dsn: str, min_size: int = 1, max_size: int = 10, timeout_s: float = 60.0) -> asyncpg.Pool:
+class GuardedPool:
+    """The asyncpg pool, but a connection that failed with a connection-level error is closed, not reused.
+
+    A pool connection goes back without a reset query (`PooledConnection`), so nothing on release
+    notices one a dying server left mid-protocol: it had sent its error (the query failed, retryably)
+    and its close was still on the way; the next query on that connection then failed with
+    asyncpg's InternalClientError ("another operation is in progress") and, from a run's start
+    read, failed the generation. An error of `BROKEN_CONNECTION` in an acquired block now
+    terminates the connection before the pool takes it back (the pool opens a fresh one when needed).
+    """
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    @asynccontextmanager
+    async def acquire(self, timeout: float | None = None) -> AsyncIterator[Conn]:
+        async with self.pool.acquire(timeout=timeout) as conn:
+            try:
+                yield conn
+            except BROKEN_CONNECTION:
+                conn.terminate()
+                raise
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+
+async def create_pool(dsn: str, min_size: int = 1, max_size: int = 10, timeout_s: float = 60.0) -> GuardedPool:
     """The service pool, retried while Postgres comes up (bounded by `timeout_s`)."""
     pool: asyncpg.Pool = await _until_up(
         lambda: asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=init_connection, timeout=5,
                                     command_timeout=60, connection_class=PooledConnection),
         timeout_s, 0.5,
     )
-    return pool
+    return GuardedPool(pool)
