@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bench import accept, capacity, coldstart, credits, durability, e2e, projection, replicas, sse, steps
-from bench.common import Figure, connect, quiet_logs, seed_credits
+from bench.common import Figure, connect, host_probe_ms, quiet_logs, seed_credits
 from bench.profile import Profile
 from bench.stack import Stack
 from bench.wrkload import ensure_wrk
@@ -170,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         ensure_wrk()
     root = Path(tempfile.mkdtemp(prefix="mina-bench-"))
     began = time.monotonic()
+    probe_before = host_probe_ms()
     figures: list[Figure] = []
     profiles: list[Profile] = []
     stack: Stack | None = None
@@ -199,6 +200,10 @@ def main(argv: list[str] | None = None) -> int:
             peaks = {}
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
+    probe_after = host_probe_ms()
+    print(f"host: a fixed piece of Python work took {probe_before:.0f} ms before the figures and "
+          f"{probe_after:.0f} ms after (best of 5; lower is faster; this VM has read 70-115 ms within a "
+          f"minute: absolute figures move with it, ratios taken in one run do not)")
     for figure in figures:
         print(figure.line())
     if peaks:

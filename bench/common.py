@@ -8,6 +8,7 @@ import math
 import os
 import resource
 import subprocess
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -105,3 +106,18 @@ def children_cpu_delta_last() -> float:
 
 def cpu_count() -> int:
     return os.cpu_count() or 1
+
+
+def host_probe_ms(repeats: int = 5) -> float:
+    """A fixed piece of pure-Python work, best of `repeats`, in ms: how fast this host runs right now.
+
+    On this shared VM it has read 70-115 ms within a minute, and every CPU figure moves with it, so
+    the run prints it before and after its figures (absolute targets depend on it; ratios do not)."""
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        total = 0
+        for i in range(1_000_000):
+            total += i * i % 7
+        best = min(best, time.perf_counter() - started)
+    return best * 1000
