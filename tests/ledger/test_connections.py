@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Any
+
 import asyncpg
 import pytest
 
@@ -10,31 +13,29 @@ from services.ledger.adapters.pg import create_pool
 PID = "select pg_backend_pid()"
 
 
-async def test_a_connection_left_mid_protocol_is_closed_on_release(database_url: str) -> None:
-    """asyncpg's "another operation is in progress" (a server's error read before its close): never reused."""
+async def left_mid_protocol(conn: Any) -> None:
+    """asyncpg's error for a connection whose server's error was read before its close."""
+    raise asyncpg.InternalClientError("cannot switch to state 12; another operation (2) is in progress")
+
+
+async def bad_cast(conn: Any) -> None:
+    await conn.fetchval("select 'x'::int")
+
+
+@pytest.mark.parametrize(("fail", "error", "kept"), [
+    (left_mid_protocol, asyncpg.InternalClientError, False),  # broken: closed on release, never reused
+    (bad_cast, asyncpg.DataError, True),  # an ordinary failed statement: no reconnect for nothing
+], ids=["broken_connection_replaced", "ordinary_error_keeps_it"])
+async def test_the_pool_reuses_a_connection_only_after_an_ordinary_error(
+        database_url: str, fail: Callable[[Any], Awaitable[None]], error: type[Exception], kept: bool) -> None:
     pool = await create_pool(database_url, min_size=1, max_size=1)
     try:
         async with pool.acquire() as conn:
             first = await conn.fetchval(PID)
-        with pytest.raises(asyncpg.InternalClientError):
+        with pytest.raises(error):
             async with pool.acquire() as conn:
-                raise asyncpg.InternalClientError("cannot switch to state 12; another operation (2) is in progress")
+                await fail(conn)
         async with pool.acquire() as conn:
-            assert await conn.fetchval(PID) != first
-    finally:
-        await pool.close()
-
-
-async def test_an_ordinary_error_keeps_the_connection(database_url: str) -> None:
-    """A failed statement (a bad cast) leaves the connection in the pool: no reconnect for nothing."""
-    pool = await create_pool(database_url, min_size=1, max_size=1)
-    try:
-        async with pool.acquire() as conn:
-            first = await conn.fetchval(PID)
-        with pytest.raises(asyncpg.DataError):
-            async with pool.acquire() as conn:
-                await conn.fetchval("select 'x'::int")
-        async with pool.acquire() as conn:
-            assert await conn.fetchval(PID) == first
+            assert (await conn.fetchval(PID) == first) is kept
     finally:
         await pool.close()
