@@ -8,7 +8,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from libs.assets import LocalAssetStore, safe_key
+from libs.assets import INLINE_WRITE_MAX, LocalAssetStore, safe_key
 from libs.errors import InvalidInputError
 
 
@@ -17,11 +17,16 @@ def store(tmp_path: Path) -> LocalAssetStore:
     return LocalAssetStore(tmp_path, "http://127.0.0.1:9/assets", "k3y", "http://127.0.0.1:9/api/r2/put")
 
 
-async def test_put_then_get_round_trips_under_the_public_base(store: LocalAssetStore) -> None:
-    asset = await store.put_bytes(b"\x89PNG...", folder="outputs/still", content_type="image/png")
+@pytest.mark.parametrize("size", [16, INLINE_WRITE_MAX, INLINE_WRITE_MAX + 1],
+                         ids=["small", "largest-inline", "threaded"])
+async def test_put_then_get_round_trips_under_the_public_base(store: LocalAssetStore, size: int) -> None:
+    data = (b"\x89PNG" + bytes(range(256)) * (size // 256 + 1))[:size]
+    asset = await store.put_bytes(data, folder="outputs/still", content_type="image/png")
     assert asset.url.startswith("http://127.0.0.1:9/assets/outputs/still/") and asset.url.endswith(".png")
-    assert await store.get_bytes(asset.url) == b"\x89PNG..."
-    assert await store.get_bytes(asset.key) == b"\x89PNG..."
+    assert asset.bytes == size
+    assert await store.get_bytes(asset.url) == data
+    assert await store.get_bytes(asset.key) == data
+    assert not [p for p in store.root.rglob("*") if p.name.endswith(".tmp")]  # no temp file left behind
 
 
 @pytest.mark.parametrize("key", ["../etc/passwd", "/abs", "a/../../b", "", "a\\b"])
