@@ -8,6 +8,7 @@ import math
 import os
 import resource
 import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -106,6 +107,30 @@ def children_cpu_delta_last() -> float:
 
 def cpu_count() -> int:
     return os.cpu_count() or 1
+
+
+ECHO = "import os\nwhile (b := os.read(0, 1)) and b != b'q':\n    os.write(1, b)\n"
+
+
+def wakeup_probe_us(round_trips: int = 2000, repeats: int = 3) -> float:
+    """A one-byte ping-pong with a child process over pipes, best of `repeats`, in microseconds per round
+    trip: what waking another process costs on this host right now, before any work. Every create
+    crosses five processes; the pure-Python probe (`host_probe_ms`) does not see this cost move."""
+    child = subprocess.Popen([sys.executable, "-c", ECHO], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert child.stdin is not None and child.stdout is not None
+    send, receive = child.stdin.fileno(), child.stdout.fileno()
+    best = float("inf")
+    try:
+        for _ in range(repeats):
+            started = time.perf_counter()
+            for _ in range(round_trips):
+                os.write(send, b"p")
+                os.read(receive, 1)
+            best = min(best, time.perf_counter() - started)
+    finally:
+        os.write(send, b"q")
+        child.wait(10)
+    return best / round_trips * 1_000_000
 
 
 def host_probe_ms(repeats: int = 5) -> float:
