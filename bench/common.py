@@ -116,20 +116,19 @@ def wakeup_probe_us(round_trips: int = 2000, repeats: int = 3) -> float:
     """A one-byte ping-pong with a child process over pipes, best of `repeats`, in microseconds per round
     trip: what waking another process costs on this host right now, before any work. Every create
     crosses five processes; the pure-Python probe (`host_probe_ms`) does not see this cost move."""
-    child = subprocess.Popen([sys.executable, "-c", ECHO], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    assert child.stdin is not None and child.stdout is not None
-    send, receive = child.stdin.fileno(), child.stdout.fileno()
     best = float("inf")
-    try:
-        for _ in range(repeats):
-            started = time.perf_counter()
-            for _ in range(round_trips):
-                os.write(send, b"p")
-                os.read(receive, 1)
-            best = min(best, time.perf_counter() - started)
-    finally:
-        os.write(send, b"q")
-        child.wait(10)
+    with subprocess.Popen([sys.executable, "-c", ECHO], stdin=subprocess.PIPE, stdout=subprocess.PIPE) as child:
+        assert child.stdin is not None and child.stdout is not None
+        send, receive = child.stdin.fileno(), child.stdout.fileno()
+        try:
+            for _ in range(repeats):
+                started = time.perf_counter()
+                for _ in range(round_trips):
+                    os.write(send, b"p")
+                    os.read(receive, 1)
+                best = min(best, time.perf_counter() - started)
+        finally:
+            os.write(send, b"q")  # the child ends; leaving the block closes both pipes and waits for it
     return best / round_trips * 1_000_000
 
 
