@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"host: a fixed piece of Python work took {probe_before:.0f} ms before the figures and "
           f"{probe_after:.0f} ms after (best of 5; lower is faster; this VM has read 70-115 ms within a "
           f"minute); waking another process (a one-byte pipe round trip) took {wakeup_before:.0f} us before "
-          f"and {wakeup_after:.0f} us after (best of 3 x 2,000; 88-145 us across the two CPUs here, 8-9 us "
+          f"and {wakeup_after:.0f} us after (best of 3 x 2,000; 72-165 us across the two CPUs here, 8-9 us "
           f"with both on one CPU). Absolute figures move with both; ratios taken in one run do not")
     for figure in figures:
         print(figure.line())

@@ -121,7 +121,7 @@ async def run(stack: Stack, count: int) -> Figure:
     met = o50 <= 3 and o99 < 20
     why = []
     if not o50 <= 3:
-        why.append(f"p50 {o50:.1f} ms > 3")
+        why.append(f"p50 {o50:.2f} ms > 3")
     if not o99 < 20:
         why.append(f"p99 {o99:.1f} ms >= 20")
     steps_txt = "/".join(str(s) for s in sorted(set(step_counts)))
