@@ -15,6 +15,7 @@ nats-py after a reconnect like any other; an answer lost meanwhile is a timeout,
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import weakref
 from collections.abc import Callable, Sequence
@@ -112,7 +113,7 @@ class _Batch:
         self.results: list[Any] = [None] * size
         self.left = size
         self.parse = parse
-        self.done: asyncio.Future[None] = loop.create_future()
+        self.done: asyncio.Future[list[Any]] = loop.create_future()
 
     def settle(self, index: int, value: Any) -> None:
         if self.results[index] is not None:
@@ -120,7 +121,7 @@ class _Batch:
         self.results[index] = value
         self.left -= 1
         if self.left == 0 and not self.done.done():
-            self.done.set_result(None)
+            self.done.set_result(self.results)
 
 
 class AckMux:
@@ -166,6 +167,13 @@ class AckMux:
 
     async def request(self, items: Sequence[Outgoing], timeout: float, parse: Callable[[Msg], Any]) -> list[Any]:
         """`publish` for any request whose answer `parse` reads (or raises for)."""
+        return await (await self.send(items, timeout, parse))
+
+    async def send(self, items: Sequence[Outgoing], timeout: float,
+                   parse: Callable[[Msg], Any] = pub_ack) -> asyncio.Future[list[Any]]:
+        """`request` in two parts: returns once the items are written (in order, behind everything written
+        before on this connection), with a future of their answers, resolved within `timeout`. Cancelling
+        the future forgets the answers still to come."""
         if not self.prefix:
             await self._subscribe()
         nc = self.nc
@@ -194,26 +202,34 @@ class AckMux:
             commands.append(payload)
             commands.append(b"\r\n")
             size += len(payload)
-        if not tokens:
-            return list(batch.results)
+        if not tokens:  # nothing to send (no items, or none that fit)
+            if not batch.done.done():
+                batch.done.set_result(batch.results)
+            return batch.done
         data = b"".join(commands)
         if not nc.is_connected and (nc._max_pending_size <= 0
                                     or len(data) + nc._pending_data_size > nc._max_pending_size):
-            for token in tokens:
-                self.waiting.pop(token, None)
+            self._forget(tokens)
             raise nats.errors.OutboundBufferLimitError
         nc.stats["out_msgs"] += len(tokens)
         nc.stats["out_bytes"] += size
         timer = loop.call_later(timeout, self._expire, batch, tokens)
+        batch.done.add_done_callback(functools.partial(self._settled, batch, tokens, timer))
         try:
             await write(nc, data)
-            await batch.done
-        finally:
-            timer.cancel()
-            if batch.left:
-                for token in tokens:
-                    self.waiting.pop(token, None)
-        return list(batch.results)
+        except BaseException:
+            batch.done.cancel()
+            raise
+        return batch.done
+
+    def _settled(self, batch: _Batch, tokens: list[str], timer: asyncio.TimerHandle, _: object) -> None:
+        timer.cancel()
+        if batch.left:  # cancelled: the answers still to come are nobody's
+            self._forget(tokens)
+
+    def _forget(self, tokens: list[str]) -> None:
+        for token in tokens:
+            self.waiting.pop(token, None)
 
     def _expire(self, batch: _Batch, tokens: list[str]) -> None:
         for token in tokens:

@@ -23,7 +23,9 @@ behind.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -42,6 +44,7 @@ from services.pipeline.state import OutboxItem, RunState
 BUCKET = "MMA_RUNS"
 WRITE_TIMEOUT_S = 5.0  # nats-py's default for a KV write
 WRITE_DELAY_S = 0.005  # a transition waits this long for the next before it is written, unless the run waits first
+MAX_IN_FLIGHT = 2  # checkpoint writes of one run on the wire at once (the second only when the run waits)
 LATEST_SUFFIX = ".latest"
 
 
@@ -104,17 +107,21 @@ class CheckpointStore:
 
     async def put(self, generation_id: str, data: bytes, *, with_prep: bool = False) -> None:
         """Write an encoded state: under the run's key with the prep, else under `<key>.latest`."""
+        raise_failed(await (await self.start_put(generation_id, data, with_prep=with_prep)))
+
+    async def start_put(self, generation_id: str, data: bytes, *, with_prep: bool = False) -> asyncio.Future[list[Any]]:
+        """`put` in two parts: returns once the write is on its way, behind every write sent before it on
+        this connection (so two writes of one key land in the order sent), with a future of its ack."""
         key = self.key(generation_id)
-        await self._write(Outgoing(self._subject(key if with_prep else key + LATEST_SUFFIX), b"", data))
+        return await self.mux.send((Outgoing(self._subject(key if with_prep else key + LATEST_SUFFIX), b"", data),),
+                                   WRITE_TIMEOUT_S)
 
     def _subject(self, key: str) -> str:
         return f"$KV.{self.bucket}.{key}"
 
     async def _write(self, *items: Outgoing) -> None:
         """KV writes in one batch (what `kv.put` / `kv.purge` send), raising the first failure."""
-        for result in await self.mux.publish(items, WRITE_TIMEOUT_S):
-            if isinstance(result, BaseException):
-                raise result
+        raise_failed(await self.mux.publish(items, WRITE_TIMEOUT_S))
 
     async def save(self, state: RunState, *, with_prep: bool = False) -> None:
         await self.put(state.generation_id, self.encode(state, with_prep=with_prep), with_prep=with_prep)
@@ -130,6 +137,18 @@ class CheckpointStore:
             Outgoing(self._subject(key), header_block({"KV-Operation": "PURGE", "Nats-Rollup": "sub", "Nats-TTL": ttl}),
                      b""),
             Outgoing(self._subject(key + LATEST_SUFFIX), header_block({"Nats-TTL": ttl}), orjson.dumps(marker)))
+
+
+@dataclass(slots=True)
+class _Put:
+    """A checkpoint on the wire, its ack not yet read, with the messages it holds for publishing."""
+
+    acked: asyncio.Future[list[Any]]
+    messages: list[BusMessage]
+    wire: list[Outgoing]
+    version: int
+    with_prep: bool
+    terminal: bool
 
 
 class Outbox:
@@ -148,6 +167,13 @@ class Outbox:
     (`durable`: the checkpoint), or for everything (`flush`); once a terminal state is published,
     the run is forgotten.
 
+    When the run waits (`durable`, `flush`: its end, as a rule) while a write is in flight, what it
+    waits for is written at once behind it (`MAX_IN_FLIGHT`): the two writes go out on one connection
+    to one stream, so they land in the order sent, and their acks are read in that order; the wait is
+    one round trip instead of two. Behind the first checkpoint (the one with the prep, under the run's
+    key) the second is written there too, with the prep: were the first refused and the second kept,
+    the key would still hold a whole state.
+
     A step's output is uploaded while the run goes on (`StepContext.store_output`): the runner `hold`s
     the upload, and the next checkpoint (the one recording the output) is written only once it is done.
 
@@ -163,11 +189,14 @@ class Outbox:
         self.wire: list[Outgoing] = []  # the queued messages encoded once: published as they are
         self.open: list[OutboxItem] = []  # every message decided whose ack is not in yet, as the checkpoint holds it
         self.encoded = b""  # the latest queued state
-        self.with_prep = False  # a queued state is the run's first checkpoint
+        self.with_prep = False  # a queued state goes under the run's key, with the prep
         self.terminal = False
         self.version = 0  # transitions queued so far
         self.written = 0  # transitions whose checkpoint is written
         self.writer: asyncio.Task[None] | None = None
+        self.in_flight: deque[_Put] = deque()  # checkpoints written, oldest first, their acks not yet read
+        self.urgent = False  # the run waits: what is queued goes out without waiting for the write in flight
+        self.nudge: asyncio.Future[None] | None = None  # wakes a writer waiting for an ack when `urgent` is set
         self.sending: asyncio.Task[None] | None = None  # the last batch sent, until its acks are in
         self.progress: asyncio.Future[None] | None = None  # resolved when `written` moves or the writer stops
         self.failed: BaseException | None = None
@@ -188,7 +217,8 @@ class Outbox:
         # the checkpoint embeds each message's published JSON as it is (orjson.Fragment: not parsed again)
         self.open.extend(OutboxItem(type=type(m).__name__, data=orjson.Fragment(w.payload))
                          for m, w in zip(messages, wire, strict=True))
-        self.with_prep = self.with_prep or with_prep
+        # while the first checkpoint is unacked, a later one may go out behind it: it goes to the same key
+        self.with_prep = self.with_prep or with_prep or any(put.with_prep for put in self.in_flight)
         state.outbox = self.open
         self.encoded = self.store.encode(state, with_prep=self.with_prep)
         state.outbox = []  # written with the state; nothing of it needs keeping in memory
@@ -198,42 +228,77 @@ class Outbox:
         if self.timer is None and self.failed is None and (self.writer is None or self.writer.done()):
             self.timer = asyncio.get_running_loop().call_later(WRITE_DELAY_S, self.kick)
 
-    def kick(self) -> None:
-        """Start writing what is queued (an idle writer's delay is up, or the run waits for it)."""
+    def kick(self, urgent: bool = False) -> None:
+        """Start writing what is queued (an idle writer's delay is up, or the run waits for it: `urgent`)."""
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        if self.encoded and self.state is not None and self.failed is None and (
-                self.writer is None or self.writer.done()):
+        if not self.encoded or self.state is None or self.failed is not None:
+            return
+        if self.writer is None or self.writer.done():
             self.writer = asyncio.create_task(self._write(self.state))
+        elif urgent:
+            self.urgent = True
+            if self.nudge is not None and not self.nudge.done():
+                self.nudge.set_result(None)
 
     async def _write(self, state: RunState) -> None:
         try:
-            while self.encoded:
-                encoded, messages, wire, version = self.encoded, self.queued, self.wire, self.version
-                with_prep, terminal = self.with_prep, self.terminal
-                self.encoded, self.queued, self.wire, self.with_prep = b"", [], [], False
-                if self.held:
-                    held, self.held = self.held, []
-                    for result in await asyncio.gather(*held, return_exceptions=True):
-                        if isinstance(result, BaseException):
-                            raise result
-                await self.store.put(state.generation_id, encoded, with_prep=with_prep)
-                self.written = version
-                self._moved()
-                if self.sending is not None:
-                    await self.sending  # the previous batch's acks: in already, as a rule
-                self.sending = asyncio.create_task(self._send(messages, wire))
-                if terminal:  # the end is published: nothing of the run needs keeping
-                    await self.sending
-                    await asyncio.gather(self.store.forget(state), *([self.at_end()] if self.at_end else []))
+            while self.encoded or self.in_flight:
+                may_add = len(self.in_flight) < MAX_IN_FLIGHT
+                if self.encoded and (not self.in_flight or (self.urgent and may_add)):
+                    await self._issue(state)
+                elif may_add and not self.in_flight[0].acked.done():  # the ack, or the run waiting meanwhile
+                    await self._acked_or_urgent(self.in_flight[0].acked)
+                else:
+                    await self._complete(state)
         except asyncio.CancelledError as exc:
             self.failed = exc
             raise
         except Exception as exc:  # raised by `flush`, to the run
             self.failed = self.failed or exc
         finally:
+            for put in self.in_flight:
+                put.acked.cancel()  # no one reads these acks now: their replies are forgotten
+            self.in_flight.clear()
             self._moved()
+
+    async def _issue(self, state: RunState) -> None:
+        """Write the latest queued state (once the uploads it records are stored); its ack is read later."""
+        encoded, messages, wire, version = self.encoded, self.queued, self.wire, self.version
+        with_prep, terminal = self.with_prep, self.terminal
+        self.encoded, self.queued, self.wire, self.with_prep, self.urgent = b"", [], [], False, False
+        if self.held:
+            held, self.held = self.held, []
+            for result in await asyncio.gather(*held, return_exceptions=True):
+                if isinstance(result, BaseException):
+                    raise result
+        acked = await self.store.start_put(state.generation_id, encoded, with_prep=with_prep)
+        self.in_flight.append(_Put(acked, messages, wire, version, with_prep, terminal))
+
+    async def _acked_or_urgent(self, acked: asyncio.Future[list[Any]]) -> None:
+        self.nudge = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait((acked, self.nudge), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self.nudge = None
+
+    async def _complete(self, state: RunState) -> None:
+        """The oldest write's ack (and the next one's, when it is in too); then their messages are sent."""
+        put = self.in_flight.popleft()
+        raise_failed(await put.acked)
+        messages, wire = put.messages, put.wire
+        while self.in_flight and _succeeded(self.in_flight[0].acked):
+            put = self.in_flight.popleft()
+            messages, wire = messages + put.messages, wire + put.wire
+        self.written = put.version
+        self._moved()
+        if self.sending is not None:
+            await self.sending  # the previous batch's acks: in already, as a rule
+        self.sending = asyncio.create_task(self._send(messages, wire))
+        if put.terminal:  # the end is published: nothing of the run needs keeping
+            await self.sending
+            await asyncio.gather(self.store.forget(state), *([self.at_end()] if self.at_end else []))
 
     async def _send(self, messages: list[BusMessage], wire: list[Outgoing]) -> None:
         """Publish a batch; once its acks are in, its messages leave the outbox of later checkpoints."""
@@ -252,7 +317,7 @@ class Outbox:
     async def durable(self) -> None:
         """Wait until every queued transition is checkpointed (not necessarily published); raise what failed."""
         target = self.version
-        self.kick()
+        self.kick(urgent=True)
         while self.written < target and self.failed is None and self.writer is not None and not self.writer.done():
             if self.progress is None:
                 self.progress = asyncio.get_running_loop().create_future()
@@ -268,7 +333,7 @@ class Outbox:
 
     async def settle(self) -> None:
         """Let the writes and sends in flight finish, whatever they end with (a run leaving on an error)."""
-        self.kick()
+        self.kick(urgent=True)
         while True:
             pending = {t for t in (self.writer, self.sending) if t is not None and not t.done()}
             if not pending:
@@ -291,3 +356,16 @@ class Outbox:
                                     for item in state.outbox])
         if state.terminal:
             await self.store.forget(state)
+
+
+def raise_failed(results: Sequence[object]) -> None:
+    """Raise the first failure among a batch's answers."""
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+
+
+def _succeeded(acked: asyncio.Future[list[Any]]) -> bool:
+    """The write's ack is in, and is an ack."""
+    return (acked.done() and not acked.cancelled()
+            and not any(isinstance(result, BaseException) for result in acked.result()))

@@ -114,3 +114,52 @@ async def test_a_checkpoint_waits_for_the_output_upload_it_records(bus, settings
         await asyncio.wait_for(outbox.flush(), 10)
     assert await store.load(failed_gen) is None
     assert await bus.last_seq(f"mma.evt.{failed_gen}.status") == 0
+
+
+async def test_a_run_that_waits_while_a_write_is_in_flight_has_its_state_written_behind_it(bus, settings):
+    """The run waits for a transition while its first checkpoint (the prep) is still unacked: the second write
+    goes out at once behind the first, not after its ack, and to the same key with the prep (were the first
+    refused, the key would still hold a whole state); the events still leave in the order decided, and once
+    the prep is acked the next transition goes to `.latest` without it."""
+    store = await CheckpointStore.open(bus.js, settings)
+    gen = f"piped{uuid.uuid4().hex}"
+    who = "pass:user:piped"
+    outbox = Outbox(store, bus)
+    written_when_sent: list[int] = []  # how many transitions were written (acked) as each write went out
+    start_put = store.start_put
+
+    async def watched(generation_id: str, data: bytes, *, with_prep: bool = False) -> Any:
+        written_when_sent.append(outbox.written)
+        return await start_put(generation_id, data, with_prep=with_prep)
+
+    store.start_put = watched  # type: ignore[method-assign]  # observed, not replaced
+    state = RunState(generation_id=gen, prep={"plan": [["gpt_reader", None]]}, status="scanning")
+    outbox.queue(state, [StatusChanged(generation_id=gen, pass_id=who, status=MmaStatus.SCANNING)], with_prep=True)
+    outbox.kick()
+    await wait_for(lambda: outbox.in_flight, 10, interval=0, what="the prep checkpoint on the wire")
+
+    state.step_count, state.status = 1, "prompting"
+    outbox.queue(state, [StatusChanged(generation_id=gen, pass_id=who, status=MmaStatus.PROMPTING)])
+    await asyncio.wait_for(outbox.durable(), 10)
+    assert written_when_sent == [0, 0]  # the second went out before the first's ack was read
+    assert outbox.written == 2
+
+    first = orjson.loads((await store.kv.get(CheckpointStore.key(gen))).value or b"")
+    assert first["step_count"] == 1 and first["status"] == "prompting" and first["prep"] == state.prep
+    with pytest.raises(nats.js.errors.KeyNotFoundError):
+        await store.kv.get(CheckpointStore.key(gen) + LATEST_SUFFIX)
+
+    state.step_count, state.status = 2, "generating"
+    await outbox.commit(state, [StatusChanged(generation_id=gen, pass_id=who, status=MmaStatus.GENERATING)])
+    latest = orjson.loads((await store.kv.get(CheckpointStore.key(gen) + LATEST_SUFFIX)).value or b"")
+    assert latest["step_count"] == 2 and "prep" not in latest
+    resumed = await store.load(gen)
+    assert resumed is not None and resumed.step_count == 2 and resumed.prep == state.prep
+
+    statuses: list[str] = []
+    async with asyncio.timeout(10):
+        async for _, msg in bus.follow(f"mma.evt.{gen}.>"):
+            statuses.append(msg.status.value)
+            if len(statuses) == 3:
+                break
+    assert statuses == ["scanning", "prompting", "generating"]
