@@ -166,7 +166,7 @@ class RunStartFacts(Model):
     customer: CustomerView
     likes: list[LikedItem] | None = None  # None: not asked
     parent: GenerationView | None = None  # None: not asked, or no such generation (yet)
-    config_tag: str  # a digest of the active rows (ids and values)
+    config_tag: str  # a digest of the config rows (ids and row versions): it changes when they do
     config: dict[str, ConfigEntry] | None = None  # None: unchanged since the request's config_tag
 
 

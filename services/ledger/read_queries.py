@@ -160,15 +160,21 @@ where mg_record_type = 'app_config' and mg_deleted_at is null and mg_key is not 
 order by mg_key, coalesce(substring(mg_id from '\\.v([0-9]+)$')::int, 0) desc
 """
 
-# the digest of what ACTIVE_CONFIG returns (same rows, ids and values): a run holding the config of this
-# digest needs no new copy; rows are immutable by rule, but the values are in the digest all the same
-ACTIVE_CONFIG_TAG = f"""
-select coalesce(md5(string_agg(a.mg_id || '=' || coalesce(a.mg_value::text, ''), ',' order by a.mg_key)), '')
-from ({ACTIVE_CONFIG}) a
+# a digest of every config row of the keys asked ($1; [] = all keys), enabled or not: each row's id and
+# `xmin` (the transaction that wrote that version of the row), so an insert, an update (values, enabled,
+# deleted) or a delete changes it, and a copy tagged with it is the active map of that moment. It reads
+# no values: 0.04 ms of Postgres time against 0.21 for a digest of ACTIVE_CONFIG's rows (regular
+# expressions, jsonb, a sort by key and version), on every run's start. A change to a row outside the
+# active map changes it too: one more read of the map, no harm.
+ACTIVE_CONFIG_TAG = """
+select coalesce(md5(string_agg(mg_id || ':' || xmin::text, ',' order by mg_id)), '')
+from mega_admin
+where mg_record_type = 'app_config' and mg_key is not null
+  and (cardinality($1::text[]) = 0 or mg_key = any($1::text[]))
 """
 
 # a run's start read in one round trip: the customer's row (all nulls when there is none), its like window
-# ($2 = 0 when not asked: LIMIT 0 reads nothing) and the active config's tag (keys $3)
+# ($2 = 0 when not asked: LIMIT 0 reads nothing) and the config's tag (keys $3)
 RUN_START = f"""
 select c.*,
        (select coalesce(json_agg(json_build_object('mg_generation_id', l.mg_generation_id,

@@ -4,7 +4,7 @@ A run used to ask three or four times (config, customer, like window, parent), e
 through NATS and a wake-up of both processes. The customer, the like window and the config's tag are
 one statement (`RUN_START`); the parent and the config rows are a second and third only when needed.
 The config is the largest part and changes rarely, so the caller sends the tag of the copy it holds
-and the rows come back only when the active rows no longer hash to it (`ACTIVE_CONFIG_TAG`): a new
+and the rows come back only when the config rows have changed since (`ACTIVE_CONFIG_TAG`): a new
 version reaches the next run all the same.
 """
 

@@ -121,8 +121,9 @@ async def test_charged_unfinished_lists_debits_without_outcome(deps: LedgerDeps,
 
 
 async def test_run_start_read_is_one_answer_with_the_config_only_when_it_changed(deps: LedgerDeps) -> None:
-    """A run's start read: customer, like window and parent together; the config rows only when the active
-    rows no longer hash to the tag the caller holds, so a new version still reaches the next run."""
+    """A run's start read: customer, like window and parent together; the config rows only when the config
+    rows changed since the tag the caller holds, so a new version (or a value edited in SQL, or a version
+    switched off) still reaches the next run."""
     who, key = "pass:email:start@example.com", "mma.ctx.gpt_reader_motion"
     for msg in every_event("s", who):
         await EVENT_HANDLERS[type(msg)](msg, deps)
@@ -145,6 +146,20 @@ async def test_run_start_read_is_one_answer_with_the_config_only_when_it_changed
     assert changed.config is not None and changed.config[key].version == 2
     assert changed.config[key].value["system"] == "v2"
 
+    async with deps.pool.acquire() as conn:  # an operator edits the active version in place
+        await conn.execute("update mega_admin set mg_value = jsonb_set(mg_value, '{system}', '\"v2 edited\"') "
+                           "where mg_id = $1", changed.config[key].id)
+    edited = await rpc.on_run_start(RunStartRead(pass_id=who, config_keys=[key], config_tag=changed.config_tag),
+                                    deps)
+    assert edited.config_tag != changed.config_tag
+    assert edited.config is not None and edited.config[key].value["system"] == "v2 edited"
+
+    async with deps.pool.acquire() as conn:  # ... then switches it off: version 1 is the active one again
+        await conn.execute("update mega_admin set mg_value = mg_value || '{\"enabled\": false}' where mg_id = $1",
+                           changed.config[key].id)
+    off = await rpc.on_run_start(RunStartRead(pass_id=who, config_keys=[key], config_tag=edited.config_tag), deps)
+    assert off.config is not None and off.config[key].version == 1 and off.config_tag != edited.config_tag
+
     nobody = await rpc.on_run_start(RunStartRead(pass_id="pass:anon:nobody", parent_generation_id="missing",
-                                                 config_keys=[key], config_tag=changed.config_tag), deps)
+                                                 config_keys=[key], config_tag=off.config_tag), deps)
     assert (nobody.customer.credits, nobody.parent, nobody.config) == (0, None, None)
