@@ -23,7 +23,6 @@ behind.
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -194,7 +193,7 @@ class Outbox:
         self.version = 0  # transitions queued so far
         self.written = 0  # transitions whose checkpoint is written
         self.writer: asyncio.Task[None] | None = None
-        self.in_flight: deque[_Put] = deque()  # checkpoints written, oldest first, their acks not yet read
+        self.in_flight: list[_Put] = []  # checkpoints written, oldest first, their acks not yet read (at most 2)
         self.urgent = False  # the run waits: what is queued goes out without waiting for the write in flight
         self.nudge: asyncio.Future[None] | None = None  # wakes a writer waiting for an ack when `urgent` is set
         self.sending: asyncio.Task[None] | None = None  # the last batch sent, until its acks are in
@@ -285,11 +284,11 @@ class Outbox:
 
     async def _complete(self, state: RunState) -> None:
         """The oldest write's ack (and the next one's, when it is in too); then their messages are sent."""
-        put = self.in_flight.popleft()
+        put = self.in_flight.pop(0)
         raise_failed(await put.acked)
         messages, wire = put.messages, put.wire
         while self.in_flight and _succeeded(self.in_flight[0].acked):
-            put = self.in_flight.popleft()
+            put = self.in_flight.pop(0)
             messages, wire = messages + put.messages, wire + put.wire
         self.written = put.version
         self._moved()
