@@ -106,7 +106,7 @@ class CheckpointStore:
 
     async def put(self, generation_id: str, data: bytes, *, with_prep: bool = False) -> None:
         """Write an encoded state: under the run's key with the prep, else under `<key>.latest`."""
-        raise_failed(await (await self.start_put(generation_id, data, with_prep=with_prep)))
+        _raise_failed(await (await self.start_put(generation_id, data, with_prep=with_prep)))
 
     async def start_put(self, generation_id: str, data: bytes, *, with_prep: bool = False) -> asyncio.Future[list[Any]]:
         """`put` in two parts: returns once the write is on its way, behind every write sent before it on
@@ -120,7 +120,7 @@ class CheckpointStore:
 
     async def _write(self, *items: Outgoing) -> None:
         """KV writes in one batch (what `kv.put` / `kv.purge` send), raising the first failure."""
-        raise_failed(await self.mux.publish(items, WRITE_TIMEOUT_S))
+        _raise_failed(await self.mux.publish(items, WRITE_TIMEOUT_S))
 
     async def save(self, state: RunState, *, with_prep: bool = False) -> None:
         await self.put(state.generation_id, self.encode(state, with_prep=with_prep), with_prep=with_prep)
@@ -269,9 +269,7 @@ class Outbox:
         self.encoded, self.queued, self.wire, self.with_prep, self.urgent = b"", [], [], False, False
         if self.held:
             held, self.held = self.held, []
-            for result in await asyncio.gather(*held, return_exceptions=True):
-                if isinstance(result, BaseException):
-                    raise result
+            _raise_failed(await asyncio.gather(*held, return_exceptions=True))
         acked = await self.store.start_put(state.generation_id, encoded, with_prep=with_prep)
         self.in_flight.append(_Put(acked, messages, wire, version, with_prep, terminal))
 
@@ -285,7 +283,7 @@ class Outbox:
     async def _complete(self, state: RunState) -> None:
         """The oldest write's ack (and the next one's, when it is in too); then their messages are sent."""
         put = self.in_flight.pop(0)
-        raise_failed(await put.acked)
+        _raise_failed(await put.acked)
         messages, wire = put.messages, put.wire
         while self.in_flight and _succeeded(self.in_flight[0].acked):
             put = self.in_flight.pop(0)
@@ -357,8 +355,8 @@ class Outbox:
             await self.store.forget(state)
 
 
-def raise_failed(results: Sequence[object]) -> None:
-    """Raise the first failure among a batch's answers."""
+def _raise_failed(results: Sequence[object]) -> None:
+    """Raise the first failure among a batch's answers (or its uploads' results)."""
     for result in results:
         if isinstance(result, BaseException):
             raise result
