@@ -25,13 +25,13 @@ import psutil
 from bench.common import Figure, connect, ratio
 from bench.profile import Profile, Recorder
 from bench.stack import ROOT, Stack, describe_errors, errors_since, http_ok, log_offset
-from bench.wrkload import WrkResult, merged, run_wrk
+from bench.wrkload import WrkResult, first_creates, merged, run_wrk
 from libs.devinfra import free_port
 
 CONNECTIONS = 32
 ROUNDS = 3  # monolith and product alternate, so a drift of the host's speed meets both sides alike
-# each side's warm-up: long enough that both wrk threads have sent every customer a create (2 x 1,000
-# at 500-900/s), so the rounds measure returning customers, not billing's first welcome of each pass id
+# each side's warm-up after every customer's first create (`first_creates`), so the rounds measure
+# returning customers, not the first ensure and welcome of each pass id
 WARM_UP_S = 4
 P99_MS = 50.0
 SHARED = ("nats-server", "postgres")
@@ -123,6 +123,9 @@ def _both(stack: Stack, duration_s: float, customers: int) -> tuple[list[Side], 
     product_rounds: list[Side] = []
     try:
         for url in (mono_url, product_url):
+            failed = first_creates(url, customers, CONNECTIONS)
+            if failed:
+                raise RuntimeError(f"{failed} of {customers} first creates failed on {url}")
             run_wrk(url, connections=CONNECTIONS, duration_s=WARM_UP_S, customers=customers)
         _wait_projected(stack)
         for _ in range(ROUNDS):  # each round warmed for a second: the other side's round left this one idle
