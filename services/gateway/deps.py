@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 from libs.assets import AssetStore
 from libs.bus import Bus
 from libs.recent import RecentKeys
+from libs.schemas import CustomerView
 from libs.settings import Settings
 from services.gateway.adapters.billing import PriceBook
 from services.gateway.adapters.decisions import Decisions
@@ -32,6 +34,7 @@ class GatewayDeps:
     sse_ping_s: float = 25.0
     decisions: Decisions = field(default_factory=Decisions)  # the one subscription to billing's decisions
     ensured: RecentKeys = field(default_factory=RecentKeys)  # callers whose customer row was ensured lately
+    ensuring: dict[str, asyncio.Future[CustomerView]] = field(default_factory=dict)  # ensures on their way
     access_facts: AccessFacts = field(default_factory=AccessFacts)
 
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 import structlog
@@ -61,9 +62,24 @@ async def ensure_customer_once(deps: GatewayDeps, who: Identity) -> None:
 
     For routes that need the row to exist but not its contents: a repeat create skips the
     gateway -> billing -> ledger round trip (billing still refuses a create without credit).
+    Requests of one caller that arrive while its ensure is on the way wait for that one (a new
+    customer's first page fires several at once) instead of each sending its own.
     """
-    if _ensured_key(who) not in deps.ensured:
-        await ensure_customer(deps, who)
+    key = _ensured_key(who)
+    if key in deps.ensured:
+        return
+    pending = deps.ensuring.get(key)
+    if pending is None:
+        pending = asyncio.ensure_future(ensure_customer(deps, who))
+        deps.ensuring[key] = pending
+        pending.add_done_callback(lambda done: _ensure_settled(deps, key, done))
+    await asyncio.shield(pending)  # a caller that goes away does not take the others' ensure with it
+
+
+def _ensure_settled(deps: GatewayDeps, key: str, done: asyncio.Future[CustomerView]) -> None:
+    deps.ensuring.pop(key, None)
+    if not done.cancelled():
+        done.exception()  # retrieved: every waiter may have gone away
 
 
 async def mma_identity(request: Request, deps: GatewayDeps = Depends(get_deps)) -> Identity:
