@@ -28,6 +28,8 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import api
 
+from libs.bus.inline import subscribe_inline
+
 STATUS = api.Header.STATUS.value
 NO_RESPONDERS = "503"
 
@@ -139,7 +141,7 @@ class AckMux:
             self.ready = asyncio.get_running_loop().create_future()
             try:
                 prefix = self.nc.new_inbox() + "."
-                await self.nc.subscribe(prefix + "*", cb=self._on_answer)
+                await subscribe_inline(self.nc, prefix + "*", self._on_answer)  # settled as it is read
             except BaseException as exc:
                 self.ready.set_exception(exc)
                 self.ready.exception()  # retrieved here; waiters see it below
@@ -149,7 +151,7 @@ class AckMux:
             self.ready.set_result(None)
         await self.ready
 
-    async def _on_answer(self, raw: Msg) -> None:
+    def _on_answer(self, raw: Msg) -> None:
         entry = self.waiting.pop(raw.subject[len(self.prefix):], None)
         if entry is None:
             return

@@ -4,7 +4,7 @@ make on them; each call's work lives in the module named beside it."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
 from nats.aio.client import Client as NatsClient
 from nats.aio.subscription import Subscription
@@ -157,7 +157,7 @@ class Bus:
 
     # ------------------------------------------------------------------ EVENTS without a durable (follow.py)
 
-    async def listen(self, filter_subject: str, handler: Callable[[BusMessage], Awaitable[None]]) -> None:
+    async def listen(self, filter_subject: str, handler: Callable[[BusMessage], None]) -> None:
         self.subscriptions.append(await _follow.listen(self.nc, filter_subject, handler))
 
     def follow(self, filter_subject: str, after_seq: int = 0) -> AsyncIterator[tuple[int, BusMessage]]:

@@ -13,6 +13,7 @@ import stamina
 import structlog
 from nats.aio.client import Client as NatsClient
 
+from libs.bus.inline import inline_request_replies
 from libs.errors import ServiceUnavailableError
 
 log = structlog.get_logger("bus")
@@ -62,8 +63,9 @@ async def open_connection(url: str, name: str, timeout_s: float) -> NatsClient:
                     reconnected_cb=_on_reconnected,
                     pending_size=64 * 1024 * 1024,
                 )
-                log.info("bus.connected", url=url, client=name)
-                return nc
+                break
     except NOT_UP_YET as exc:
         raise ServiceUnavailableError(f"NATS at {url} is not answering") from exc
-    raise AssertionError("unreachable: stamina yields at least one attempt")
+    await inline_request_replies(nc)  # `nc.request` replies resolve as they are read (inline.py)
+    log.info("bus.connected", url=url, client=name)
+    return nc

@@ -28,6 +28,8 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import api
 
+from libs.bus.inline import subscribe_inline
+
 log = structlog.get_logger("bus")
 
 STATUS = api.Header.STATUS.value
@@ -55,14 +57,14 @@ class Fetcher:
 
     async def start(self) -> None:
         self.prefix = self.nc.new_inbox() + "."
-        self.sub = await self.nc.subscribe(self.prefix + "*", cb=self._on_msg)
+        self.sub = await subscribe_inline(self.nc, self.prefix + "*", self._on_msg)  # handled as it is read
 
     async def stop(self) -> None:
         if self.sub is not None:
             await self.sub.unsubscribe()
             self.sub = None
 
-    async def _on_msg(self, raw: Msg) -> None:
+    def _on_msg(self, raw: Msg) -> None:
         headers = raw.headers
         status = headers.get(STATUS) if headers else None
         if status is None:

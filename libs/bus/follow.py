@@ -4,7 +4,7 @@ sequence, or hear live broadcasts that are never replayed."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Callable
 
 import nats.js.errors
 import structlog
@@ -14,6 +14,7 @@ from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext, api
 
 from libs.bus.codec import decode
+from libs.bus.inline import subscribe_inline
 from libs.errors import InvalidMessageError
 from libs.schemas import BusMessage, Stream
 
@@ -57,23 +58,24 @@ async def last_seq(js: JetStreamContext, filter_subject: str) -> int:
     return int(raw.seq or 0)
 
 
-async def listen(nc: NatsClient, filter_subject: str, handler: Callable[[BusMessage], Awaitable[None]]) -> Subscription:
+async def listen(nc: NatsClient, filter_subject: str, handler: Callable[[BusMessage], None]) -> Subscription:
     """Every process gets every EVENTS message on `filter_subject` (core NATS, no queue group).
 
     For signals each instance must see but none must persist (a cancel request reaches
     the one pipeline running that generation). Nothing is replayed: a process that was
-    not listening learns it from the stream instead (`last_seq`).
+    not listening learns it from the stream instead (`last_seq`). `handler` runs in the connection's
+    reader (`inline.py`): it must not block.
     """
 
-    async def on_msg(raw: Msg) -> None:
+    def on_msg(raw: Msg) -> None:
         try:
             msg = decode(raw)
         except InvalidMessageError as exc:
             log.warning("bus.broadcast_invalid", subject=raw.subject, reason=exc.message)
             return
         try:
-            await handler(msg)
+            handler(msg)
         except Exception:  # the edge of a broadcast: nothing to redeliver, so log loudly
             log.exception("bus.broadcast_failed", subject=raw.subject)
 
-    return await nc.subscribe(filter_subject, cb=on_msg)
+    return await subscribe_inline(nc, filter_subject, on_msg)

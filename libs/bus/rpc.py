@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 
 import nats.errors
 import orjson
@@ -19,6 +20,7 @@ from nats.aio.subscription import Subscription
 from pydantic import ValidationError
 
 from libs import deadletter
+from libs.bus.inline import subscribe_inline
 from libs.bus.retry import retried
 from libs.bus.types import D, Q, R, RpcHandler
 from libs.errors import InvalidMessageError, MmaError, ServiceUnavailableError, error_from_wire
@@ -29,6 +31,7 @@ from libs.transient import NATS_AWAY
 log = structlog.get_logger("bus")
 
 RESPONDER_POLL_S = 0.1
+BACKLOG_MAX = 65_536  # requests waiting for a free slot of one subscription
 OK_PREFIX = b'{"ok":true,"data":'
 
 
@@ -75,8 +78,12 @@ class Rpc:
     async def serve(self, req_type: type[Q], handler: RpcHandler[Q, D], deps: D, queue: str,
                     concurrency: int | None = None) -> Subscription:
         """Answer `req_type` requests in queue group `queue`, each in its own task, at most `concurrency`
-        (default `rpc_concurrency`) at once: the rest wait in the subscription, not as tasks on the loop."""
-        slots = asyncio.Semaphore(max(1, concurrency or self.settings.rpc_concurrency))
+        (default `rpc_concurrency`) at once: the rest wait in line as messages, not as tasks on the loop
+        (at most `BACKLOG_MAX`; past it a request is dropped and its caller times out, as NATS drops
+        messages for a slow consumer). A request's task starts as the connection reads it (`inline.py`)."""
+        limit = max(1, concurrency or self.settings.rpc_concurrency)
+        backlog: deque[Msg] = deque()
+        running = 0
 
         async def respond(raw: Msg) -> None:
             started = time.perf_counter()
@@ -102,14 +109,30 @@ class Rpc:
             log.debug("bus.rpc_handled", subject=raw.subject, outcome=outcome,
                       duration_ms=round((time.perf_counter() - started) * 1000, 2))
 
-        async def on_msg(raw: Msg) -> None:  # one message at a time per subscription: waiting here backs up
-            await slots.acquire()
+        def start(raw: Msg) -> None:
             task = asyncio.create_task(respond(raw))
             self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
-            task.add_done_callback(lambda _: slots.release())
+            task.add_done_callback(finished)
 
-        return await self.nc.subscribe(req_type.rpc_subject, queue=queue, cb=on_msg)
+        def finished(task: asyncio.Task[None]) -> None:
+            nonlocal running
+            self.tasks.discard(task)
+            if backlog:
+                start(backlog.popleft())  # its slot goes to the next in line
+            else:
+                running -= 1
+
+        def on_msg(raw: Msg) -> None:
+            nonlocal running
+            if running < limit:
+                running += 1
+                start(raw)
+            elif len(backlog) < BACKLOG_MAX:
+                backlog.append(raw)
+            else:
+                log.warning("bus.rpc_backlog_full", subject=raw.subject, backlog=len(backlog))
+
+        return await subscribe_inline(self.nc, req_type.rpc_subject, on_msg, queue=queue, pending=backlog.__len__)
 
     async def close(self, timeout_s: float = 5.0) -> None:
         """Wait (bounded) for the answers in progress."""

@@ -132,7 +132,7 @@ class RunRegistry:
         if self.runs.get(generation_id) is run:
             del self.runs[generation_id]
 
-    async def on_cancel_requested(self, msg: BusMessage) -> None:
+    def on_cancel_requested(self, msg: BusMessage) -> None:
         if not isinstance(msg, CancelRequested):
             return
         run = self.runs.get(msg.generation_id)

@@ -22,7 +22,7 @@ async def test_a_reader_of_a_just_decided_generation_waits_for_the_store(bus: Bu
     decisions = Decisions()
     fanout = Fanout(bus)
     generation_id = new_id()
-    await decisions._on_decision(accepted(generation_id))  # as the core broadcast delivers it
+    decisions._on_decision(accepted(generation_id))  # as the core broadcast delivers it
     try:
         waiting = asyncio.create_task(wait_until_stored(fanout, decisions, generation_id, timeout_s=10))
         done, _ = await asyncio.wait({waiting}, timeout=0.3)

@@ -1,4 +1,4 @@
-"""`Bus.serve` runs at most `concurrency` requests of one subject at once; the rest wait in the subscription."""
+"""`Bus.serve` runs at most `concurrency` requests of one subject at once; the rest wait in line as messages."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ async def test_serve_runs_at_most_its_concurrency_and_answers_every_request(bus:
     sub = bus.subscriptions[-1]
     calls = [asyncio.create_task(bus.request(GetCustomer(pass_id=f"pass:anon:{i}"), CustomerView, timeout=30))
              for i in range(12)]
-    # every request reached this process: started, queued in the subscription, or the one held at the gate
+    # every request reached this process: started, or waiting as a message (`pending_msgs`), none as a task
     await wait_for(lambda: started + sub.pending_msgs >= 11, 10, what="all requests delivered")
     assert started == 3 and running == 3
     gate.set()

@@ -49,7 +49,7 @@ class Decisions:
             await bus.listen(subject, self._on_decision)
         self.is_listening = True
 
-    async def _on_decision(self, msg: BusMessage) -> None:
+    def _on_decision(self, msg: BusMessage) -> None:
         if not isinstance(msg, GenerationAccepted | GenerationRejected):
             return
         self._recent[msg.generation_id] = None
