@@ -27,6 +27,7 @@ from libs.bus.codec import decode
 from libs.bus.consumer import Consumer
 from libs.bus.types import BatchHandler, D, ExhaustedHook, Handler
 from libs.errors import InvalidMessageError
+from libs.logging import bound
 from libs.metrics import CONSUMER_LAG, DEAD_LETTERS, MESSAGES
 from libs.schemas import BusMessage, Stream
 from libs.transient import NATS_AWAY
@@ -157,8 +158,7 @@ class Delivery(Generic[D]):
         meta = raw.metadata
         deliveries = meta.num_delivered
         started = time.perf_counter()
-        with structlog.contextvars.bound_contextvars(subject=raw.subject, stream_seq=meta.sequence.stream,
-                                                     **msg.log_fields()):
+        with bound(subject=raw.subject, stream_seq=meta.sequence.stream, **msg.log_fields()):
             heartbeat = self.heartbeats.hold([raw])
             try:
                 await self.handlers[type(msg)](msg, self.deps)

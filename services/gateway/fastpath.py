@@ -27,7 +27,6 @@ from types import MappingProxyType
 from typing import Any
 
 import orjson
-import structlog
 from fastapi import FastAPI
 from fastapi.routing import APIRoute, iter_route_contexts
 from pydantic import BaseModel, ValidationError
@@ -36,6 +35,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
+from libs.logging import bound
 from libs.settings import Settings
 from services.gateway.auth.access import edge
 from services.gateway.auth.identity import JSON_BODY
@@ -128,7 +128,10 @@ class GatewayApp(FastAPI):
             await send(message)
 
         async def send_cors(message: Message) -> None:  # Cors (Starlette's adds `Vary: Origin` without one)
-            if origin is None and message["type"] == "http.response.start" and not any(
+            if message["type"] != "http.response.start":  # Cors passes the body on as it is
+                await send_out(message)
+                return
+            if origin is None and not any(
                     name == b"vary" for name, _ in message.get("headers", ())):
                 message["headers"] = [*message.get("headers", ()), VARY_ORIGIN]
                 await send_out(message)
@@ -136,7 +139,7 @@ class GatewayApp(FastAPI):
             await self.fast_cors.send(message, send_out, Headers(scope=scope))
 
         try:
-            with structlog.contextvars.bound_contextvars(request_id=request_id):
+            with bound(request_id=request_id):
                 try:
                     request = Request(scope, receive)
                     try:

@@ -24,6 +24,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from libs.logging import bound
 from libs.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from libs.settings import Settings
 from services.gateway.errors import is_mma_path, legacy_body, mma_body
@@ -118,7 +119,7 @@ class RequestContext:
                 message["headers"] = [*message.get("headers", ()), *context_headers(request_id, state)]
             await send(message)
 
-        with structlog.contextvars.bound_contextvars(request_id=request_id):
+        with bound(request_id=request_id):
             try:
                 await self.app(scope, receive, send_wrapper)
             finally:

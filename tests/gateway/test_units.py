@@ -162,13 +162,15 @@ async def test_decisions_resolve_the_waiting_create_from_the_broadcast(bus: Bus)
     decisions = Decisions()
     await decisions.start(bus)
     await decisions.start(bus)  # idempotent: still one subscription per subject
-    with decisions.expect("b" * 32) as accepted, decisions.expect("c" * 32) as rejected:
-        await bus.publish(GenerationAccepted(generation_id="b" * 32, pass_id="pass:anon:u", flow=Flow.STILL_CREATE,
-                                             price=1, balance=3))
-        await bus.publish(GenerationRejected(generation_id="c" * 32, pass_id="pass:anon:u", flow=Flow.STILL_CREATE,
-                                             code="INSUFFICIENT_CREDITS", message="no", price=1, balance=0))
-        got = await asyncio.wait_for(accepted, 10)
-        refused = await asyncio.wait_for(rejected, 10)
+    accepted, rejected = decisions.expect("b" * 32), decisions.expect("c" * 32)
+    await bus.publish(GenerationAccepted(generation_id="b" * 32, pass_id="pass:anon:u", flow=Flow.STILL_CREATE,
+                                         price=1, balance=3))
+    await bus.publish(GenerationRejected(generation_id="c" * 32, pass_id="pass:anon:u", flow=Flow.STILL_CREATE,
+                                         code="INSUFFICIENT_CREDITS", message="no", price=1, balance=0))
+    got = await asyncio.wait_for(accepted, 10)
+    refused = await asyncio.wait_for(rejected, 10)
+    decisions.forget("b" * 32, accepted)
+    decisions.forget("c" * 32, rejected)
     assert isinstance(got, GenerationAccepted) and got.balance == 3
     assert isinstance(refused, GenerationRejected) and refused.code == "INSUFFICIENT_CREDITS"
     assert decisions.pending == 0

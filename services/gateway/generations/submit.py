@@ -84,9 +84,9 @@ async def submit(deps: GatewayDeps, cmd: CreateCommand, terminal_timeout_s: floa
         generation_id, is_new = new_id(), True
     ids = {"generation_id": generation_id, "pass_id": cmd.pass_id, "flow": cmd.flow.value}  # not a bind: cheaper
     use_broadcast = is_new and terminal_timeout_s is None and deps.decisions.is_listening
-    with contextlib.ExitStack() as stack:
-        # registered before the publish: billing cannot decide before someone waits
-        decision = stack.enter_context(deps.decisions.expect(generation_id)) if use_broadcast else None
+    # registered before the publish: billing cannot decide before someone waits
+    decision = deps.decisions.expect(generation_id) if use_broadcast else None
+    try:
         # a replay whose first request never reached the bus publishes again (the msg id dedupes the rest)
         if is_new or await deps.bus.last_seq(generation_events(generation_id)) == 0:
             await deps.bus.publish(GenerationRequested(
@@ -101,6 +101,9 @@ async def submit(deps: GatewayDeps, cmd: CreateCommand, terminal_timeout_s: floa
         else:
             outcome = await follow_outcome(deps.bus, generation_id, deps.settings.decision_timeout_s,
                                            terminal_timeout_s)
+    finally:
+        if decision is not None:
+            deps.decisions.forget(generation_id, decision)
     log.info("gateway.generation_decided", accepted=outcome.accepted is not None,
              rejected=outcome.rejected.code if outcome.rejected else None,
              terminal=type(outcome.terminal).__name__ if outcome.terminal else None, **ids)
