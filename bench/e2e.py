@@ -43,7 +43,7 @@ async def run(stack: Stack, count: int, monolith_cpu_ms: float | None) -> Figure
     ended: dict[str, asyncio.Future[BusMessage]] = {}
     loop = asyncio.get_running_loop()
 
-    async def on_end(msg: BusMessage) -> None:
+    def on_end(msg: BusMessage) -> None:  # runs in the connection's reader (libs/bus/inline.py)
         if isinstance(msg, GenerationDone | GenerationFailed):
             future = ended.setdefault(msg.generation_id, loop.create_future())
             if not future.done():

@@ -4,6 +4,7 @@ sequence, or hear live broadcasts that are never replayed."""
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import AsyncGenerator, Callable
 
 import nats.js.errors
@@ -66,6 +67,9 @@ async def listen(nc: NatsClient, filter_subject: str, handler: Callable[[BusMess
     not listening learns it from the stream instead (`last_seq`). `handler` runs in the connection's
     reader (`inline.py`): it must not block.
     """
+
+    if inspect.iscoroutinefunction(handler):  # it would never run: nothing awaits it in the reader
+        raise TypeError(f"listen({filter_subject!r}) takes a plain function, not a coroutine function")
 
     def on_msg(raw: Msg) -> None:
         try:

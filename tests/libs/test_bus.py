@@ -251,3 +251,24 @@ async def test_more_than_a_thousand_followers_at_once(bus: Bus) -> None:
         assert len(first) == 1100 and all(seq == first[0][0] for seq, _ in first)
     finally:
         await asyncio.gather(*(f.aclose() for f in followers))
+
+
+async def test_listen_hands_broadcasts_to_a_plain_function_and_refuses_a_coroutine_one(bus: Bus) -> None:
+    """A broadcast reaches a listener as it is read (in the connection's reader); an async handler, which
+    nothing there would ever await, is refused when subscribing rather than silently never run."""
+    heard: list[object] = []
+    arrived = asyncio.Event()
+
+    def on_line(msg: object) -> None:
+        heard.append(msg)
+        arrived.set()
+
+    async def never_run(msg: object) -> None:
+        heard.append(msg)
+
+    with pytest.raises(TypeError, match="plain function"):
+        await bus.listen("mma.evt.g7.scan_line", never_run)  # type: ignore[arg-type]
+    await bus.listen("mma.evt.g7.scan_line", on_line)
+    await bus.publish(line("g7", 0, "first"))
+    await asyncio.wait_for(arrived.wait(), 10)
+    assert [(m.generation_id, m.text) for m in heard if isinstance(m, ScanLine)] == [("g7", "first")]
