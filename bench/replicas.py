@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import nats
+import nats.js.errors
 from nats.js import JetStreamContext, api
 
 from bench.common import Figure, pct
@@ -34,6 +35,18 @@ async def _stream_led(js: JetStreamContext, name: str, timeout_s: float = 30.0) 
             await asyncio.sleep(0.05)
 
 
+async def _first_answer(js: JetStreamContext, timeout_s: float = 30.0) -> None:
+    """Publish until the stream answers: a leader just elected may still refuse the first publishes (no
+    responder) while its peers catch up, which once failed a whole `make bench` here."""
+    async with asyncio.timeout(timeout_s):
+        while True:
+            try:
+                await js.publish("rep.warm", PAYLOAD)
+                return
+            except nats.js.errors.NoStreamResponseError:
+                await asyncio.sleep(0.05)
+
+
 async def _measure(url: str, replicas: int, count: int, cap_s: float) -> tuple[float, float, float]:
     """(awaited msgs/s, awaited p99 ms, pipelined msgs/s), each run bounded by `count` and `cap_s`."""
     nc = await nats.connect(server_list(url))
@@ -41,6 +54,7 @@ async def _measure(url: str, replicas: int, count: int, cap_s: float) -> tuple[f
     await js.add_stream(api.StreamConfig(name="REP", subjects=["rep.>"], storage=api.StorageType.FILE,
                                          num_replicas=replicas))
     await _stream_led(js, "REP")
+    await _first_answer(js)
     try:
         latencies: list[float] = []
         started = time.perf_counter()
