@@ -10,8 +10,9 @@ and the ledger (docs/bench.md, session 13). `subscribe_inline` swaps the subscri
 queue for `_Inline`, which runs a plain (not async) handler at once, inside the reader.
 
 A handler must not block or await: it runs in the connection's read loop. One that raises is
-logged and the next message is read as usual. This uses nats-py's private
-`Subscription._pending_queue` / `_pending_size` and `Client._resp_map` (pinned 2.16.0, as in acks.py).
+logged and the next message is read as usual. This uses nats-py's private members (pinned 2.16.0,
+as in acks.py): `Subscription._pending_queue`, `_pending_size`, `_wait_for_msgs_task`, and for the
+request replies `Client._resp_sub_prefix`, `_init_request_sub`, `_resp_map`, `_subs`.
 """
 
 from __future__ import annotations
@@ -65,11 +66,11 @@ async def subscribe_inline(nc: NatsClient, subject: str, handler: Handler, queue
     """`nc.subscribe` with `handler` run in the reader for each message (no task, no queue); `pending`
     counts the messages the handler keeps waiting, if it keeps any."""
     sub = await nc.subscribe(subject, queue=queue)  # no callback: nats-py starts no task for it
-    make_inline(sub, handler, pending)
+    _make_inline(sub, handler, pending)
     return sub
 
 
-def make_inline(sub: Subscription, handler: Handler, pending: Callable[[], int] | None = None) -> None:
+def _make_inline(sub: Subscription, handler: Handler, pending: Callable[[], int] | None = None) -> None:
     """Swap `sub`'s pending queue for `_Inline`; a message queued before the swap is handled first."""
     before = sub._pending_queue
     inline = _Inline(sub, handler, pending)
@@ -98,4 +99,4 @@ async def inline_request_replies(nc: NatsClient) -> None:
             if sub._wait_for_msgs_task is not None:
                 sub._wait_for_msgs_task.cancel()  # its callback task: nothing reaches it any more
                 sub._wait_for_msgs_task = None
-            make_inline(sub, on_reply)
+            _make_inline(sub, on_reply)
