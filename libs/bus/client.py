@@ -132,6 +132,7 @@ class Bus:
         on_exhausted: ExhaustedHook[D] | None = None,
         batch: int = 256,
         retry_unavailable: bool = False,
+        fill_s: float = 0.0,
     ) -> Consumer:
         """`consume` with concurrency 1, but up to `batch` messages go to ONE `batch_handler` call.
 
@@ -140,9 +141,10 @@ class Bus:
         A dependency that is away naks the whole batch (each with its usual delay); any other
         failure (bad data or a bug somewhere in it) re-runs the batch one message at a time
         through `handlers`, so only the bad message is retried, then dead-lettered.
+        With `fill_s`, a busy consumer waits up to that long for a fuller batch (`pull._pull_loop`).
         """
         delivery = self._delivery(stream, durable, handlers, deps, max_deliver, on_exhausted, retry_unavailable)
-        return self._running(await pull.start_batches(delivery, filter_subject, batch_handler, batch))
+        return self._running(await pull.start_batches(delivery, filter_subject, batch_handler, batch, fill_s))
 
     def _delivery(self, stream: Stream, durable: str, handlers: Mapping[type[BusMessage], Handler[D]], deps: D,
                   max_deliver: int | None, on_exhausted: ExhaustedHook[D] | None,

@@ -15,6 +15,7 @@ class Consumer:
     task: asyncio.Task[None] | None = None
     inflight: set[asyncio.Task[None]] = field(default_factory=set)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    fetched: int = 0  # messages the fetch loop has taken from the server
     handled: int = 0
     dead_lettered: int = 0
     in_progress_sent: int = 0  # heartbeats: in-progress acks written for messages in hand

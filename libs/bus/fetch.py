@@ -36,6 +36,7 @@ STATUS = api.Header.STATUS.value
 HEARTBEAT = "100"
 ENDED = frozenset({"404", "408"})  # no (more) messages; the request expired
 LOST_MARGIN_S = 1.0  # past `expires`, an unanswered request is taken as lost
+MIN_EXPIRES_NS = 1_000_000  # a request open for less is not worth sending
 
 
 class Fetcher:
@@ -112,19 +113,39 @@ class Fetcher:
             log.warning("bus.fetch_unanswered", durable=self.durable, wait_s=wait_s)
             self.open = ""
         if not self.open:
-            reply = f"{self.prefix}{next(self.tokens)}"
-            request = {"batch": size, "expires": int(wait_s * 1e9)}
-            if not linger:
-                request["no_wait"] = True
-            await self.nc.publish(self.subject, orjson.dumps(request), reply=reply)
-            self.open, self.left, self.ended = reply, size, ""
-            self.lost_at = loop.time() + wait_s + LOST_MARGIN_S
-        self.waiter = loop.create_future()
+            await self._ask(size, wait_s, linger)
+        await self._wait(self.lost_at)
+        return self.take(size), "" if self.open else self.ended
+
+    async def gather(self, size: int, until: float) -> None:
+        """Wait until `size` messages are here, or until loop time `until` (a busy consumer waiting for a
+        fuller batch), asking for what no open request will bring."""
+        loop = asyncio.get_running_loop()
+        while len(self.got) < size and loop.time() < until:
+            if not self.open:
+                await self._ask(size - len(self.got), until - loop.time(), linger=True)
+            if not await self._wait(min(until, self.lost_at)):
+                return
+
+    async def _ask(self, size: int, wait_s: float, linger: bool) -> None:
+        """One `CONSUMER.MSG.NEXT` request for up to `size` messages within `wait_s`."""
+        loop = asyncio.get_running_loop()
+        reply = f"{self.prefix}{next(self.tokens)}"
+        request: dict[str, object] = {"batch": size, "expires": max(int(wait_s * 1e9), MIN_EXPIRES_NS)}
+        if not linger:
+            request["no_wait"] = True
+        await self.nc.publish(self.subject, orjson.dumps(request), reply=reply)
+        self.open, self.left, self.ended = reply, size, ""
+        self.lost_at = loop.time() + wait_s + LOST_MARGIN_S
+
+    async def _wait(self, until: float) -> bool:
+        """Until a message or a request's end wakes this fetcher (True), or loop time `until` (False)."""
+        self.waiter = asyncio.get_running_loop().create_future()
         try:
-            async with asyncio.timeout_at(self.lost_at):
+            async with asyncio.timeout_at(until):
                 await self.waiter
+            return True
         except TimeoutError:
-            pass  # taken as lost by the next call
+            return False  # an unanswered request is taken as lost by the next fetch
         finally:
             self.waiter = None
-        return self.take(size), "" if self.open else self.ended

@@ -22,6 +22,7 @@ log = structlog.get_logger("bus")
 
 FETCH_WAIT_S = 1.0  # a fetch that finds nothing returns after this, so a stop is seen
 FETCH_RETRY_S = 0.5  # between fetches while NATS is away
+FILL_FROM = 4  # a last batch this big marks a consumer as busy (`fill_s`)
 
 Take = Callable[[list[Msg]], Coroutine[object, None, None]]
 
@@ -62,8 +63,9 @@ async def start_each(delivery: Delivery[D], filter_subject: str, concurrency: in
 
 
 async def start_batches(delivery: Delivery[D], filter_subject: str, batch_handler: BatchHandler[D],
-                        batch: int) -> Consumer:
-    """Up to `batch` messages per `batch_handler` call, in stream order; the next fetch overlaps the call."""
+                        batch: int, fill_s: float = 0.0) -> Consumer:
+    """Up to `batch` messages per `batch_handler` call, in stream order; the next fetch overlaps the call.
+    With `fill_s`, a busy consumer waits up to that long for a fuller batch (`_pull_loop`)."""
     fetcher = await _subscribe(delivery, filter_subject, max_ack_pending=max(batch * 2, 1000))
 
     async def want() -> int:
@@ -76,7 +78,8 @@ async def start_batches(delivery: Delivery[D], filter_subject: str, batch_handle
             # a failure while acking or dead-lettering: the unacked messages are redelivered
             log.exception("bus.batch_crashed", durable=delivery.durable, count=len(raws))
 
-    return _start(delivery, filter_subject, _pull_loop(delivery.consumer, fetcher, want, take, overlap=True))
+    return _start(delivery, filter_subject, _pull_loop(delivery.consumer, fetcher, want, take, overlap=True,
+                                                              fill_s=fill_s))
 
 
 async def _subscribe(delivery: Delivery[D], filter_subject: str, max_ack_pending: int) -> Fetcher:
@@ -126,25 +129,42 @@ def _start(delivery: Delivery[D], filter_subject: str, loop: Coroutine[object, N
 
 
 async def _pull_loop(consumer: Consumer, fetcher: Fetcher, want: Callable[[], Awaitable[int]],
-                     take: Take, overlap: bool = False) -> None:
+                     take: Take, overlap: bool = False, fill_s: float = 0.0) -> None:
     """Fetch `await want()` messages at a time and hand them to `take` until stopped.
 
     With `overlap`, the next fetch runs while `take` handles the previous messages (the
     fetch round trip hides behind the batch's transaction), with a lingering request, so
     that everything that came meanwhile makes the next batch; `take` calls still run one
     after the other, in stream order.
+
+    With `fill_s`, a busy consumer (the batch's first message came while the previous batch
+    was still being handled, or that batch held `FILL_FROM` messages or more) hands a partial
+    batch over only once `fill_s` has passed since that message was fetched: a batch's fixed
+    cost (a transaction, its round trips, the ack) is paid for more messages under load, while
+    a quiet consumer hands each message over at once.
     """
+    loop = asyncio.get_running_loop()
     taking: asyncio.Task[None] | None = None
+    last = 0  # messages in the last batch handed over
     try:
         while not consumer.stopping.is_set():
-            msgs = await _fetch(consumer, fetcher, await want(), linger=overlap)
+            size = await want()
+            msgs = await _fetch(consumer, fetcher, size, linger=overlap)
             if not msgs:
                 continue
+            consumer.fetched += len(msgs)
+            busy = last >= FILL_FROM or (taking is not None and not taking.done())
+            ready_at = loop.time() + fill_s if fill_s and busy else 0.0
             if taking is not None:
                 await taking
                 taking = None
                 # what came while it ran, for the lingering request (`Fetcher.fetch`), joins this batch
-                msgs.extend(fetcher.take(await want() - len(msgs)))
+                msgs += _more(consumer, fetcher.take(size - len(msgs)))
+            if ready_at and len(msgs) < size and not consumer.stopping.is_set():
+                with contextlib.suppress(*NATS_AWAY):
+                    await fetcher.gather(size - len(msgs), ready_at)
+                msgs += _more(consumer, fetcher.take(size - len(msgs)))
+            last = len(msgs)
             if overlap:
                 taking = asyncio.create_task(take(msgs))
             else:
@@ -155,6 +175,11 @@ async def _pull_loop(consumer: Consumer, fetcher: Fetcher, want: Callable[[], Aw
         # an unsubscribed inbox lets the connection drain at once
         with contextlib.suppress(Exception):
             await fetcher.stop()
+
+
+def _more(consumer: Consumer, msgs: list[Msg]) -> list[Msg]:
+    consumer.fetched += len(msgs)
+    return msgs
 
 
 async def _fetch(consumer: Consumer, fetcher: Fetcher, size: int, linger: bool) -> list[Msg]:

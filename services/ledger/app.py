@@ -23,6 +23,10 @@ DURABLE = "ledger"
 # commit waits for the WAL fsync) and a statement per statement group: 2,000 makes those a
 # quarter of what 500 did (docs/bench.md).
 BATCH = 2000
+# Under load (each batch a few events: the next ones come while a batch is written), a batch waits
+# this long from its first event to fill: about 2 ms of CPU in the ledger and 2 in Postgres per
+# batch were spent on 11 events at 750 creates/s, on 25 with the wait (docs/bench.md, session 14).
+PROJECTION_FILL_S = 0.025
 GROUPED = 256  # CreditApply requests in hand at once (services/ledger/credit_queue.py)
 
 
@@ -59,10 +63,11 @@ async def setup(ctx: ServiceContext) -> None:
         await ctx.bus.serve(req_type, db_unavailable_is_retryable(handler), deps, queue=RPC_QUEUE,
                             concurrency=concurrency)
     # in stream order, up to BATCH events per transaction; bad data falls back to one at a time
-    # the bus gives the durable room for two batches (the one in hand, the one fetched meanwhile)
+    # the bus gives the durable room for two batches (the one in hand, the one fetched meanwhile);
+    # under load a batch waits up to PROJECTION_FILL_S to fill (fewer transactions for the same events)
     await ctx.bus.consume_batch(
         stream=Stream.EVENTS, durable=DURABLE, filter_subject=EVENTS_ALL, handlers=EVENT_HANDLERS,
-        batch_handler=project_batch, deps=deps, batch=BATCH, retry_unavailable=True,
+        batch_handler=project_batch, deps=deps, batch=BATCH, retry_unavailable=True, fill_s=PROJECTION_FILL_S,
     )
     log.info("ledger.wired", rpcs=len(RPC_HANDLERS), event_types=len(EVENT_HANDLERS))
 

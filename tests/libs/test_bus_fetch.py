@@ -12,7 +12,7 @@ from nats.js import api
 
 from libs.bus import Bus
 from libs.bus.fetch import Fetcher
-from libs.bus.pull import ensure_consumer
+from libs.bus.pull import FILL_FROM, ensure_consumer
 from libs.schemas import EVENTS_ALL, ScanLine, Stream
 from tests.helpers import wait_for
 
@@ -118,3 +118,55 @@ async def test_a_fetch_from_a_missing_durable_ends_with_its_status(bus: Bus) -> 
     msgs, status = await pull.fetch(10, 1.0)
     assert msgs == [] and status not in ("", "404", "408")
     await pull.stop()
+
+
+async def test_gather_waits_for_the_batch_to_fill_or_for_its_deadline(bus: Bus) -> None:
+    """Messages that come within the wait join the ones in hand; at the deadline what is there goes."""
+    pull = await fetcher(bus)
+    await bus.publish(line(0))
+    msgs, _ = await pull.fetch(3, 5.0, linger=True)
+    gathering = asyncio.create_task(pull.gather(3, asyncio.get_running_loop().time() + 60))
+    for index in (1, 2, 3):
+        await bus.publish(line(index))
+    await asyncio.wait_for(gathering, 10)  # three in hand: no 60 s wait
+    assert indexes(msgs + pull.take(3)) == [0, 1, 2, 3]
+
+    started = time.monotonic()
+    await pull.gather(3, asyncio.get_running_loop().time() + 0.3)  # nothing comes
+    assert 0.25 < time.monotonic() - started < 5 and pull.take(3) == []
+    await pull.stop()
+
+
+async def test_a_busy_batch_consumer_waits_for_a_fuller_batch_and_a_quiet_one_does_not(bus: Bus) -> None:
+    """`fill_s`: a message that comes while a batch is being handled, or after a batch of FILL_FROM or more,
+    waits for more (up to the batch size or `fill_s`); one that comes to an idle consumer goes at once."""
+    assert FILL_FROM == 4
+    batches: list[list[int]] = []
+    gate = asyncio.Event()
+
+    async def one(msg: ScanLine, deps: None) -> None:
+        raise AssertionError("every batch is handled whole")
+
+    async def many(msgs: list[ScanLine], deps: None) -> None:
+        batches.append([m.index for m in msgs])
+        if msgs[0].index == 1:
+            await gate.wait()
+
+    consumer = await bus.consume_batch(stream=Stream.EVENTS, durable="filling", filter_subject=EVENTS_ALL,
+                                       handlers={ScanLine: one}, batch_handler=many, deps=None, batch=4, fill_s=60.0)
+    for index in (0, 1):  # idle each time: no 60 s wait
+        await bus.publish(line(index))
+        await wait_for(lambda i=index: batches[-1:] == [[i]], 10, what=f"message {index} handed over at once")
+    await bus.publish(line(2))  # while the batch of 1 is in hand
+    await wait_for(lambda: consumer.fetched == 3, 10, what="message 2 fetched while 1 is in hand")
+    gate.set()
+    for index in (3, 4, 5):  # one at a time: without the wait, 2 would go alone
+        await bus.publish(line(index))
+    await wait_for(lambda: len(batches) == 3, 10, what="the filled batch")
+    assert batches[2] == [2, 3, 4, 5]
+    await wait_for(lambda: consumer.handled == 6, 10, what="all acked")
+
+    for index in (6, 7, 8, 9):  # to an idle consumer, but after a batch of four
+        await bus.publish(line(index))
+    await wait_for(lambda: len(batches) == 4, 10, what="the next filled batch")
+    assert batches[3] == [6, 7, 8, 9]
