@@ -36,7 +36,7 @@ STATUS = api.Header.STATUS.value
 HEARTBEAT = "100"
 ENDED = frozenset({"404", "408"})  # no (more) messages; the request expired
 LOST_MARGIN_S = 1.0  # past `expires`, an unanswered request is taken as lost
-MIN_EXPIRES_NS = 1_000_000  # a request open for less is not worth sending
+MIN_EXPIRES_NS = 1_000_000  # the shortest expiry a request is sent with
 
 
 class Fetcher:
@@ -146,6 +146,6 @@ class Fetcher:
                 await self.waiter
             return True
         except TimeoutError:
-            return False  # an unanswered request is taken as lost by the next fetch
+            return False  # `until` passed (for `fetch`, its request is taken as lost by the next call)
         finally:
             self.waiter = None

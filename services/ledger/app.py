@@ -25,7 +25,7 @@ DURABLE = "ledger"
 BATCH = 2000
 # Under load (each batch a few events: the next ones come while a batch is written), a batch waits
 # this long from its first event to fill: about 2 ms of CPU in the ledger and 2 in Postgres per
-# batch were spent on 11 events at 750 creates/s, on 25 with the wait (docs/bench.md, session 14).
+# batch were spent on 11 events at 750 creates/s, on 35 with the wait (docs/bench.md, session 14).
 PROJECTION_FILL_S = 0.025
 GROUPED = 256  # CreditApply requests in hand at once (services/ledger/credit_queue.py)
 
