@@ -22,7 +22,7 @@ from pathlib import Path
 
 import psutil
 
-from bench.common import Figure, connect, ratio
+from bench.common import Figure, FsyncProbe, connect, ratio
 from bench.profile import Profile, Recorder
 from bench.stack import ROOT, Stack, describe_errors, errors_since, http_ok, log_offset
 from bench.wrkload import WrkResult, first_creates, merged, run_wrk
@@ -111,9 +111,10 @@ def _start_monolith(stack: Stack) -> tuple[subprocess.Popen[bytes], str]:
     return proc, f"http://127.0.0.1:{port}/mma/still/create"
 
 
-def _both(stack: Stack, duration_s: float, customers: int) -> tuple[list[Side], list[Side]]:
+def _both(stack: Stack, duration_s: float, customers: int, probe: FsyncProbe) -> tuple[list[Side], list[Side]]:
     """Monolith and product in alternating rounds (the host's speed drifts within minutes: each
-    pair of rounds sees the same host); returns each side's rounds."""
+    pair of rounds sees the same host); returns each side's rounds. `probe` times the disk's
+    flushes during each side's measured rounds."""
     proc, mono_url = _start_monolith(stack)
     product_url = f"{stack.gateway_url}/mma/still/create"
     me = {"monolith": psutil.Process(proc.pid)}
@@ -122,6 +123,9 @@ def _both(stack: Stack, duration_s: float, customers: int) -> tuple[list[Side], 
     mono_rounds: list[Side] = []
     product_rounds: list[Side] = []
     try:
+        # as a database that has run a while: no new WAL segment is made inside the rounds, and the
+        # full-page images that follow a checkpoint are written by the first creates and warm-ups
+        stack.recycle_wal()
         for url in (mono_url, product_url):
             failed = first_creates(url, customers, CONNECTIONS)
             if failed:
@@ -130,12 +134,16 @@ def _both(stack: Stack, duration_s: float, customers: int) -> tuple[list[Side], 
         _wait_projected(stack)
         for _ in range(ROUNDS):  # each round warmed for a second: the other side's round left this one idle
             run_wrk(mono_url, connections=CONNECTIONS, duration_s=1, customers=customers)
+            probe.side = "monolith"
             mono_rounds.append(_measure(mono_url, per_round, customers,
                                         lambda: _cpu(stack, SHARED, me)))
+            probe.side = ""
             run_wrk(product_url, connections=CONNECTIONS, duration_s=1, customers=customers)
             _wait_projected(stack)
+            probe.side = "product"
             product_rounds.append(_measure(product_url, per_round, customers,
                                            lambda: _cpu(stack, names), lambda: _wait_projected(stack)))
+            probe.side = ""
     finally:
         proc.terminate()
         proc.wait(15)
@@ -148,7 +156,8 @@ def _p99s(rounds: list[Side]) -> str:
 
 def run(stack: Stack, duration_s: float, customers: int) -> Figure:
     offset = log_offset(stack, "gateway")
-    product_rounds, mono_rounds = _both(stack, duration_s, customers)
+    with FsyncProbe(stack.root) as probe:  # the directory Postgres's data (and WAL) live under
+        product_rounds, mono_rounds = _both(stack, duration_s, customers, probe)
     product, mono = _merged(product_rounds), _merged(mono_rounds)
     rounds = [ratio(p.wrk.rps, m.wrk.rps) for p, m in zip(product_rounds, mono_rounds, strict=True)]
     r = ratio(product.wrk.rps, mono.wrk.rps)
@@ -174,9 +183,12 @@ def run(stack: Stack, duration_s: float, customers: int) -> Figure:
             f"{ROUNDS} alternating rounds of {product.wrk.duration_s / ROUNDS:g} s a side (ratio by round "
             f"{', '.join(f'{x:.2f}' for x in rounds)}; p50/p99 of the rounds' latencies together; p99 by round: "
             f"product {_p99s(product_rounds)}, monolith {_p99s(mono_rounds)} ms); "
+            f"WAL segments recycled before the first creates (Stack.recycle_wal); "
             f"wrk -c{CONNECTIONS}, its CPU {product.wrk.cpu_pct:.0f}% "
             f"(monolith run {mono.wrk.cpu_pct:.0f}%); CPU ms per accepted create: product {product.split()}; "
-            f"monolith {mono.split()} ({product.cpu_total / mono.cpu_total if mono.cpu_total else 0:.2f}x)")
+            f"monolith {mono.split()} ({product.cpu_total / mono.cpu_total if mono.cpu_total else 0:.2f}x); "
+            f"the disk meanwhile (an 8 KB write + fdatasync every 100 ms, what a durable commit waits for): "
+            f"product rounds {probe.describe('product')}, monolith rounds {probe.describe('monolith')}")
     return Figure("accept rate", text, not why, "; ".join(why),
                   extra={"product": product, "monolith": mono})
 

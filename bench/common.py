@@ -9,9 +9,11 @@ import os
 import resource
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -145,3 +147,47 @@ def host_probe_ms(repeats: int = 5) -> float:
             total += i * i % 7
         best = min(best, time.perf_counter() - started)
     return best * 1000
+
+
+class FsyncProbe:
+    """What a durable commit waits for on this disk while a figure runs: an 8 KB rewrite + `fdatasync`
+    (Postgres flushes its WAL so at every commit) in `directory` every `every_s`, from a thread, timed.
+
+    Printed beside the accept figure so a slow round can be read against the disk: here the flush takes
+    about 0.5 ms at the median, with single ones of 20-55 ms in some rounds (docs/bench.md, session 15).
+    It adds about a tenth of the ledger's own flushes, on both sides of a figure alike.
+    """
+
+    def __init__(self, directory: Path, every_s: float = 0.1) -> None:
+        self.path = directory / "fsync-probe"
+        self.every_s = every_s
+        self.side = ""  # what the samples are taken for now ("" drops them: a warm-up)
+        self.ms: dict[str, list[float]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fsync-probe", daemon=True)
+
+    def _run(self) -> None:
+        block = os.urandom(8192)
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            while not self._stop.wait(self.every_s):
+                started = time.perf_counter()
+                os.pwrite(fd, block, 0)
+                os.fdatasync(fd)
+                if self.side:
+                    self.ms.setdefault(self.side, []).append((time.perf_counter() - started) * 1000)
+        finally:
+            os.close(fd)
+            self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> FsyncProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def describe(self, side: str) -> str:
+        ms = self.ms.get(side, [])
+        return f"p50 {pct(ms, 50):.1f} max {max(ms, default=math.nan):.1f} ms of {len(ms)}"

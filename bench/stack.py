@@ -129,6 +129,9 @@ class RssSampler:
         self._thread.join(2)
 
 
+WAL_SEGMENTS = 32  # 512 MB of recycled WAL: more than a full accept figure writes (about 200 MB)
+
+
 @dataclass
 class Stack:
     """Embedded servers + services; everything lives under `root` and stops with `close`."""
@@ -254,6 +257,22 @@ class Stack:
         svc = self.services[name]
         assert svc.pid is not None
         return svc.pid
+
+    def recycle_wal(self, segments: int = WAL_SEGMENTS) -> None:
+        """Leave `segments` recycled WAL segments ahead, as a database that has run a while has.
+
+        This Postgres was initdb'd minutes ago and has never checkpointed, so every 16 MB of WAL it
+        creates a new segment: 16 MB of zeros written and flushed while every commit waits. Under the
+        accept load that is every 3-4 s, 30-70 ms each on this VM's disk, and with the GIN index's
+        pending list (supabase/migrations/20261203000000_gin_pending_limit.sql) it made the slow 1% of
+        the accept rounds (the slow commits' times matched the segments' birth times, docs/bench.md,
+        session 15). One that has checkpointed renames the segments it no longer needs into future
+        ones instead. So: switch through `segments` new segments (each switch needs a WAL record
+        since the last), then checkpoint, which recycles them. Both sides of a figure share it."""
+        assert self.pg is not None
+        switches = "".join("select pg_logical_emit_message(false, 'bench', 'wal'); select pg_switch_wal(); "
+                           for _ in range(segments))
+        self.pg.psql(switches + "checkpoint;")
 
     def close(self) -> None:
         for name in list(self.services):

@@ -1,0 +1,11 @@
+-- A smaller pending list for the GIN index on mega_generations.mg_mma_vars.
+--
+-- GIN adds new entries to a pending list, and the insert that finds the list past its limit moves the
+-- whole list into the index before it returns (4 MB by default: thousands of generation rows, each
+-- with a few dozen keys). Every row of mega_generations is indexed, even one with no vars (a credit
+-- row gets a NULL entry), so that one insert may be anyone's: a projection batch, or a credit apply
+-- on the money path. Measured under the accept load (docs/bench.md, session 15): the projection's
+-- inserts of `accepted` rows took 40-58 ms once every few seconds, and with them the slowest creates;
+-- with 256 KB the same work comes in pieces a sixteenth the size and no insert took over 30 ms.
+-- A catalog change: no rewrite, a brief lock; guarded, so a database without the index is skipped.
+alter index if exists public.mega_generations_mma_vars_gin set (gin_pending_list_limit = 256);
